@@ -1,0 +1,15 @@
+"""refexit: a readable NumPy oracle for early-exit BERT, and the truth the compiled C is checked against."""
+from .config import BertConfig
+from .errors import CheckpointError, ConfigError, InputError, RefexitError
+from .heads import ExitParams, Head
+from .model import Model, load
+from .policies import (Entropy, ExitWarning, Learned, MaxProb, NormEntropy, Patience, Policy, Ponder,
+                       Static, Window, make_policy)
+from .results import ClassifyResult
+
+__version__ = "0.1.0"
+
+__all__ = ["BertConfig", "CheckpointError", "ConfigError", "InputError", "RefexitError", "ExitParams",
+           "Head", "Model", "load", "Entropy", "ExitWarning", "Learned", "MaxProb", "NormEntropy",
+           "Patience", "Policy", "Ponder", "Static", "Window", "make_policy", "ClassifyResult",
+           "__version__"]

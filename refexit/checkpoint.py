@@ -1,0 +1,339 @@
+"""Load a Hugging Face BERT folder into canonical names, checking every tensor.
+
+Canonical names (layers 0-based as in HF; Linear weights [out, in] as in HF, never transposed):
+  emb.word [V,H]  emb.pos [P,H]  emb.type [Tt,H]  emb.ln.{w,b} [H]
+  layers.{i}.attn.{q,k,v,o}.{w [H,H], b [H]}  layers.{i}.attn.ln.{w,b}
+  layers.{i}.ffn.up.{w [I,H], b [I]}  layers.{i}.ffn.down.{w [H,I], b [H]}  layers.{i}.ffn.ln.{w,b}
+  pooler.{w [H,H], b [H]}           (optional; needed by shared_pooler heads)
+  classifier.{w [C,H], b [C]}       (BertForSequenceClassification: the final head)
+  heads.{i}.<param>                 exit head after layer i+1 (see heads.param_shapes)
+  lte.{w [1,F], b [1]}              BERxiT learned exit
+  ponder.{pos [L,F], hid.w [P,F], hid.b [P], out.w [1,P], out.b [1]}   PALBERT lambda MLP
+
+Layouts understood: HF BertModel / BertForSequenceClassification (`bert.` prefix), DeeBERT and
+BERxiT off-ramps (`bert.encoder.highway.{i}.pooler.dense.*`, `.classifier.*`, BERxiT
+`bert.encoder.lte_classifier.*`), PABEE (`classifiers.{i}.*` beside `bert.pooler.dense.*`), and
+our own `exits.safetensors` (canonical names + metadata), written by `save_exits`.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from . import safetensors_io
+from .config import BertConfig
+from .errors import CheckpointError
+from .heads import FASTBERT_WIDTH, HEAD_KINDS, ExitParams, Head, param_shapes
+
+EXITS_FILE = "exits.safetensors"
+EXITS_FORMAT = "1"
+
+_LAYER_PARTS = {
+    "attention.self.query": "attn.q", "attention.self.key": "attn.k", "attention.self.value": "attn.v",
+    "attention.output.dense": "attn.o", "attention.output.LayerNorm": "attn.ln",
+    "intermediate.dense": "ffn.up", "output.dense": "ffn.down", "output.LayerNorm": "ffn.ln",
+}
+_SUFFIX = {"weight": "w", "bias": "b", "gamma": "w", "beta": "b"}
+_IGNORED = re.compile(r"^(bert\.)?embeddings\.position_ids$|^cls\.")   # buffer; MLM/NSP heads
+
+
+def canonical_name(hf: str, num_layers: int) -> str | None:
+    """HF / DeeBERT / BERxiT / PABEE tensor name -> canonical name; '' = known but ignored; None = unknown."""
+    if _IGNORED.search(hf):
+        return ""
+    n = hf[5:] if hf.startswith("bert.") else hf
+    *path, last = n.split(".")
+    suf = _SUFFIX.get(last)
+    if suf is None:
+        return None
+    stem = ".".join(path)
+    emb = {"embeddings.word_embeddings": "emb.word", "embeddings.position_embeddings": "emb.pos",
+           "embeddings.token_type_embeddings": "emb.type"}
+    if stem in emb and suf == "w":
+        return emb[stem]
+    if stem == "embeddings.LayerNorm":
+        return f"emb.ln.{suf}"
+    m = re.fullmatch(r"encoder\.layer\.(\d+)\.(.+)", stem)
+    if m and m.group(2) in _LAYER_PARTS:
+        return f"layers.{int(m.group(1))}.{_LAYER_PARTS[m.group(2)]}.{suf}"
+    if stem == "pooler.dense":
+        return f"pooler.{suf}"
+    if stem == "classifier" and not hf.startswith("bert."):
+        return f"classifier.{suf}"
+    m = re.fullmatch(r"encoder\.highway\.(\d+)\.(pooler\.dense|classifier)", stem)   # DeeBERT, BERxiT
+    if m:
+        i = int(m.group(1))
+        if i == num_layers - 1:
+            return ""        # DeeBERT's untrained off-ramp at layer L (a bug, methods.md): ignored
+        return f"heads.{i}.{'pooler' if m.group(2) == 'pooler.dense' else 'fc'}.{suf}"
+    if stem == "encoder.lte_classifier":                                              # BERxiT
+        return f"lte.{suf}"
+    m = re.fullmatch(r"classifiers\.(\d+)", stem)                                     # PABEE
+    if m and not hf.startswith("bert."):
+        return f"heads.{int(m.group(1))}.fc.{suf}"
+    return None
+
+
+def backbone_shapes(cfg: BertConfig) -> dict[str, tuple]:
+    H, I = cfg.hidden_size, cfg.intermediate_size
+    shapes = {"emb.word": (cfg.vocab_size, H), "emb.pos": (cfg.max_position_embeddings, H),
+              "emb.type": (cfg.type_vocab_size, H), "emb.ln.w": (H,), "emb.ln.b": (H,)}
+    for i in range(cfg.num_hidden_layers):
+        for part in ("attn.q", "attn.k", "attn.v", "attn.o"):
+            shapes[f"layers.{i}.{part}.w"], shapes[f"layers.{i}.{part}.b"] = (H, H), (H,)
+        for part in ("attn.ln", "ffn.ln"):
+            shapes[f"layers.{i}.{part}.w"], shapes[f"layers.{i}.{part}.b"] = (H,), (H,)
+        shapes[f"layers.{i}.ffn.up.w"], shapes[f"layers.{i}.ffn.up.b"] = (I, H), (I,)
+        shapes[f"layers.{i}.ffn.down.w"], shapes[f"layers.{i}.ffn.down.b"] = (H, I), (H,)
+    return shapes
+
+
+def _check(name: str, arr: np.ndarray, shape: tuple, where: str):
+    if arr.dtype.kind != "f":
+        raise CheckpointError(f"{where}: tensor {name!r} has dtype {arr.dtype}, expected a float type")
+    if tuple(arr.shape) != tuple(shape):
+        raise CheckpointError(f"{where}: tensor {name!r} has shape {list(arr.shape)}, expected {list(shape)}")
+
+
+def load_checkpoint(model_dir: str | Path, dtype=np.float32, exits: str | Path | None = None):
+    """-> (config, weights: canonical backbone/pooler/classifier, ExitParams, label names).
+
+    `exits`: an exits.safetensors path; default: <model_dir>/exits.safetensors when present.
+    """
+    model_dir = Path(model_dir)
+    cfg = BertConfig.from_dir(model_dir)
+    path = model_dir / "model.safetensors"
+    if not path.exists():
+        bins = [p.name for p in model_dir.glob("*.bin")]
+        hint = f" ({', '.join(bins)} found: convert it to safetensors; refexit never unpickles)" if bins else ""
+        raise CheckpointError(f"{path} does not exist{hint}")
+    raw, _ = safetensors_io.read(path)
+    L = cfg.num_hidden_layers
+    weights, unknown, seen = {}, [], {}
+    for hf, arr in raw.items():
+        c = canonical_name(hf, L)
+        if c is None:
+            unknown.append(hf)
+        elif c:
+            if c in seen:
+                raise CheckpointError(f"{path}: tensors {seen[c]!r} and {hf!r} both map to {c!r}")
+            seen[c] = hf
+            weights[c] = arr
+    if unknown:
+        raise CheckpointError(f"{path}: {len(unknown)} unexpected tensor(s), e.g. "
+                              f"{', '.join(repr(u) for u in sorted(unknown)[:5])}")
+    expected = backbone_shapes(cfg)
+    for name, shape in expected.items():
+        if name not in weights:
+            raise CheckpointError(f"{path}: missing tensor {_hf_hint(name)!r} (canonical {name!r})")
+        _check(seen[name], weights[name], shape, str(path))
+    for stray in [n for n in weights if n.startswith("layers.") and n not in expected]:
+        raise CheckpointError(f"{path}: tensor {seen[stray]!r} belongs to a layer beyond "
+                              f"num_hidden_layers={L}")
+    H = cfg.hidden_size
+    for opt, shape in (("pooler.w", (H, H)), ("pooler.b", (H,))):
+        if opt in weights:
+            _check(seen[opt], weights[opt], shape, str(path))
+    if ("pooler.w" in weights) != ("pooler.b" in weights):
+        raise CheckpointError(f"{path}: the pooler needs both 'pooler.dense.weight' and 'pooler.dense.bias'")
+
+    heads: list = [None] * L
+    lte = _take_lte(weights, seen, H, str(path))
+    head_tensors = {n: a for n, a in weights.items() if n.startswith("heads.")}
+    if "classifier.w" in weights or "classifier.b" in weights:
+        heads[L - 1] = _classifier_head(weights, seen, cfg, str(path))
+    if head_tensors:
+        pabee = not any(".pooler." in n for n in head_tensors)
+        _fill_heads(heads, head_tensors, seen, "shared_pooler" if pabee else "pooler_linear",
+                    H, str(path), from_exits=False)
+    weights = {n: a for n, a in weights.items() if not n.startswith(("heads.", "lte.", "classifier."))}
+    exit_params = ExitParams(heads, lte, None, np.ones(L))
+    labels = cfg.labels
+
+    exits_path = Path(exits) if exits is not None else model_dir / EXITS_FILE
+    if exits is not None and not exits_path.exists():
+        raise CheckpointError(f"{exits_path} does not exist")
+    if exits_path.exists():
+        labels = _load_exits(exits_path, exit_params, cfg, labels)
+
+    _check_heads(exit_params, weights, cfg, str(path))
+    final = exit_params.heads[L - 1]
+    if final is not None and not labels:
+        labels = [f"LABEL_{i}" for i in range(final.num_labels)]
+    weights = {n: np.asarray(a, dtype=dtype) for n, a in weights.items()}
+    return cfg, weights, exit_params.astype(dtype), labels
+
+
+def _hf_hint(canonical: str) -> str:
+    inv = {v: k for k, v in _LAYER_PARTS.items()}
+    m = re.fullmatch(r"layers\.(\d+)\.(\w+\.\w+)\.(w|b)", canonical)
+    if m:
+        return f"encoder.layer.{m.group(1)}.{inv[m.group(2)]}.{'weight' if m.group(3) == 'w' else 'bias'}"
+    simple = {"emb.word": "embeddings.word_embeddings.weight",
+              "emb.pos": "embeddings.position_embeddings.weight",
+              "emb.type": "embeddings.token_type_embeddings.weight",
+              "emb.ln.w": "embeddings.LayerNorm.weight", "emb.ln.b": "embeddings.LayerNorm.bias"}
+    return simple.get(canonical, canonical)
+
+
+def _classifier_head(weights, seen, cfg, where) -> Head:
+    if "classifier.w" not in weights or "classifier.b" not in weights:
+        raise CheckpointError(f"{where}: the classifier needs both 'classifier.weight' and 'classifier.bias'")
+    w, b = weights["classifier.w"], weights["classifier.b"]
+    C = cfg.num_labels or w.shape[0]
+    _check(seen["classifier.w"], w, (C, cfg.hidden_size), where)
+    _check(seen["classifier.b"], b, (C,), where)
+    if "pooler.w" not in weights:
+        raise CheckpointError(f"{where}: a classifier needs the pooler ('bert.pooler.dense.weight' is missing)")
+    return Head("shared_pooler", {"fc.w": w, "fc.b": b})
+
+
+def _take_lte(weights, seen, F, where):
+    if "lte.w" not in weights and "lte.b" not in weights:
+        return None
+    for n, shape in (("lte.w", (1, F)), ("lte.b", (1,))):
+        if n not in weights:
+            raise CheckpointError(f"{where}: the learned-exit (LTE) head lacks {n!r}")
+        _check(seen.get(n, n), weights[n], shape, where)
+    return {"w": weights["lte.w"], "b": weights["lte.b"]}
+
+
+def _fill_heads(heads, tensors, seen, kind, H, where, from_exits, l2norm=False, attn_heads=2,
+                width=FASTBERT_WIDTH, final_locked=False):
+    L = len(heads)
+    by_layer: dict[int, dict] = {}
+    for name, arr in tensors.items():
+        m = re.fullmatch(r"heads\.(\d+)\.(.+)", name)
+        if not m:
+            raise CheckpointError(f"{where}: unexpected tensor {seen.get(name, name)!r}")
+        by_layer.setdefault(int(m.group(1)), {})[m.group(2)] = arr
+    for i, params in sorted(by_layer.items()):
+        if i >= L:
+            raise CheckpointError(f"{where}: exit head tensor for layer index {i} but the model has {L} layers")
+        if i == L - 1 and final_locked:
+            raise CheckpointError(f"{where}: has a head after the last layer, but the checkpoint has its "
+                                  f"own classifier there (the last layer always answers with it)")
+        C = params["fc.w"].shape[0] if "fc.w" in params and params["fc.w"].ndim == 2 else None
+        if C is None:
+            raise CheckpointError(f"{where}: exit head {i} lacks 'fc.w' [C, F]")
+        expected = param_shapes(kind, H, C, width)
+        for pname, shape in expected.items():
+            if pname not in params:
+                raise CheckpointError(f"{where}: exit head {i} ({kind}) lacks tensor "
+                                      f"{seen.get(f'heads.{i}.{pname}', f'heads.{i}.{pname}')!r}")
+            _check(seen.get(f"heads.{i}.{pname}", f"heads.{i}.{pname}"), params[pname], shape, where)
+        extra = set(params) - set(expected)
+        if extra:
+            raise CheckpointError(f"{where}: exit head {i} ({kind}) has unexpected tensor(s) "
+                                  f"{sorted(f'heads.{i}.{e}' for e in extra)}")
+        heads[i] = Head(kind, params, l2norm=l2norm, attn_heads=attn_heads)
+
+
+def _load_exits(path: Path, ep: ExitParams, cfg: BertConfig, labels: list) -> list:
+    tensors, meta = safetensors_io.read(path)
+    where = str(path)
+    if meta.get("refexit_exits") != EXITS_FORMAT:
+        raise CheckpointError(f"{where}: not a refexit exits file (metadata 'refexit_exits' must be "
+                              f"{EXITS_FORMAT!r}, got {meta.get('refexit_exits')!r})")
+    kind = meta.get("kind", "")
+    if kind not in HEAD_KINDS:
+        raise CheckpointError(f"{where}: metadata 'kind' is {kind!r}, expected one of {HEAD_KINDS}")
+    try:
+        l2norm = json.loads(meta.get("l2norm", "false"))
+        attn_heads = int(meta.get("attn_heads", "2"))
+        file_labels = json.loads(meta.get("labels", "[]"))
+        temps = json.loads(meta.get("temperatures", "null"))
+        final_kind = meta.get("final_kind", kind)
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{where}: malformed metadata: {e}") from None
+    L, H = cfg.num_hidden_layers, cfg.hidden_size
+    has_classifier = ep.heads[L - 1] is not None
+    width = FASTBERT_WIDTH
+    if kind == "fastbert":
+        some = next((a for n, a in tensors.items() if n.endswith(".proj.w")), None)
+        width = some.shape[0] if some is not None else FASTBERT_WIDTH
+    heads_t = {n: a for n, a in tensors.items() if n.startswith("heads.") and not n.startswith(f"heads.{L - 1}.")}
+    final_t = {n: a for n, a in tensors.items() if n.startswith(f"heads.{L - 1}.")}
+    seen = {n: n for n in tensors}
+    _fill_heads(ep.heads, heads_t, seen, kind, H, where, True, l2norm, attn_heads, width)
+    if final_t:
+        if final_kind not in HEAD_KINDS:
+            raise CheckpointError(f"{where}: metadata 'final_kind' is {final_kind!r}")
+        _fill_heads(ep.heads, final_t, seen, final_kind, H, where, True, l2norm, attn_heads, width,
+                    final_locked=has_classifier)
+    F = next((h.feature_size for h in ep.heads[:L - 1] if h is not None), H)
+    lte = _take_lte(tensors, seen, F, where)
+    if lte is not None:
+        ep.lte = lte
+    pond = {n[len("ponder."):]: a for n, a in tensors.items() if n.startswith("ponder.")}
+    if pond:
+        P = pond.get("hid.w", np.zeros((0, 0))).shape[0]
+        for n, shape in {"pos": (L, F), "hid.w": (P, F), "hid.b": (P,), "out.w": (1, P), "out.b": (1,)}.items():
+            if n not in pond:
+                raise CheckpointError(f"{where}: the ponder (PALBERT) head lacks 'ponder.{n}'")
+            _check(f"ponder.{n}", pond[n], shape, where)
+        ep.ponder = pond
+    other = [n for n in tensors if not n.startswith(("heads.", "lte.", "ponder."))]
+    if other:
+        raise CheckpointError(f"{where}: unexpected tensor(s) {sorted(other)[:5]}")
+    if temps is not None:
+        t = np.asarray(temps, dtype=np.float64)
+        if t.shape != (L,) or not np.all(np.isfinite(t)) or np.any(t <= 0):
+            raise CheckpointError(f"{where}: metadata 'temperatures' must be {L} positive numbers, got {temps!r}")
+        ep.temperatures = t
+    if file_labels:
+        if labels and list(labels) != list(file_labels):
+            raise CheckpointError(f"{where}: labels {file_labels} differ from the model's {labels}")
+        return list(file_labels)
+    return labels
+
+
+def _check_heads(ep: ExitParams, weights, cfg, where):
+    heads = [h for h in ep.heads if h is not None]
+    if not heads:
+        return
+    C = heads[-1].num_labels
+    for i, h in enumerate(ep.heads):
+        if h is None:
+            continue
+        if h.num_labels != C:
+            raise CheckpointError(f"{where}: exit head {i} has {h.num_labels} outputs, the others {C}")
+        if h.kind == "shared_pooler" and "pooler.w" not in weights:
+            raise CheckpointError(f"{where}: exit head {i} uses the model's pooler, which the checkpoint lacks")
+    if cfg.num_labels and C != cfg.num_labels:
+        raise CheckpointError(f"{where}: heads have {C} outputs but config id2label has {cfg.num_labels}")
+
+
+def save_exits(path: str | Path, ep: ExitParams, labels: list[str], extra_meta: dict | None = None,
+               include_final: bool = True):
+    """Write the exit heads, LTE, ponder and temperatures as an exits.safetensors file.
+
+    include_final=False leaves out the head after the last layer (when it is the checkpoint's own
+    classifier, which loads from model.safetensors)."""
+    L = len(ep.heads)
+    if not include_final:
+        ep = ExitParams(ep.heads[:L - 1] + [None], ep.lte, ep.ponder, ep.temperatures)
+    exit_heads = [h for h in ep.heads[:L - 1] if h is not None]
+    if not exit_heads and ep.heads[L - 1] is None:
+        raise CheckpointError("no exit heads to save")
+    kinds = {h.kind for h in exit_heads}
+    if len(kinds) > 1:
+        raise CheckpointError(f"exit heads must share one kind, got {sorted(kinds)}")
+    ref = exit_heads[0] if exit_heads else ep.heads[L - 1]
+    tensors = {}
+    for i, h in enumerate(ep.heads):
+        if h is not None:
+            tensors.update({f"heads.{i}.{n}": np.asarray(a, np.float32) for n, a in h.params.items()})
+    for prefix, d in (("lte", ep.lte), ("ponder", ep.ponder)):
+        if d:
+            tensors.update({f"{prefix}.{n}": np.asarray(a, np.float32) for n, a in d.items()})
+    meta = {"refexit_exits": EXITS_FORMAT, "kind": ref.kind, "l2norm": json.dumps(bool(ref.l2norm)),
+            "attn_heads": str(ref.attn_heads), "labels": json.dumps(list(labels)),
+            "temperatures": json.dumps([float(t) for t in ep.temperatures])}
+    if ep.heads[L - 1] is not None:
+        meta["final_kind"] = ep.heads[L - 1].kind
+    meta.update(extra_meta or {})
+    safetensors_io.write(path, tensors, meta)

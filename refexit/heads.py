@@ -1,0 +1,108 @@
+"""Exit heads ("off-ramps"): what turns the hidden state after layer i into logits z_i.
+
+Every head computes a feature vector `feat` [F] from the layer's hidden states x [T, H] (real
+tokens only), then logits = fc(feat) [C]. BERxiT's LTE and PALBERT's lambda read that same
+feature vector. Kinds (methods.md):
+  pooler_linear  feat = tanh(own_pooler(x[0]))                 F = H   (DeeBERT, BERxiT)
+  shared_pooler  feat = tanh(model_pooler(x[0]))               F = H   (PABEE; the HF classifier)
+  mean_linear    feat = mean_t x[t]  (optionally L2-normalised) F = H
+  fastbert       feat = tanh(pre(attn_W(tanh(proj(x)))[0]))     F = W = 128 (FastBERT)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import nn
+
+HEAD_KINDS = ("pooler_linear", "shared_pooler", "mean_linear", "fastbert")
+FASTBERT_WIDTH = 128
+
+
+def param_shapes(kind: str, H: int, C: int, width: int = FASTBERT_WIDTH) -> dict[str, tuple]:
+    """Expected parameter shapes of one head of `kind` (Linear weights are [out, in])."""
+    if kind == "pooler_linear":
+        return {"pooler.w": (H, H), "pooler.b": (H,), "fc.w": (C, H), "fc.b": (C,)}
+    if kind in ("shared_pooler", "mean_linear"):
+        return {"fc.w": (C, H), "fc.b": (C,)}
+    if kind == "fastbert":
+        W = width
+        shapes = {"proj.w": (W, H), "proj.b": (W,)}
+        for n in ("q", "k", "v", "o", "pre"):
+            shapes[f"{n}.w"], shapes[f"{n}.b"] = (W, W), (W,)
+        shapes.update({"fc.w": (C, W), "fc.b": (C,)})
+        return shapes
+    raise ValueError(f"unknown head kind {kind!r} (known: {', '.join(HEAD_KINDS)})")
+
+
+@dataclass
+class Head:
+    kind: str
+    params: dict                 # short name -> array, shapes from param_shapes()
+    l2norm: bool = False         # mean_linear: L2-normalise the mean before fc
+    attn_heads: int = 2          # fastbert: heads of its self-attention (FastBERT 2, SmartBERT 4)
+
+    @property
+    def num_labels(self) -> int:
+        return self.params["fc.w"].shape[0]
+
+    @property
+    def feature_size(self) -> int:
+        return self.params["fc.w"].shape[1]
+
+    def features(self, x, pooler_w=None, pooler_b=None):
+        """x [T, H] hidden states of the real tokens -> feat [F]."""
+        p = self.params
+        if self.kind == "pooler_linear":
+            return np.tanh(nn.linear(x[0], p["pooler.w"], p["pooler.b"]))          # [H]
+        if self.kind == "shared_pooler":
+            return np.tanh(nn.linear(x[0], pooler_w, pooler_b))                    # [H]
+        if self.kind == "mean_linear":
+            m = x.mean(axis=0)                                                      # [H]
+            return m / np.sqrt(np.sum(m * m)) if self.l2norm else m
+        if self.kind == "fastbert":
+            y = np.tanh(nn.linear(x, p["proj.w"], p["proj.b"]))                     # [T, W]
+            mask = np.ones(len(x), dtype=bool)
+            a = nn.attention(y, mask, p["q.w"], p["q.b"], p["k.w"], p["k.b"], p["v.w"], p["v.b"],
+                             p["o.w"], p["o.b"], self.attn_heads)                   # [T, W]
+            return np.tanh(nn.linear(a[0], p["pre.w"], p["pre.b"]))                 # [W]
+        raise ValueError(f"unknown head kind {self.kind!r}")
+
+    def logits(self, feat):                                                         # [F] -> [C]
+        return nn.linear(feat, self.params["fc.w"], self.params["fc.b"])
+
+    def flops(self, T: int) -> int:
+        """Multiply-adds x 2 of this head on a sequence of T real tokens."""
+        H, C = self.params["fc.w"].shape[1], self.num_labels
+        if self.kind == "fastbert":
+            W, Hin = self.params["proj.w"].shape
+            return 2 * (T * W * Hin + 4 * T * W * W + 2 * T * T * W + W * W + C * W)
+        pool = 2 * H * H if self.kind in ("pooler_linear", "shared_pooler") else 0
+        return pool + 2 * C * H
+
+    def astype(self, dtype) -> "Head":
+        return Head(self.kind, {k: v.astype(dtype) for k, v in self.params.items()},
+                    self.l2norm, self.attn_heads)
+
+
+@dataclass
+class ExitParams:
+    """Everything beyond the backbone that the exit policies read."""
+    heads: list                   # L entries: Head or None (no head after that layer); [L-1] = final
+    lte: dict | None = None       # BERxiT: {"w": [1, F], "b": [1]}
+    ponder: dict | None = None    # PALBERT: {"pos": [L, F], "hid.w": [P, F], "hid.b": [P], "out.w": [1, P], "out.b": [1]}
+    temperatures: np.ndarray = field(default=None)   # [L] Right-Tool calibration, 1 = none
+
+    def lte_score(self, feat):                       # [F] -> u in (0, 1)
+        return nn.sigmoid(nn.linear(feat, self.lte["w"], self.lte["b"]))[0]
+
+    def ponder_lambda(self, layer: int, feat):       # 1-based layer, [F] -> lambda in (0, 1)
+        p = self.ponder
+        h = np.tanh(nn.linear(feat + p["pos"][layer - 1], p["hid.w"], p["hid.b"]))  # [P]
+        return nn.sigmoid(nn.linear(h, p["out.w"], p["out.b"]))[0]
+
+    def astype(self, dtype) -> "ExitParams":
+        conv = (lambda d: None if d is None else {k: v.astype(dtype) for k, v in d.items()})
+        return ExitParams([h.astype(dtype) if h else None for h in self.heads], conv(self.lte),
+                          conv(self.ponder), self.temperatures.astype(dtype))

@@ -1,0 +1,226 @@
+"""refexit.Model: the oracle forward pass with per-sample early exit.
+
+The batch is processed layer by layer (as the C code does), but every sample's tensors are its own
+real tokens only [n_b, H]: no padding compute, and nothing a sample computes depends on its batch
+mates. After each layer, each still-active sample's exit head and policy decide; exited samples
+leave the batch.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from . import nn
+from .checkpoint import load_checkpoint
+from .config import BertConfig
+from .errors import InputError
+from .heads import ExitParams
+from .policies import Policy, Static
+from .results import ClassifyResult, LayerTrace
+
+
+class Model:
+    def __init__(self, config: BertConfig, weights: dict, exits: ExitParams, label_names: list,
+                 tokenizer=None, source: str | None = None):
+        self.config = config
+        self.weights = weights          # canonical name -> array (see checkpoint.py)
+        self.exits = exits              # exit heads [L], LTE, ponder, temperatures
+        self.label_names = list(label_names)
+        self.tokenizer = tokenizer      # refexit.tokenizer.Tokenizer (None for bare models)
+        self.source = source
+        self._layers = [{k[len(f"layers.{i}."):]: v for k, v in weights.items() if k.startswith(f"layers.{i}.")}
+                        for i in range(config.num_hidden_layers)]
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def dtype(self):
+        return self.weights["emb.word"].dtype
+
+    @property
+    def num_layers(self) -> int:
+        return self.config.num_hidden_layers
+
+    @property
+    def num_labels(self) -> int:
+        final = self.exits.heads[-1]
+        return final.num_labels if final is not None else 0
+
+    @property
+    def heads(self):
+        return self.exits.heads
+
+    def astype(self, dtype) -> "Model":
+        """The same model computing in `dtype` (np.float64 for tight checks)."""
+        return Model(self.config, {k: v.astype(dtype) for k, v in self.weights.items()},
+                     self.exits.astype(dtype), self.label_names, self.tokenizer, self.source)
+
+    # ------------------------------------------------------------------ input checking
+    def rows(self, enc) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Encoding (or dict with input_ids [B,T], attention_mask, token_type_ids) -> per sample
+        (ids [n], type_ids [n]) of its real tokens, validated."""
+        get = enc.get if isinstance(enc, dict) else (lambda k, d=None: getattr(enc, k, d))
+        ids = get("input_ids")
+        if ids is None:
+            raise InputError("input has no 'input_ids'")
+        ids = np.asarray(ids)
+        if ids.ndim == 1:
+            ids = ids[None]
+        if ids.ndim != 2 or (ids.size and ids.dtype.kind not in "iu"):
+            raise InputError(f"input_ids must be a [B, T] integer array, got {ids.dtype} {ids.shape}")
+        B, T = ids.shape
+        mask = get("attention_mask")
+        mask = np.ones((B, T), np.int64) if mask is None else np.asarray(mask).reshape(B, -1)
+        types = get("token_type_ids")
+        types = np.zeros((B, T), np.int64) if types is None else np.asarray(types).reshape(B, -1)
+        if mask.shape != (B, T) or types.shape != (B, T):
+            raise InputError(f"attention_mask {mask.shape} / token_type_ids {types.shape} must match "
+                             f"input_ids {ids.shape}")
+        cfg = self.config
+        out = []
+        for b in range(B):
+            n = int(np.sum(mask[b] != 0))
+            if n == 0:
+                raise InputError(f"sample {b} has no tokens (attention_mask is all 0)")
+            if not np.all(mask[b, :n] != 0) or np.any(mask[b, n:] != 0):
+                raise InputError(f"sample {b}: attention_mask must be 1 for the real tokens then 0 "
+                                 f"(right padding)")
+            if n > cfg.max_position_embeddings:
+                raise InputError(f"sample {b} has {n} tokens; the model accepts at most "
+                                 f"{cfg.max_position_embeddings}")
+            i, t = ids[b, :n].astype(np.int64), types[b, :n].astype(np.int64)
+            if i.min() < 0 or i.max() >= cfg.vocab_size:
+                raise InputError(f"sample {b}: token id {int(i.max() if i.max() >= cfg.vocab_size else i.min())} "
+                                 f"is outside the vocabulary [0, {cfg.vocab_size})")
+            if t.min() < 0 or t.max() >= cfg.type_vocab_size:
+                raise InputError(f"sample {b}: token type id outside [0, {cfg.type_vocab_size})")
+            out.append((i, t))
+        return out
+
+    # ------------------------------------------------------------------ forward pieces
+    def embed(self, ids, type_ids):                              # [n] -> [n, H]
+        w = self.weights
+        return nn.embed(ids, type_ids, w["emb.word"], w["emb.pos"], w["emb.type"],
+                        w["emb.ln.w"], w["emb.ln.b"], self.config.layer_norm_eps)
+
+    def layer(self, i: int, x, key_mask=None):                   # 0-based layer i: [n, H] -> [n, H]
+        if key_mask is None:
+            key_mask = np.ones(len(x), dtype=bool)
+        c = self.config
+        return nn.encoder_layer(x, key_mask, self._layers[i], c.num_attention_heads, c.hidden_act,
+                                c.layer_norm_eps)
+
+    def head(self, layer: int, x):
+        """Exit head after 1-based `layer` on real-token states x [n, H] -> (logits [C], feat [F])."""
+        h = self.exits.heads[layer - 1]
+        feat = h.features(x, self.weights.get("pooler.w"), self.weights.get("pooler.b"))
+        return h.logits(feat), feat
+
+    def layer_flops(self, n: int) -> int:
+        """Matmul FLOPs (2 x multiply-adds) of one encoder layer on n real tokens."""
+        H, I = self.config.hidden_size, self.config.intermediate_size
+        return 2 * n * (4 * H * H + 2 * H * I) + 4 * n * n * H
+
+    # ------------------------------------------------------------------ public API
+    def hidden_states(self, enc) -> list[np.ndarray]:
+        """All L+1 hidden states [B, T, H] (embeddings first), like HF output_hidden_states.
+
+        Padded positions are computed as HF does (they attend to the real keys); they never
+        influence the real ones."""
+        ids = np.asarray(enc["input_ids"] if isinstance(enc, dict) else enc.input_ids)
+        ids = ids[None] if ids.ndim == 1 else ids
+        B, T = ids.shape
+        rows = self.rows(enc)
+        types = np.asarray(enc.get("token_type_ids") if isinstance(enc, dict) else enc.token_type_ids)
+        types = np.zeros((B, T), np.int64) if types is None or types.shape != (B, T) else types
+        if T > self.config.max_position_embeddings:
+            raise InputError(f"padded length {T} exceeds {self.config.max_position_embeddings} positions")
+        states = [np.zeros((B, T, self.config.hidden_size), self.dtype) for _ in range(self.num_layers + 1)]
+        for b, (r_ids, _) in enumerate(rows):
+            key_mask = np.arange(T) < len(r_ids)                            # [T]
+            full_ids = np.where(key_mask, ids[b], self.config.pad_token_id).astype(np.int64)
+            x = self.embed(full_ids, np.where(key_mask, types[b], 0).astype(np.int64))  # [T, H]
+            states[0][b] = x
+            for i in range(self.num_layers):
+                x = self.layer(i, x, key_mask)
+                states[i + 1][b] = x
+        return states
+
+    def check_policy(self, policy: Policy) -> list[str]:
+        """Validate `policy` against this model's heads; returns (and warns) its warnings."""
+        L, heads = self.num_layers, self.exits.heads
+        if heads[L - 1] is None:
+            raise InputError("the model has no classifier after its last layer: load a "
+                             "BertForSequenceClassification checkpoint or train exit heads "
+                             "(refexit train-exits)")
+        need = [policy.k] if isinstance(policy, Static) else range(1, L)
+        missing = [i for i in need if heads[i - 1] is None]
+        if missing:
+            raise InputError(f"{policy!r} needs exit heads after layer(s) {missing}, which the model "
+                             f"lacks: train them (refexit train-exits) or load an exits.safetensors")
+        return policy.check(L, self.num_labels, self.exits)
+
+    def classify(self, enc, policy: Policy | None = None, trace: bool = False) -> ClassifyResult:
+        """Per-sample early-exit classification. policy None = the full model (Static(L))."""
+        L = self.num_layers
+        policy = policy if policy is not None else Static(L)
+        msgs = self.check_policy(policy)
+        rows = self.rows(enc)
+        B, C = len(rows), self.num_labels
+        logits = np.zeros((B, C), self.dtype)
+        exit_layers = np.zeros(B, np.int64)
+        flops = np.zeros(B, np.float64)
+        margins = np.full(B, math.inf)
+        traces = [[] for _ in range(B)] if trace else None
+        states = [policy.start() for _ in range(B)]
+        x = {b: self.embed(ids, types) for b, (ids, types) in enumerate(rows)}   # b -> [n_b, H]
+        for layer in range(1, L + 1):
+            for b in list(x):                       # the samples still running
+                x[b] = self.layer(layer - 1, x[b])
+                n = len(x[b])
+                flops[b] += self.layer_flops(n)
+                if layer < L and (isinstance(policy, Static) and layer != policy.k):
+                    continue                        # the static baseline evaluates one head only
+                z, feat = self.head(layer, x[b])
+                flops[b] += self.exits.heads[layer - 1].flops(n)
+                if layer == L:
+                    done, score, margin = True, math.nan, math.inf
+                else:
+                    done, score, margin = policy.decide(layer, z, feat, self.exits, states[b])
+                    flops[b] += self._policy_flops(policy)
+                    margins[b] = min(margins[b], margin)
+                if trace:
+                    traces[b].append(LayerTrace(layer, z, score, margin, bool(done)))
+                if done:
+                    logits[b], exit_layers[b] = z, layer
+                    del x[b]
+        full = np.array([L * self.layer_flops(len(r[0])) + self.exits.heads[L - 1].flops(len(r[0]))
+                         for r in rows], np.float64)
+        return ClassifyResult(logits, exit_layers, L, self.label_names, flops, full, margins,
+                              repr(policy), traces, msgs)
+
+    def _policy_flops(self, policy) -> int:
+        F = next((h.feature_size for h in self.exits.heads if h is not None), 0)
+        if policy.name == "learned":
+            return 2 * F
+        if policy.name == "ponder":
+            P = self.exits.ponder["hid.w"].shape[0]
+            return 2 * P * F + 2 * P
+        return 0
+
+    def __repr__(self):
+        c = self.config
+        kinds = sorted({h.kind for h in self.exits.heads[:-1] if h is not None}) or ["none"]
+        return (f"<refexit.Model L={c.num_hidden_layers} H={c.hidden_size} heads={c.num_attention_heads} "
+                f"labels={self.label_names} exits={'/'.join(kinds)} dtype={np.dtype(self.dtype).name} "
+                f"from {self.source}>")
+
+
+def load(path: str | Path, dtype=np.float32, exits: str | Path | None = None) -> Model:
+    """Load a Hugging Face BERT folder (config.json, model.safetensors, vocab.txt), plus its
+    exits.safetensors when present (or `exits`)."""
+    from .tokenizer import Tokenizer
+    cfg, weights, exit_params, labels = load_checkpoint(path, dtype=dtype, exits=exits)
+    tok = Tokenizer.from_dir(path, cfg)
+    return Model(cfg, weights, exit_params, labels, tok, source=str(path))

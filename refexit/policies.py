@@ -1,0 +1,339 @@
+"""Exit policies: after layer i < L, does this sample stop? (methods.md, "Exit rules")
+
+A policy decides for ONE sample at a time, from that sample's exit logits z_i [C], its head
+feature vector feat_i [F] and its own running state, so a sample's result never depends on the
+other samples of its batch. `decide` returns (exit?, score, margin): `score` is the number compared
+with the threshold, `margin` how far the decision is from flipping (|score - threshold|, or for
+argmax-based rules the smallest top-2 logit gap the decision rests on). The model always exits
+at layer L with the final classifier; policies are only asked about layers 1..L-1.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from . import nn
+from .errors import InputError
+
+
+class ExitWarning(UserWarning):
+    """A threshold that can never fire, or always fires at layer 1."""
+
+
+def _thresholds(value, name: str, num_layers: int) -> np.ndarray:
+    """Scalar or per-layer sequence (L-1 values for layers 1..L-1, or L with the last ignored) -> [L-1]."""
+    arr = np.atleast_1d(np.asarray(value, dtype=np.float64))
+    if arr.ndim != 1:
+        raise InputError(f"{name} must be a number or a 1-D sequence, got shape {arr.shape}")
+    if arr.size == 1:
+        arr = np.full(max(num_layers - 1, 0), arr[0])
+    elif arr.size == num_layers:
+        arr = arr[:-1]
+    elif arr.size != num_layers - 1:
+        raise InputError(f"{name} has {arr.size} values; give one, or one per layer "
+                         f"({num_layers - 1} for layers 1..{num_layers - 1})")
+    if np.any(np.isnan(arr)):
+        raise InputError(f"{name} contains NaN")
+    return arr
+
+
+def _top2_gap(z) -> float:                          # [C] -> top-1 minus top-2 logit (inf if C = 1)
+    if z.shape[0] < 2:
+        return math.inf
+    s = np.sort(z)
+    return float(s[-1] - s[-2])
+
+
+class Policy(ABC):
+    name = "policy"
+    needs_heads = True
+
+    def check(self, num_layers: int, num_labels: int, exits) -> list[str]:
+        """Validate against a model; return warnings (also issued as ExitWarning)."""
+        return []
+
+    def start(self) -> dict:
+        return {}
+
+    @abstractmethod
+    def decide(self, layer: int, z, feat, exits, state: dict) -> tuple[bool, float, float]:
+        """z [C] exit logits, feat [F] head features, state: this sample's -> (exit?, score, margin)."""
+
+    def _warn(self, msgs: list[str]) -> list[str]:
+        for m in msgs:
+            warnings.warn(m, ExitWarning, stacklevel=3)
+        return msgs
+
+    def params(self) -> dict:
+        """The policy's parameters (for provenance, JSON and codegen)."""
+        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in vars(self).items()
+                if not k.startswith("_")}
+
+    def __repr__(self):
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.params().items())})"
+
+
+class _Threshold(Policy):
+    """Policies that compare one score per layer with a threshold."""
+
+    def __init__(self, threshold):
+        try:
+            arr = np.asarray(threshold, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InputError(f"{type(self).__name__} threshold must be numeric, got {threshold!r}") from None
+        if np.any(np.isnan(arr)):
+            raise InputError(f"{type(self).__name__} threshold contains NaN")
+        self.threshold = arr.tolist()                        # length is checked against the model in check()
+
+    def thr(self, layer: int) -> float:
+        return float(self._thr[layer - 1])
+
+    def check(self, num_layers, num_labels, exits):
+        self._thr = _thresholds(self.threshold, f"{type(self).__name__} threshold", num_layers)
+        msgs = []
+        for i, t in enumerate(self._thr, start=1):
+            if self._never(t, num_labels):
+                msgs.append(f"{self!r}: threshold {t:g} at layer {i} can never fire")
+            elif i == 1 and self._always(t, num_labels):
+                msgs.append(f"{self!r}: threshold {t:g} always fires at layer 1")
+        return self._warn(msgs)
+
+
+class Entropy(_Threshold):
+    """DeeBERT: exit when H(softmax(z_i)) < S_i (strict), in nats."""
+    name = "entropy"
+
+    def check(self, num_layers, num_labels, exits):
+        if num_labels < 2:
+            raise InputError("entropy exit needs at least 2 classes")
+        return super().check(num_layers, num_labels, exits)
+
+    def _never(self, t, C): return t <= 0
+    def _always(self, t, C): return t > math.log(C)
+
+    def decide(self, layer, z, feat, exits, state):
+        h = float(nn.entropy(z[None])[0])
+        t = self.thr(layer)
+        return h < t, h, abs(h - t)
+
+
+class NormEntropy(_Threshold):
+    """FastBERT: exit when H(p_i) / ln C <= speed (inclusive by default; inclusive=False: strict)."""
+    name = "norm_entropy"
+
+    def __init__(self, speed, inclusive: bool = True):
+        super().__init__(speed)
+        self.inclusive = bool(inclusive)
+
+    def check(self, num_layers, num_labels, exits):
+        if num_labels < 2:
+            raise InputError("normalised entropy is undefined for C = 1 (regression)")
+        return super().check(num_layers, num_labels, exits)
+
+    def _never(self, t, C): return t < 0 if self.inclusive else t <= 0
+    def _always(self, t, C): return t >= 1 if self.inclusive else t > 1
+
+    def decide(self, layer, z, feat, exits, state):
+        s = float(nn.entropy(z[None])[0]) / math.log(z.shape[0])
+        t = self.thr(layer)
+        return (s <= t if self.inclusive else s < t), s, abs(s - t)
+
+
+class MaxProb(_Threshold):
+    """Right Tool / CascadeBERT: exit when max softmax(z_i / T_i) >= thr (inclusive).
+
+    temperatures: per-layer T_i ([L] or [L-1]); None = the model's calibrated ones (1 if none)."""
+    name = "max_prob"
+
+    def __init__(self, threshold, temperatures=None):
+        super().__init__(threshold)
+        self.temperatures = None if temperatures is None else list(np.atleast_1d(temperatures).astype(float))
+
+    def check(self, num_layers, num_labels, exits):
+        if num_labels < 2:
+            raise InputError("max-probability exit needs at least 2 classes")
+        temps = exits.temperatures if self.temperatures is None else self.temperatures
+        t = np.asarray(temps, dtype=np.float64)
+        if t.size == 1:
+            t = np.full(num_layers, t[0])
+        if t.size == num_layers - 1:
+            t = np.append(t, 1.0)
+        if t.shape != (num_layers,) or not np.all(np.isfinite(t)) or np.any(t <= 0):
+            raise InputError(f"temperatures must be {num_layers} positive finite numbers, got {temps!r}")
+        self._temps = t
+        return super().check(num_layers, num_labels, exits)
+
+    def _never(self, t, C): return t > 1
+    def _always(self, t, C): return t <= 1 / C
+
+    def decide(self, layer, z, feat, exits, state):
+        T = np.asarray(self._temps[layer - 1], dtype=z.dtype)
+        p = float(np.max(nn.softmax(z / T)))
+        t = self.thr(layer)
+        return p >= t, p, abs(p - t)
+
+
+class Learned(_Threshold):
+    """BERxiT learning-to-exit: u_i = sigmoid(w . feat_i + b); exit when u_i < thr (strict)."""
+    name = "learned"
+
+    def check(self, num_layers, num_labels, exits):
+        if exits.lte is None:
+            raise InputError("the learned (LTE) policy needs an LTE head: train one "
+                             "(refexit train-exits --objective lte) or load a BERxiT checkpoint")
+        return super().check(num_layers, num_labels, exits)
+
+    def _never(self, t, C): return t <= 0
+    def _always(self, t, C): return t > 1
+
+    def decide(self, layer, z, feat, exits, state):
+        u = float(exits.lte_score(feat))
+        t = self.thr(layer)
+        return u < t, u, abs(u - t)
+
+
+class Ponder(_Threshold):
+    """PALBERT Q-exit: exit when sum_{j<=i} p_j > q (strict), p_j = lambda_j prod_{k<j} (1 - lambda_k).
+
+    Running form (the C code does the same): cum += lambda * rem; rem *= 1 - lambda."""
+    name = "ponder"
+
+    def check(self, num_layers, num_labels, exits):
+        if exits.ponder is None:
+            raise InputError("the ponder policy needs a PALBERT lambda head: train one "
+                             "(refexit train-exits --objective ponder)")
+        return super().check(num_layers, num_labels, exits)
+
+    def _never(self, t, C): return t >= 1
+    def _always(self, t, C): return t < 0
+
+    def start(self):
+        return {"cum": 0.0, "rem": 1.0}
+
+    def decide(self, layer, z, feat, exits, state):
+        lam = float(exits.ponder_lambda(layer, feat))
+        state["cum"] += lam * state["rem"]
+        state["rem"] *= 1.0 - lam
+        c, t = state["cum"], self.thr(layer)
+        return c > t, c, abs(c - t)
+
+
+class _Agreement(Policy):
+    """Counting consecutive layers that agree: argmax equality, or |y_i - y_{i-1}| < tau for C = 1."""
+
+    def __init__(self, count: int, tau: float | None = None):
+        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
+            raise InputError(f"{type(self).__name__} count must be a non-negative integer, got {count!r}")
+        if tau is not None and (not isinstance(tau, (int, float)) or math.isnan(tau)):
+            raise InputError(f"tau must be a number, got {tau!r}")
+        self.count, self.tau = int(count), tau
+
+    def check(self, num_layers, num_labels, exits):
+        if num_labels == 1 and self.tau is None:
+            raise InputError(f"{type(self).__name__} on a regression head (C = 1) needs tau")
+        self._C = num_labels
+        return []
+
+    def start(self):
+        return {"prev": None, "run": 0, "margin": math.inf}
+
+    def _agree(self, z, state) -> tuple[bool, float]:
+        """Update the run with z; return (agrees with previous layer, margin of that comparison)."""
+        prev = state["prev"]
+        state["prev"] = z
+        if prev is None:
+            return False, _top2_gap(z) if self._C > 1 else math.inf
+        if self._C == 1:
+            d = abs(float(z[0]) - float(prev[0]))
+            return d < self.tau, abs(d - self.tau)
+        return int(nn.argmax(z)) == int(nn.argmax(prev)), min(_top2_gap(z), _top2_gap(prev))
+
+
+class Patience(_Agreement):
+    """PABEE: c reset to 0 when the layer disagrees with the previous one, else c += 1; exit when
+    c == t. Earliest exit at layer t+1; t = 0 runs the full model."""
+    name = "patience"
+
+    def __init__(self, patience: int, tau: float | None = None):
+        super().__init__(patience, tau)
+
+    def check(self, num_layers, num_labels, exits):
+        super().check(num_layers, num_labels, exits)
+        msgs = []
+        if self.count == 0:
+            msgs.append(f"{self!r}: patience 0 runs the full model (PABEE convention)")
+        elif self.count >= num_layers - 1:
+            msgs.append(f"{self!r}: patience {self.count} can never fire before the last layer "
+                        f"(L = {num_layers})")
+        if num_labels == 1 and self.tau is not None and self.tau <= 0:
+            msgs.append(f"{self!r}: tau {self.tau} can never fire")
+        return self._warn(msgs)
+
+    def decide(self, layer, z, feat, exits, state):
+        agree, m = self._agree(z, state)
+        state["run"] = state["run"] + 1 if agree else 0
+        state["margin"] = min(state["margin"], m) if agree else m
+        return self.count > 0 and state["run"] == self.count, state["run"], state["margin"]
+
+
+class Window(_Agreement):
+    """ELBERT (generalised to argmax agreement): exit when the prediction has been the same for
+    N consecutive layers (counting this one)."""
+    name = "window"
+
+    def __init__(self, n: int, tau: float | None = None):
+        super().__init__(n, tau)
+        if self.count < 1:
+            raise InputError("Window size must be >= 1")
+
+    def check(self, num_layers, num_labels, exits):
+        super().check(num_layers, num_labels, exits)
+        msgs = []
+        if self.count == 1:
+            msgs.append(f"{self!r}: a window of 1 always fires at layer 1")
+        elif self.count > num_layers - 1:
+            msgs.append(f"{self!r}: a window of {self.count} can never fire before the last layer")
+        return self._warn(msgs)
+
+    def decide(self, layer, z, feat, exits, state):
+        agree, m = self._agree(z, state)
+        state["run"] = state["run"] + 1 if agree else 1
+        state["margin"] = min(state["margin"], m) if agree else m
+        return state["run"] >= self.count, state["run"], state["margin"]
+
+
+class Static(Policy):
+    """Truncation baseline: every sample exits at layer k (k = L: the full model)."""
+    name = "static"
+
+    def __init__(self, k: int):
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise InputError(f"Static layer must be an integer >= 1, got {k!r}")
+        self.k = int(k)
+
+    def check(self, num_layers, num_labels, exits):
+        if self.k > num_layers:
+            raise InputError(f"Static({self.k}): the model has only {num_layers} layers")
+        return []
+
+    @property
+    def needs_heads(self):
+        return False
+
+    def decide(self, layer, z, feat, exits, state):
+        return layer == self.k, float(layer), math.inf
+
+
+POLICIES = {cls.name: cls for cls in (Entropy, NormEntropy, MaxProb, Patience, Learned, Ponder, Window, Static)}
+
+
+def make_policy(name: str, *args, **kwargs) -> Policy:
+    """Policy by its CLI name (entropy, norm_entropy, max_prob, patience, learned, ponder, window, static)."""
+    try:
+        cls = POLICIES[name]
+    except KeyError:
+        raise InputError(f"unknown policy {name!r} (known: {', '.join(POLICIES)})") from None
+    return cls(*args, **kwargs)

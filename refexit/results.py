@@ -1,0 +1,82 @@
+"""What classify returns: per-sample exit results plus the run summary (methods.md, "Reporting")."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import nn
+
+
+@dataclass
+class LayerTrace:
+    layer: int              # 1-based
+    logits: np.ndarray      # [C] this layer's exit logits
+    score: float            # what the policy compared (entropy, max prob, counter, ...)
+    margin: float           # distance of the decision from flipping
+    exited: bool
+
+
+@dataclass
+class ClassifyResult:
+    logits: np.ndarray          # [B, C] logits of the layer each sample exited at
+    exit_layers: np.ndarray     # [B] int, 1-based
+    num_layers: int             # L
+    label_names: list
+    flops: np.ndarray           # [B] FLOPs spent on each sample (backbone + every head evaluated)
+    full_flops: np.ndarray      # [B] FLOPs of the full model (L layers + final head) on the same input
+    margins: np.ndarray         # [B] smallest decision margin along the sample's path (inf: none)
+    policy: str = ""
+    per_layer: list | None = None   # [B] lists of LayerTrace, when trace=True
+    warnings: list = field(default_factory=list)
+
+    @property
+    def labels(self) -> np.ndarray:              # [B]; ties to the lowest index
+        return nn.argmax(self.logits)
+
+    @property
+    def probs(self) -> np.ndarray:               # [B, C] softmax (regression: the value itself)
+        return self.logits if self.logits.shape[1] == 1 else nn.softmax(self.logits.astype(np.float64))
+
+    @property
+    def mean_layers(self) -> float:              # mean layers executed, including the exit layer
+        return float(np.mean(self.exit_layers))
+
+    @property
+    def layer_speedup(self) -> float:            # L / mean layers (PALBERT's convention)
+        return self.num_layers / self.mean_layers
+
+    @property
+    def flops_ratio(self) -> float:              # full-model FLOPs / spent FLOPs
+        return float(np.sum(self.full_flops) / np.sum(self.flops))
+
+    def summary(self) -> dict:
+        return {"samples": int(len(self.exit_layers)), "num_layers": self.num_layers,
+                "mean_layers": self.mean_layers, "layer_speedup": self.layer_speedup,
+                "mean_flops": float(np.mean(self.flops)), "flops_ratio": self.flops_ratio,
+                "policy": self.policy, "warnings": list(self.warnings)}
+
+    def records(self, texts=None) -> list[dict]:
+        """One JSON-ready dict per sample."""
+        out = []
+        probs = self.probs
+        for b in range(len(self.exit_layers)):
+            C = self.logits.shape[1]
+            lab = int(self.labels[b])
+            rec = {}
+            if texts is not None:
+                rec["text"] = texts[b]
+            if C == 1:
+                rec["value"] = float(self.logits[b, 0])
+            else:
+                rec["label"] = self.label_names[lab] if self.label_names else lab
+                rec["probability"] = float(probs[b, lab])
+                rec["probabilities"] = {(self.label_names[c] if self.label_names else str(c)): float(probs[b, c])
+                                        for c in range(C)}
+            rec["exit_layer"] = int(self.exit_layers[b])
+            out.append(rec)
+        return out
+
+    def to_json_lines(self, texts=None) -> str:
+        return "\n".join(json.dumps(r, ensure_ascii=False) for r in self.records(texts))
