@@ -24,6 +24,7 @@ def _chebfit(f, lo: float, hi: float, deg: int) -> np.ndarray:
 
 
 _ERF_CORE = _chebfit(math.erf, -_ERF_SPLIT, _ERF_SPLIT, _ERF_DEG)
+_ERF_CORE[0::2] = 0                 # erf is odd: drop the rounding noise in the even terms
 _ERF_TAIL = _chebfit(lambda z: math.erfc(z) * math.exp(z * z), _ERF_SPLIT, _ERF_TOP, _ERF_DEG)
 
 
@@ -37,6 +38,7 @@ def erf(x: np.ndarray) -> np.ndarray:
     at = a[tail]
     mid, half = (_ERF_SPLIT + _ERF_TOP) / 2, (_ERF_TOP - _ERF_SPLIT) / 2
     out[tail] = 1 - np.exp(-at * at) * _cheb.chebval((at - mid) / half, _ERF_TAIL.astype(x.dtype))
+    out[np.isnan(a)] = np.nan
     return np.copysign(out, x)
 
 
