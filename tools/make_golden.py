@@ -1,0 +1,464 @@
+#!/usr/bin/env python
+"""Reference values from Hugging Face transformers, written to tests/golden/.
+
+NOT a library dependency: this script alone needs PyTorch and transformers:
+
+    pip install torch==2.13.0 transformers safetensors numpy
+
+Runs offline (HF_HUB_OFFLINE=1, local paths only), deterministically (seeded, one thread):
+
+    python tools/make_golden.py --model-dir /path/to/all-MiniLM-L6-v2 --out tests/golden
+
+Writes
+  minilm_tokens.json           tokenizer outputs for >= 80 texts and >= 15 pairs (max_length 512 and 16)
+                               from the Python tokenizer; the Rust (fast) tokenizer is checked against it
+                               and every disagreement is recorded under "fast_mismatches"
+  minilm_hidden.npz            all hidden states of all-MiniLM-L6-v2 on a padded batch, float32 and float64
+  tiny_seqcls/ + tiny_seqcls_golden.npz          a random 2-layer BertForSequenceClassification (3 labels)
+  tiny_regression/ + tiny_regression_golden.npz  the same with 1 label, "regression", gelu_new
+
+In transformers 5.x the class named `BertTokenizer` is the Rust-backed tokenizer; the Python one,
+which refexit.tokenizer mirrors, is `BertTokenizerLegacy` (BertTokenizer before 5.0).
+"""
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import argparse
+import hashlib
+import json
+import random
+import sys
+import unicodedata
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import tokenizers
+import torch
+import transformers
+from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizer
+from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
+
+SEED = 1234
+TRUNC = 16          # the truncation case (max_length) for singles and pairs
+SIZE_LIMIT = 2_000_000
+
+FAST_FINAL_SIGMA = "fast lowercases char by char: no final sigma (ς)"
+FAST_SPECIAL_CTRL = "fast matches special tokens before removing control chars"
+FAST_EMPTY_PAIR = "fast treats an empty second text as no pair: one [SEP] instead of two"
+FAST_PAIR_SPLIT = "fast longest_first gives the odd token to the second sequence when the first is not longer"
+
+LONG_PARAGRAPH = (
+    "The committee met on Tuesday to review the proposal, which had been circulated to members two weeks "
+    "earlier. After a lengthy discussion about costs, timelines and the environmental impact assessment, "
+    "the chair asked for a show of hands; the motion passed by a narrow margin, with three abstentions. "
+    "Critics argued that the consultation period had been too short and that residents of the affected "
+    "neighbourhoods were not given enough information to respond in a meaningful way.")
+
+# (text, reason the fast tokenizer is expected to differ or None)
+TEXTS: list[tuple[str, str | None]] = [
+    # empty and whitespace only
+    ("", None), (" ", None), ("   \t\n  \r ", None), ("\u3000\u2003\u00a0", None),
+    ("\x00\x07\x1b", None), ("\u200b\ufeff\u200d", None),
+    # everyday English, several domains
+    ("Hello, world!", None),
+    ("The quick brown fox jumps over the lazy dog.", None),
+    ("OMG!!! can't believe it's already Friday 😂😂 #TGIF @bestie", None),
+    ("RT @user: Check this out http://t.co/abc123 #news #breaking", None),
+    ("Pursuant to § 12(b)(6) of the Act, the plaintiff's claim is hereby dismissed.", None),
+    ("Pt presents w/ 3-day hx of SOB, BP 140/90 mmHg, HR 102 bpm; r/o PE.", None),
+    ("Preheat the oven to 180°C (350°F). Whisk 2 eggs with ½ cup sugar.", None),
+    ("This product is AMAZING!!! 5/5 would buy again :) :-( ;-) <3", None),
+    ("Shall I compare thee to a summer's day? Thou art more lovely and more temperate.", None),
+    ("Stocks fell 3.2% on Monday as investors weighed the Fed's next move.", None),
+    (LONG_PARAGRAPH, None),
+    # code and markup
+    ("def f(x): return x**2 if x > 0 else -x  # square it", None),
+    ("for (int i=0;i<n;++i){a[i]+=b[i];}", None),
+    ('{"key": [1, 2, {"nested": null}], "ok": true}', None),
+    ("<div class=\"main\">Hello&nbsp;<b>world</b></div>", None),
+    ("snake_case_name camelCaseIdentifier SCREAMING_CASE kebab-case-name", None),
+    # mixed case, names, abbreviations
+    ("iPhone McDonald's NASA eBay LaTeX YouTube U.S.A. Ph.D. e.g. i.e.", None),
+    ("don't won't y'all rock'n'roll o'clock", None),
+    # numbers, urls, emails
+    ("3.14159 1,000,000 1e-10 0x1F -42 +7 50% 12:30pm 2024-01-15 #1", None),
+    ("https://www.example.com/path/to/page?query=1&x=y#frag", None),
+    ("email me: john.doe+tag@example.co.uk or call +1 (555) 010-9999", None),
+    ("½ ¼ ² ³ ① Ⅻ ∞ № ‰", None),
+    # punctuation runs and unicode punctuation
+    ("!!!???...,,,;;;:::", None),
+    ("--- *** ### @@@ $$$ %%% ^^^ &&& ~~~ ``` |||", None),
+    ("“smart quotes” ‘single’ «guillemets» „German“ — em – en … ellipsis", None),
+    ("«»‹›【】「」『』〔〕（）［］｛｝", None),
+    ("(parens) [brackets] {braces} <angles> a.b.c d,e,f g-h-i", None),
+    ("¿Dónde está la biblioteca? ¡Olé!", None),
+    # special tokens in the text
+    ("[CLS] already [SEP] inside", None),
+    ("[cls] lowercase [sep] [mask]", None),
+    ("fill the [MASK] and the other [MASK].", None),
+    ("[[SEP]] [SEP[CLS]] x[SEP]y [UNK] [PAD]", None),
+    ("[ SEP ] [SEP ] [Sep]", None),
+    ("[SE\x00P] broken by a control char", FAST_SPECIAL_CTRL),
+    # accents and diacritics in many scripts
+    ("Ça déjà vu, naïve coöperate résumé façade", None),
+    ("Größenwahn ÄÖÜ äöü ß Straße", None),
+    ("Zażółć gęślą jaźń", None),
+    ("Příliš žluťoučký kůň úpěl ďábelské ódy", None),
+    ("Tiếng Việt có dấu: Phở bò, cà phê sữa đá", None),
+    ("Þórsmörk Ægir Øresund Åland", None),
+    ("Româna: școală, țară; Türkçe: İstanbul, ılık, ĞÜŞÖÇ", None),
+    ("e\u0301 A\u030a n\u0303 combining marks decomposed", None),
+    ("ﬁ ﬂ ﬀ ligatures and ℌ𝔢𝔩𝔩𝔬 math letters", None),
+    ("ǅ ǈ ǋ titlecase digraphs", None),
+    # Greek and Cyrillic
+    ("Καλημέρα κόσμε, τι κάνεις;", None),
+    ("ΟΔΟΣ ΣΟΦΟΣ", FAST_FINAL_SIGMA),
+    ("ΛΟΓΟΣ. ΣΑΣ! Σ", FAST_FINAL_SIGMA),
+    ("Съешь же ещё этих мягких французских булок, да выпей чаю.", None),
+    ("Ґанок, їжак, Єва — українська мова", None),
+    # right-to-left and Indic scripts, Thai
+    ("مرحبا بالعالم", None),
+    ("مَرْحَبًا بِكُمْ، كَيْفَ حَالُكَ؟", None),
+    ("שָׁלוֹם עוֹלָם", None),
+    ("नमस्ते दुनिया, आप कैसे हैं?", None),
+    ("বাংলা ভাষা", None),
+    ("தமிழ் மொழி", None),
+    ("สวัสดีครับ ภาษาไทย", None),
+    # CJK, kana, hangul
+    ("我爱北京天安门。", None),
+    ("中文字符和English混合123", None),
+    ("𠀀𪚥𫝀 extension ideographs", None),
+    ("豈 更 車 compatibility ideographs", None),
+    ("こんにちは世界、カタカナ。ｶﾀｶﾅ", None),
+    ("東京都は日本の首都です", None),
+    ("안녕하세요 세계", None),
+    ("한국어 텍스트와 漢字", None),
+    ("ＡＢＣ１２３！ fullwidth", None),
+    # emoji
+    ("😀😂👍🏽👋🏿", None),
+    ("family 👨\u200d👩\u200d👧\u200d👦 and 👩🏽\u200d💻 coder", None),
+    ("flags 🇫🇷🇯🇵🇺🇸 keycap 1\ufe0f\u20e3 heart ❤\ufe0f", None),
+    ("I ❤️ NY 🗽 ☕ ✔ ✨", None),
+    # symbols
+    ("∑∫√π≈≠≤≥ ∀x∈ℝ", None),
+    ("€12 £5 ¥100 ₹50 $3 ₿", None),
+    ("©2024 ACME® Widget™ 25° ±3", None),
+    # control and invisible characters
+    ("\x00hello\x07 world\tfoo\rbar\nbaz", None),
+    ("zero\u200bwidth\u200bspace", None),
+    ("\ufeffBOM at the start", None),
+    ("replacement \ufffd char\ufffd", None),
+    ("\x7f DEL \x1b[31m ANSI red\x1b[0m", None),
+    ("next\x85line \u2028 line sep \u2029 paragraph", None),
+    ("soft\u00adhyphen in\u00adcred\u00adible", None),
+    ("bidi \u202eoverride\u202c \u200eLRM\u200f RLM", None),
+    ("private \ue000 use \U000f0000 and tag \U000e0041", None),
+    ("no\u2009thin\u202fnarrow\u205fmath spaces", None),
+    # very long words
+    ("a" * 100, None), ("a" * 101, None), ("x" * 150, None),
+    ("supercalifragilisticexpialidocious" * 4, None),
+    ("é" * 100 + " " + "é" * 101, None),
+    ("pneumonoultramicroscopicsilicovolcanoconiosis antidisestablishmentarianism", None),
+    ("https://example.com/" + "-".join(["segment"] * 20), None),
+    # beyond 512 tokens
+    (" ".join([LONG_PARAGRAPH] * 8), None),
+]
+
+PAIRS: list[tuple[str, str]] = [
+    ("What is the capital of France?", "Paris is the capital and most populous city of France."),
+    ("A man is playing a guitar.", "A person plays an instrument."),
+    ("", "only the second text"),
+    ("only the first text", ""),
+    ("", ""),
+    ("one two three four five six seven eight nine ten",
+     "one two three four five six seven eight nine ten"),
+    ("one two three four five six seven eight nine", "one two three four five six seven eight nine ten"),
+    ("one two three four five six seven eight nine ten", "one two three four five six seven eight nine"),
+    ("short", LONG_PARAGRAPH),
+    (LONG_PARAGRAPH, "short"),
+    (LONG_PARAGRAPH, LONG_PARAGRAPH[::-1]),
+    ("Ça déjà vu?", "Größenwahn ÄÖÜ"),
+    ("我爱北京天安门。", "東京都は日本の首都です"),
+    ("😀 emoji 👍🏽", "family 👨\u200d👩\u200d👧\u200d👦"),
+    ("[CLS] inside [SEP]", "[MASK] here"),
+    ("\x00\u200b", "  \t "),
+    ("ΟΔΟΣ", "ΛΟΓΟΣ"),
+    (" ".join([LONG_PARAGRAPH] * 5), " ".join([LONG_PARAGRAPH] * 4)),
+    ("Is it raining?", "Take an umbrella, just in case."),
+]
+PAIR_REASONS = {3: FAST_EMPTY_PAIR, 4: FAST_EMPTY_PAIR, 16: FAST_FINAL_SIGMA}  # index in PAIRS -> expected fast difference (besides truncation)
+
+# the padded MiniLM batch: (text, pair)
+HIDDEN_BATCH = [("Hello world", None), ("The quick brown fox jumps.", None),
+                ("Is it raining?", "Yes, it is")]
+TINY_BATCH = [("the movie was great", None), ("terrible acting and a boring plot.", None),
+              ("it was ok i guess", "not bad, not good"), ("What a waste of time!!", None)]
+
+
+def seed_everything():
+    random.seed(SEED)
+    np.random.seed(SEED)
+    torch.manual_seed(SEED)
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+
+
+# ---------------------------------------------------------------- 1. tokenizer golden
+
+def encode(tok, text, pair, max_length):
+    enc = tok(text, pair, max_length=max_length, truncation=True, return_token_type_ids=True)
+    return list(enc["input_ids"]), list(enc["token_type_ids"])
+
+
+def tokens_golden(model_dir: Path, out: Path) -> None:
+    slow = BertTokenizerLegacy.from_pretrained(str(model_dir))
+    fast = BertTokenizer.from_pretrained(str(model_dir))
+    assert type(slow).__name__ == "BertTokenizerLegacy" and fast.is_fast, (type(slow), type(fast))
+    singles, pairs, mismatches = [], [], []
+
+    def compare(kind, index, field, a, b, reason):
+        if a != b:
+            mismatches.append({"kind": kind, "index": index, "field": field, "slow": a, "fast": b,
+                               "expected_reason": reason})
+
+    for i, (text, reason) in enumerate(TEXTS):
+        e = {"text": text, "tokens": slow.tokenize(text)}
+        e["input_ids"], e["token_type_ids"] = encode(slow, text, None, 512)
+        e["trunc_input_ids"], e["trunc_token_type_ids"] = encode(slow, text, None, TRUNC)
+        singles.append(e)
+        compare("single", i, "tokens", e["tokens"], fast.tokenize(text), reason)
+        for ml, key in ((512, "input_ids"), (TRUNC, "trunc_input_ids")):
+            ids, types = encode(fast, text, None, ml)
+            compare("single", i, key, e[key], ids, reason)
+            compare("single", i, key.replace("input_ids", "token_type_ids"),
+                    e[key.replace("input_ids", "token_type_ids")], types, reason)
+
+    for i, (text, pair) in enumerate(PAIRS):
+        e = {"text": text, "pair": pair, "tokens": slow.tokenize(text), "pair_tokens": slow.tokenize(pair)}
+        e["input_ids"], e["token_type_ids"] = encode(slow, text, pair, 512)
+        e["trunc_input_ids"], e["trunc_token_type_ids"] = encode(slow, text, pair, TRUNC)
+        pairs.append(e)
+        reason = PAIR_REASONS.get(i)
+        tokens_agree = (e["tokens"], e["pair_tokens"]) == (fast.tokenize(text), fast.tokenize(pair))
+        compare("pair", i, "tokens", [e["tokens"], e["pair_tokens"]],
+                [fast.tokenize(text), fast.tokenize(pair)], reason)
+        for ml, key in ((512, "input_ids"), (TRUNC, "trunc_input_ids")):
+            ids, types = encode(fast, text, pair, ml)
+            # same word pieces but a different cut: the two longest_first implementations differ
+            truncated = len(e["tokens"]) + len(e["pair_tokens"]) + 3 > ml
+            why = reason or (FAST_PAIR_SPLIT if tokens_agree and truncated else None)
+            compare("pair", i, key, e[key], ids, why)
+            compare("pair", i, key.replace("input_ids", "token_type_ids"),
+                    e[key.replace("input_ids", "token_type_ids")], types, why)
+
+    unexpected = [m for m in mismatches if m["expected_reason"] is None]
+    for m in mismatches:
+        print(f"fast != slow  {m['kind']} {m['index']} {m['field']}: {m['expected_reason'] or 'UNEXPECTED'}\n"
+              f"    slow {m['slow']}\n    fast {m['fast']}", file=sys.stderr)
+    declared = {("single", i) for i, (_, r) in enumerate(TEXTS) if r} | {("pair", i) for i in PAIR_REASONS}
+    silent = declared - {(m["kind"], m["index"]) for m in mismatches}
+    assert not silent, f"expected fast/slow differences that did not happen: {sorted(silent)}"
+    assert not unexpected, f"{len(unexpected)} unexpected fast/slow tokenizer disagreements (see above)"
+    assert len(singles) >= 80 and len(pairs) >= 15
+
+    vocab = (model_dir / "vocab.txt").read_bytes()
+    doc = {
+        "about": "BERT WordPiece reference outputs of transformers' Python tokenizer "
+                 "(BertTokenizerLegacy in 5.x) for all-MiniLM-L6-v2; written by tools/make_golden.py",
+        "transformers_version": transformers.__version__, "tokenizers_version": tokenizers.__version__,
+        "python_version": sys.version.split()[0], "unicodedata_version": unicodedata.unidata_version,
+        "slow_class": type(slow).__name__, "fast_class": type(fast).__name__,
+        "vocab_sha256": hashlib.sha256(vocab).hexdigest(), "max_length": 512, "trunc_max_length": TRUNC,
+        "singles": singles, "pairs": pairs, "fast_mismatches": mismatches,
+    }
+    write_json(out / "minilm_tokens.json", doc)
+    print(f"minilm_tokens.json: {len(singles)} texts, {len(pairs)} pairs, "
+          f"{len(mismatches)} expected fast/slow differences")
+
+
+def save_npz(path: Path, **arrays: np.ndarray) -> None:
+    """np.savez_compressed with a fixed timestamp, so that a rerun writes identical bytes."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, array in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with zf.open(info, "w") as f:
+                np.lib.format.write_array(f, np.asanyarray(array), allow_pickle=False)
+
+
+def write_json(path: Path, doc: dict) -> None:
+    """One list entry per line: readable, diffable, small."""
+    lines = ["{"]
+    items = list(doc.items())
+    for k, (key, value) in enumerate(items):
+        comma = "," if k < len(items) - 1 else ""
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            body = ",\n".join("    " + json.dumps(v, ensure_ascii=False) for v in value)
+            lines.append(f"  {json.dumps(key)}: [\n{body}\n  ]{comma}")
+        else:
+            lines.append(f"  {json.dumps(key)}: {json.dumps(value, ensure_ascii=False)}{comma}")
+    lines.append("}")
+    path.write_text(_escape_invisible("\n".join(lines)) + "\n", encoding="utf-8")
+
+
+def _escape_invisible(s: str) -> str:
+    """JSON \\u escapes for the invisible characters (controls, format chars, odd spaces) that
+    json.dumps(ensure_ascii=False) leaves raw; they occur only inside strings here."""
+    out = []
+    for ch in s:
+        if ord(ch) > 126 and unicodedata.category(ch)[0] in "CZ":
+            units = ch.encode("utf-16-be")
+            out.extend(f"\\u{units[k]:02x}{units[k + 1]:02x}" for k in range(0, len(units), 2))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+# ---------------------------------------------------------------- 2./3. model golden
+
+def batch_texts(batch) -> dict:
+    """The texts of a batch as unicode arrays (no pickle): texts [B], pairs [B] ('' = none), has_pair [B]."""
+    return dict(texts=np.array([t for t, _ in batch]), pairs=np.array([p or "" for _, p in batch]),
+                has_pair=np.array([p is not None for _, p in batch]))
+
+
+def padded_batch(tok, batch):
+    """HF-encoded rows, right-padded with the [PAD] id: int64 [B, T] arrays."""
+    rows = [encode(tok, text, pair, 512) for text, pair in batch]
+    width = max(len(ids) for ids, _ in rows)
+    ids = np.full((len(rows), width), tok.pad_token_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    types = np.zeros((len(rows), width), dtype=np.int64)
+    for b, (row_ids, row_types) in enumerate(rows):
+        ids[b, :len(row_ids)], mask[b, :len(row_ids)], types[b, :len(row_ids)] = row_ids, 1, row_types
+    return ids, mask, types
+
+
+@torch.no_grad()
+def run(model, ids, mask, types):
+    out = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
+                token_type_ids=torch.from_numpy(types), output_hidden_states=True)
+    hidden = torch.stack(out.hidden_states).numpy()  # [L+1, B, T, H]
+    return out, hidden
+
+
+def hidden_golden(model_dir: Path, out: Path) -> None:
+    tok = BertTokenizerLegacy.from_pretrained(str(model_dir))
+    ids, mask, types = padded_batch(tok, HIDDEN_BATCH)
+    assert ids.shape[1] <= 24 and types.max() == 1 and len(set(mask.sum(1))) == len(HIDDEN_BATCH)
+    model = BertModel.from_pretrained(str(model_dir), attn_implementation="eager").eval()
+    assert model.dtype == torch.float32, model.dtype
+    _, h32 = run(model, ids, mask, types)
+    model64 = BertModel.from_pretrained(str(model_dir), attn_implementation="eager").eval().double()
+    o64, h64 = run(model64, ids, mask, types)
+    save_npz(out / "minilm_hidden.npz", input_ids=ids, attention_mask=mask, token_type_ids=types,
+                        hidden_f32=h32.astype(np.float32), hidden_f64=h64.astype(np.float64),
+                        pooler_f64=o64.pooler_output.numpy().astype(np.float64), **batch_texts(HIDDEN_BATCH))
+    print(f"minilm_hidden.npz: batch {ids.shape}, hidden {h64.shape}")
+
+
+def tiny_vocab(model_dir: Path, size: int = 600) -> list[str]:
+    """The 5 special tokens, printable ASCII characters and their '##' forms, then the most
+    frequent whole words and pieces of the MiniLM vocabulary (its order), no [unusedN]."""
+    big = [line.rstrip("\n") for line in (model_dir / "vocab.txt").open(encoding="utf-8").readlines()]
+    have = set(big)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    chars = [chr(c) for c in range(33, 127) if not chr(c).isupper()]
+    vocab += [c for c in chars if c in have]
+    vocab += ["##" + c for c in chars if c.isalnum() and "##" + c in have]
+    for t in big[big.index("the"):]:
+        if len(vocab) == size:
+            break
+        if t not in vocab and t.isascii() and not t.startswith("[") and t.replace("##", "", 1).isalnum():
+            vocab.append(t)
+    assert len(vocab) == size and len(set(vocab)) == size
+    return vocab
+
+
+def randomize(model: torch.nn.Module, seed: int) -> None:
+    """Deterministic random weights with nonzero biases and LayerNorm parameters, so that a loader
+    that drops or transposes any tensor produces visibly different outputs."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters()):
+            noise = torch.randn(p.shape, generator=g, dtype=torch.float32)
+            if "LayerNorm.weight" in name:
+                p.copy_(1.0 + 0.2 * noise)
+            elif name.endswith("bias"):
+                p.copy_(0.1 * noise)
+            elif "embeddings" in name:
+                p.copy_(0.5 * noise)
+            else:
+                p.copy_(noise / p.shape[-1] ** 0.5)
+
+
+def tiny_golden(model_dir: Path, out: Path, name: str, seed: int, **cfg_kw) -> None:
+    folder = out / name
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = tiny_vocab(model_dir)
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    slow = BertTokenizerLegacy(str(folder / "vocab.txt"), model_max_length=64)
+    fast = BertTokenizer(vocab={t: i for i, t in enumerate(vocab)}, model_max_length=64)
+    fast.save_pretrained(str(folder))                 # tokenizer.json + tokenizer_config.json
+    specials = {k: f"[{k.split('_')[0].upper()}]" for k in ("unk_token", "sep_token", "pad_token",
+                                                              "cls_token", "mask_token")}
+    (folder / "special_tokens_map.json").write_text(json.dumps(specials, indent=2) + "\n")
+    for text, pair in TINY_BATCH:
+        assert encode(slow, text, pair, 64) == encode(fast, text, pair, 64), text
+        assert slow.unk_token_id not in encode(slow, text, pair, 64)[0], f"{text!r} has unknown words"
+
+    config = BertConfig(vocab_size=600, hidden_size=40, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=72, max_position_embeddings=64, type_vocab_size=2,
+                        layer_norm_eps=1e-7, pad_token_id=0, **cfg_kw)
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification(config).eval()
+    randomize(model, seed)
+    model.config.architectures = ["BertForSequenceClassification"]
+    model.save_pretrained(str(folder))                # transformers 5 always writes model.safetensors
+    assert (folder / "model.safetensors").is_file()
+    model = BertForSequenceClassification.from_pretrained(str(folder), attn_implementation="eager").eval()
+
+    ids, mask, types = padded_batch(slow, TINY_BATCH)
+    o32, _ = run(model, ids, mask, types)
+    o64, h64 = run(model.double(), ids, mask, types)
+    arrays = dict(input_ids=ids, attention_mask=mask, token_type_ids=types,
+                  logits_f64=o64.logits.numpy().astype(np.float64), logits_f32=o32.logits.numpy(),
+                  hidden_f64=h64.astype(np.float64), **batch_texts(TINY_BATCH))
+    save_npz(out / f"{name}_golden.npz", **arrays)
+    print(f"{name}: logits {arrays['logits_f64'].shape}, hidden {h64.shape}")
+
+
+# ---------------------------------------------------------------- main
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model-dir", required=True, type=Path, help="local all-MiniLM-L6-v2 folder")
+    ap.add_argument("--out", default=Path("tests/golden"), type=Path)
+    args = ap.parse_args(argv)
+    for f in ("config.json", "vocab.txt", "model.safetensors"):
+        if not (args.model_dir / f).is_file():
+            ap.error(f"{args.model_dir / f} does not exist")
+    args.out.mkdir(parents=True, exist_ok=True)
+    transformers.logging.set_verbosity_error()
+    seed_everything()
+    print(f"transformers {transformers.__version__}, tokenizers {tokenizers.__version__}, torch {torch.__version__}")
+    tokens_golden(args.model_dir, args.out)
+    hidden_golden(args.model_dir, args.out)
+    tiny_golden(args.model_dir, args.out, "tiny_seqcls", seed=SEED + 1, hidden_act="gelu",
+                id2label={0: "neg", 1: "neu", 2: "pos"}, label2id={"neg": 0, "neu": 1, "pos": 2})
+    tiny_golden(args.model_dir, args.out, "tiny_regression", seed=SEED + 2, hidden_act="gelu_new",
+                num_labels=1, problem_type="regression")
+    total = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())
+    print(f"{args.out}: {total / 1e6:.2f} MB in total")
+    assert total < SIZE_LIMIT, f"golden files take {total} bytes, more than {SIZE_LIMIT}"
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
