@@ -1,0 +1,389 @@
+"""The Python side of a compiled model: compile_model / load_compiled and CompiledModel (cffi, ABI
+mode: the declarations between the `cffi begin/end` markers of the generated header, `ffi.dlopen`).
+
+A compiled folder holds <prefix>.h, <prefix>.c, <prefix>.weights, lib<prefix>.so and
+<prefix>.manifest.json (what `load_compiled` needs to reopen it without the model or a compiler:
+dimensions, labels, policy, FLOP coefficients, build key).
+
+Inputs and outputs cross the ABI without copies (`ffi.from_buffer` on NumPy arrays); cffi releases
+the GIL during C calls, so CompiledModels (one C handle each) run in parallel from Python threads.
+One CompiledModel serialises its own calls with a lock (a C handle is single-threaded).
+"""
+from __future__ import annotations
+
+import json
+import re
+import threading
+import types
+import zlib
+from pathlib import Path
+
+import cffi
+import numpy as np
+
+import refexit
+from refexit.errors import CheckpointError, InputError
+from refexit.results import ClassifyResult
+
+from . import build as _build
+from . import emit as _emit
+from . import pack as _pack
+from .lower import COUNT_POLICIES, head_flops_coeffs, is_integral, lower
+
+MANIFEST_SUFFIX = ".manifest.json"
+MANIFEST_FORMAT = 1
+_EXC = {"checkpoint": CheckpointError, "input": InputError, "memory": MemoryError}
+_ERR_BY_CODE = {code: (name, kind) for name, code, _, kind in _emit.ERRORS}
+_LIBS: dict = {}                      # (library path, prefix) -> (ffi, lib): cdef + dlopen once
+_LIBS_LOCK = threading.Lock()
+
+
+def cdef_of(header_text: str) -> str:
+    m = re.search(r"/\* --- cffi begin.*?\*/(.*?)/\* --- cffi end --- \*/", header_text, re.S)
+    if not m:
+        raise CheckpointError("the generated header has no cffi section (regenerate it)")
+    return m.group(1)
+
+
+def _open_library(lib_path: Path, header_path: Path, prefix: str):
+    key = (str(lib_path), prefix)
+    with _LIBS_LOCK:
+        if key not in _LIBS:
+            ffi = cffi.FFI()
+            ffi.cdef(cdef_of(header_path.read_text(encoding="utf-8")))
+            _LIBS[key] = (ffi, ffi.dlopen(str(lib_path)))
+        return _LIBS[key]
+
+
+class CompiledModel:
+    """One open C handle of a compiled model. `classify(enc)` -> refexit.ClassifyResult."""
+
+    def __init__(self, out_dir: str | Path, manifest: dict):
+        self.out_dir = Path(out_dir)
+        self.manifest = manifest
+        self.prefix = p = manifest["prefix"]
+        lib_path = _build.cached_library(manifest["build_key"], self.out_dir / manifest["library"])
+        self.ffi, self.lib = _open_library(lib_path, self.out_dir / manifest["header"], p)
+        self._fn = types.SimpleNamespace(**{n: getattr(self.lib, f"{p}_{n}") for n in (
+            "open", "close", "set_threads", "set_threshold", "set_thresholds", "get_thresholds",
+            "classify_batch", "strerror", "model_hash")})
+        lib_hash = self.ffi.string(self._fn.model_hash()).decode()
+        if lib_hash != manifest["model_hash"]:
+            raise CheckpointError(f"{lib_path}: library was built for model {lib_hash[:12]}, the manifest "
+                                  f"says {manifest['model_hash'][:12]} (recompile)")
+        self.weights_path = self.out_dir / manifest["weights"]
+        handle = self.ffi.new(f"{p}_model **")
+        st = self._fn.open(str(self.weights_path).encode(), handle)
+        if st != 0:
+            raise self._error(st, f"{self.weights_path}")
+        self._m = self.ffi.gc(handle[0], self._fn.close)
+        self._lock = threading.Lock()
+        self.num_layers = int(manifest["num_layers"])
+        self.num_labels = int(manifest["num_labels"])
+        self.hidden = int(manifest["hidden"])
+        self.max_length = int(manifest["max_length"])
+        self.vocab_size = int(manifest["vocab_size"])
+        self.label_names = list(manifest["label_names"])
+        self.policy_name = manifest["policy"]["name"]
+        self.policy_repr = manifest["policy"]["repr"]
+        self.warnings = list(manifest["warnings"])
+        self._count = manifest["policy"]["count"]
+        C = self.num_labels
+        self._dtype = np.dtype([("logits", "<f4", (C,)), ("label", "<i4"), ("exit_layer", "<i4"),
+                                ("score", "<f4"), ("margin", "<f4")])
+        if self.ffi.sizeof(f"{p}_result") != self._dtype.itemsize:
+            raise CheckpointError(f"{p}_result is {self.ffi.sizeof(f'{p}_result')} bytes, expected "
+                                  f"{self._dtype.itemsize}")
+        self._tokenizer = None
+
+    # ------------------------------------------------------------------ errors
+    def _error(self, status: int, context: str = "") -> Exception:
+        name, kind = _ERR_BY_CODE.get(status, ("?", "input"))
+        msg = self.ffi.string(self._fn.strerror(status)).decode()
+        if not context:
+            text = msg
+        else:                          # "<file>: <what is wrong>" / "<what is wrong>: <where>"
+            text = f"{context}: {msg}" if kind == "checkpoint" else f"{msg}: {context}"
+        return _EXC.get(kind, InputError)(f"{text} [{self.prefix}_{name}]")
+
+    # ------------------------------------------------------------------ settings
+    def close(self) -> None:
+        """Release the C handle now (else when the object is collected)."""
+        with self._lock:
+            if self._m is not None:
+                self.ffi.release(self._m)
+                self._m = None
+
+    def _handle(self):
+        if self._m is None:
+            raise InputError("this CompiledModel is closed")
+        return self._m
+
+    def set_threads(self, n: int) -> None:
+        with self._lock:
+            st = self._fn.set_threads(self._handle(), int(n))
+        if st:
+            raise self._error(st, f"set_threads({n!r})")
+
+    def set_threshold(self, value: float) -> None:
+        """One threshold for every layer (patience / window / static: the whole-number count)."""
+        v = float(value)
+        if self.policy_name in COUNT_POLICIES and not is_integral(v):
+            raise InputError(f"{self.policy_name}: the setting is a whole number, got {value!r}")
+        with self._lock:
+            st = self._fn.set_threshold(self._handle(), v)
+        if st:
+            raise self._error(st, f"set_threshold({value!r})")
+        if self.policy_name in COUNT_POLICIES:
+            self._count = int(v)
+
+    def set_thresholds(self, values) -> None:
+        """One threshold per layer: L-1 values (or L, the last ignored)."""
+        arr = np.ascontiguousarray(np.atleast_1d(np.asarray(values, dtype=np.float32)))
+        if arr.ndim != 1:
+            raise InputError(f"thresholds must be 1-D, got shape {arr.shape}")
+        with self._lock:
+            st = self._fn.set_thresholds(self._handle(), self.ffi.from_buffer("float[]", arr), arr.size)
+        if st:
+            raise self._error(st, f"set_thresholds({arr.size} values; the model has "
+                                  f"{self.num_layers - 1} exit layers)")
+
+    @property
+    def thresholds(self) -> np.ndarray:
+        """The thresholds in force, [L-1] float32 (counting policies: the count)."""
+        out = np.zeros(max(self.num_layers - 1, 1), np.float32)
+        with self._lock:
+            st = self._fn.get_thresholds(self._handle(), self.ffi.from_buffer("float[]", out), out.size)
+        if st:
+            raise self._error(st, "get_thresholds")
+        return out[:self.num_layers - 1]
+
+    def set_policy(self, policy) -> list[str]:
+        """Switch to `policy`, which must be of the compiled kind with the same compiled-in settings
+        (inclusive flag, temperatures, tau); its threshold(s) / count are set at run time. Returns
+        the policy's warnings (as the oracle's check gives them)."""
+        pol = self.manifest["policy"]
+        if policy.name != pol["name"]:
+            raise InputError(f"this library was compiled for the {pol['name']} policy, not {policy.name} "
+                             f"(compile again for another policy)")
+        stub = types.SimpleNamespace(lte=True if self.manifest["has_lte"] else None,
+                                     ponder=True if self.manifest["has_ponder"] else None,
+                                     temperatures=np.asarray(self.manifest["model_temperatures"]))
+        msgs = policy.check(self.num_layers, self.num_labels, stub)
+        if policy.name == "norm_entropy" and bool(policy.inclusive) != bool(pol["inclusive"]):
+            raise InputError(f"compiled with inclusive={pol['inclusive']}; recompile to change it")
+        if policy.name == "max_prob" and not np.array_equal(
+                np.asarray(policy._temps, np.float64).astype(np.float32), np.asarray(pol["temperatures"], np.float32)):
+            raise InputError("compiled with other temperatures; recompile to change them")
+        if policy.name in ("patience", "window") and self.num_labels == 1 and policy.tau != pol["tau"]:
+            raise InputError(f"compiled with tau={pol['tau']}; recompile to change it")
+        if policy.name in COUNT_POLICIES:
+            self.set_threshold(policy.k if policy.name == "static" else policy.count)
+        elif self.num_layers > 1:
+            self.set_thresholds(policy._thr)
+        self.policy_repr, self.warnings = repr(policy), list(msgs)
+        return msgs
+
+    # ------------------------------------------------------------------ inference
+    def _pack_input(self, enc):
+        """Encoding / dict / [B, T] ids -> (ids, type_ids, lengths) int32, real tokens back to back."""
+        get = enc.get if isinstance(enc, dict) else (lambda k, d=None: getattr(enc, k, d))
+        ids = get("input_ids") if not isinstance(enc, np.ndarray) else enc
+        if ids is None:
+            raise InputError("input has no 'input_ids'")
+        ids = np.asarray(ids)
+        if ids.ndim == 1:
+            ids = ids[None]
+        if ids.ndim != 2 or (ids.size and ids.dtype.kind not in "iu"):
+            raise InputError(f"input_ids must be a [B, T] integer array, got {ids.dtype} {ids.shape}")
+        B, T = ids.shape
+        mask = None if isinstance(enc, np.ndarray) else get("attention_mask")
+        real = np.ones((B, T), bool) if mask is None else (np.asarray(mask).reshape(B, -1) != 0)
+        types_ = None if isinstance(enc, np.ndarray) else get("token_type_ids")
+        types_ = np.zeros((B, T), np.int64) if types_ is None else np.asarray(types_).reshape(B, -1)
+        if real.shape != (B, T) or types_.shape != (B, T):
+            raise InputError(f"attention_mask {real.shape} / token_type_ids {types_.shape} must match "
+                             f"input_ids {ids.shape}")
+        lengths = real.sum(axis=1)
+        if not np.array_equal(real, np.arange(T)[None, :] < lengths[:, None]):
+            bad = int(np.argmax(np.any(real != (np.arange(T)[None, :] < lengths[:, None]), axis=1)))
+            raise InputError(f"sample {bad}: attention_mask must be 1 for the real tokens then 0 (right padding)")
+
+        def int32(a):                         # out-of-range values become -1: the C code rejects them
+            a = np.asarray(a)
+            if a.size and (a.min() < -2**31 or a.max() >= 2**31):
+                a = np.where((a < -2**31) | (a >= 2**31), -1, a)
+            return np.ascontiguousarray(a, dtype=np.int32)
+        return int32(ids[real]), int32(types_[real]), np.ascontiguousarray(lengths, dtype=np.int32)
+
+    def _input_context(self, status, ids, types_, lengths) -> str:
+        """Which sample is at fault (for the exception message)."""
+        name = _ERR_BY_CODE.get(status, ("",))[0]
+        starts = np.concatenate([[0], np.cumsum(lengths)])
+        sample = lambda i: int(np.searchsorted(starts, i, side="right") - 1)   # noqa: E731
+        if name == "ERR_EMPTY":
+            return f"sample {int(np.argmax(lengths <= 0))} has no tokens"
+        if name == "ERR_TOO_LONG":
+            b = int(np.argmax(lengths > self.max_length))
+            return f"sample {b} has {int(lengths[b])} tokens; compiled for at most {self.max_length}"
+        if name == "ERR_TOKEN":
+            i = int(np.argmax((ids < 0) | (ids >= self.vocab_size)))
+            return f"sample {sample(i)}: token id {int(ids[i])} is outside [0, {self.vocab_size})"
+        if name == "ERR_TYPE":
+            i = int(np.argmax((types_ < 0) | (types_ >= self.manifest["type_vocab_size"])))
+            return f"sample {sample(i)}: token type id {int(types_[i])}"
+        return "classify"
+
+    def classify_raw(self, ids, type_ids, lengths) -> np.ndarray:
+        """Back-to-back int32 ids/type_ids and lengths [B] -> the C results as a structured array
+        (fields logits [C], label, exit_layer, score, margin), written in place by the C code."""
+        B = int(len(lengths))
+        out = np.zeros(B, self._dtype)
+        if B == 0:
+            return out
+        f = self.ffi.from_buffer
+        with self._lock:
+            st = self._fn.classify_batch(self._handle(), f("int32_t[]", ids), f("int32_t[]", type_ids),
+                                         f("int32_t[]", lengths), B,
+                                         f(f"{self.prefix}_result[]", out, require_writable=True))
+        if st:
+            raise self._error(st, self._input_context(st, ids, type_ids, lengths))
+        return out
+
+    def classify(self, enc) -> ClassifyResult:
+        """Per-sample early-exit classification of a batch, as Model.classify (no trace)."""
+        ids, type_ids, lengths = self._pack_input(enc)
+        out = self.classify_raw(ids, type_ids, lengths)
+        exit_layers = out["exit_layer"].astype(np.int64)
+        flops, full = self._flops(lengths.astype(np.int64), exit_layers)
+        return ClassifyResult(np.ascontiguousarray(out["logits"]).reshape(len(out), self.num_labels),
+                              exit_layers, self.num_layers, self.label_names, flops, full,
+                              out["margin"].astype(np.float64), self.policy_repr, None, list(self.warnings))
+
+    def _flops(self, n, exit_layers):
+        """FLOPs as the oracle counts them: every layer run, every head evaluated, the policy's extra."""
+        fl = self.manifest["flops"]
+        L = self.num_layers
+        layer = lambda c: c[0] + c[1] * n + c[2] * n * n             # noqa: E731
+        heads = np.array([layer(c) for c in fl["heads"]], np.int64).reshape(L, -1)   # [L, B]
+        per_layer = layer(fl["layer"])
+        if self.policy_name == "static":
+            head = heads[exit_layers - 1, np.arange(len(n))]
+            pol = 0
+        else:
+            upto = np.arange(1, L + 1)[:, None] <= exit_layers[None, :]            # [L, B]
+            head = np.sum(np.where(upto, heads, 0), axis=0)
+            pol = fl["policy"] * np.minimum(exit_layers, L - 1)
+        flops = (exit_layers * per_layer + head + pol).astype(np.float64)
+        full = (L * per_layer + heads[L - 1]).astype(np.float64)
+        return flops, full
+
+    @property
+    def tokenizer(self):
+        """A refexit Tokenizer over the vocabulary stored in the weights file."""
+        if self._tokenizer is None:
+            from refexit.tokenizer import Tokenizer
+            t = self.manifest["tokenizer"]
+            vocab = _pack.read_vocab(self.weights_path)
+            if not vocab:
+                raise CheckpointError(f"{self.weights_path} holds no vocabulary")
+            self._tokenizer = Tokenizer(vocab, do_lower_case=t["do_lower_case"], strip_accents=t["strip_accents"],
+                                        tokenize_chinese_chars=t["tokenize_chinese_chars"],
+                                        max_length=min(t["max_length"], self.max_length),
+                                        pad_token_id=t["pad_token_id"], source=str(self.weights_path))
+        return self._tokenizer
+
+    def __repr__(self):
+        return (f"<CompiledModel {self.prefix} L={self.num_layers} H={self.hidden} C={self.num_labels} "
+                f"policy={self.policy_repr} max_length={self.max_length} in {self.out_dir}>")
+
+
+# ---------------------------------------------------------------------- compile / reopen
+def _blob_is_current(path: Path, plan) -> bool:
+    """An existing weights file with this model hash, the right size and a good checksum."""
+    try:
+        h = _pack.read_header(path)
+        if h.model_hash != plan.model_hash or h.file_size != _pack.file_size(plan) or \
+                path.stat().st_size != h.file_size:
+            return False
+        crc = 0
+        with open(path, "rb") as f:
+            f.seek(h.payload_offset)
+            while chunk := f.read(1 << 22):
+                crc = zlib.crc32(chunk, crc)
+        return crc == h.checksum
+    except (OSError, CheckpointError, ValueError):
+        return False
+
+
+def _manifest(model, plan, res) -> dict:
+    cfg = model.config
+    pol = plan.policy
+    H, I = cfg.hidden_size, cfg.intermediate_size
+    policy_flops = model._policy_flops(types.SimpleNamespace(name=pol.name))     # as the oracle counts
+    return {
+        "refexit_compiled": MANIFEST_FORMAT, "codegen_format": _emit.CODEGEN_FORMAT,
+        "tool_version": refexit.__version__, "prefix": plan.prefix,
+        "header": f"{plan.prefix}.h", "source": f"{plan.prefix}.c", "weights": f"{plan.prefix}.weights",
+        "library": res.library.name, "build_key": res.key, "flags": res.flags, "compiler": res.compiler,
+        "openmp": res.openmp, "model_hash": plan.model_hash, "model_source": plan.source,
+        "num_layers": plan.num_layers, "hidden": plan.hidden, "num_labels": plan.num_labels,
+        "label_names": plan.label_names, "vocab_size": plan.vocab_size, "type_vocab_size": plan.type_vocab,
+        "max_length": plan.max_length, "max_batch": plan.max_batch, "max_tokens": plan.max_tokens,
+        "heads": [h.kind for h in plan.heads], "has_lte": plan.lte, "has_ponder": bool(plan.ponder_hidden),
+        "model_temperatures": [float(t) for t in model.exits.temperatures],
+        "policy": {"name": pol.name, "repr": pol.repr, "params": pol.params,
+                   "thresholds": [float(t) for t in pol.thresholds], "count": pol.count,
+                   "inclusive": pol.inclusive, "tau": pol.tau,
+                   "temperatures": [float(t) for t in pol.temperatures]},
+        "warnings": plan.warnings,
+        "flops": {"layer": [0, 2 * (4 * H * H + 2 * H * I), 4 * H],
+                  "heads": [list(head_flops_coeffs(h)) for h in model.exits.heads],
+                  "policy": int(policy_flops)},
+        "tokenizer": {"do_lower_case": cfg.do_lower_case, "strip_accents": cfg.strip_accents,
+                      "tokenize_chinese_chars": cfg.tokenize_chinese_chars, "max_length": cfg.max_length,
+                      "pad_token_id": cfg.pad_token_id},
+    }
+
+
+def compile_model(model, policy=None, out_dir="build/refexit_model", prefix: str | None = None,
+                  max_length: int | None = None, max_batch: int = 32, max_tokens: int | None = None,
+                  cc: str | None = None, openmp: bool | None = None, extra_flags=()) -> CompiledModel:
+    """Lower, pack, emit and build `model` with `policy` into out_dir; -> the opened CompiledModel.
+
+    Writes out_dir/<prefix>.h, <prefix>.c, <prefix>.weights (skipped when an identical one is
+    there), lib<prefix>.so and <prefix>.manifest.json."""
+    plan = lower(model, policy, prefix, max_length, max_batch, max_tokens)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _, c_path = _emit.write_sources(plan, out)
+    weights = out / f"{plan.prefix}.weights"
+    if not _blob_is_current(weights, plan):
+        _pack.write_blob(model, plan, weights)
+    res = _build.build(c_path, out, plan.prefix, cc=cc, openmp=openmp, extra_flags=extra_flags)
+    manifest = _manifest(model, plan, res)
+    _emit.write_text_atomic(out / f"{plan.prefix}{MANIFEST_SUFFIX}", json.dumps(manifest, indent=1))
+    return CompiledModel(out, manifest)
+
+
+def load_compiled(out_dir: str | Path, prefix: str | None = None) -> CompiledModel:
+    """Reopen a compiled folder (no model, no compiler needed)."""
+    out = Path(out_dir)
+    if prefix is None:
+        found = sorted(out.glob(f"*{MANIFEST_SUFFIX}"))
+        if not found:
+            raise CheckpointError(f"{out} holds no compiled model (no *{MANIFEST_SUFFIX})")
+        if len(found) > 1:
+            names = [f.name[:-len(MANIFEST_SUFFIX)] for f in found]
+            raise CheckpointError(f"{out} holds several compiled models {names}: pass prefix=")
+        path = found[0]
+    else:
+        path = out / f"{prefix}{MANIFEST_SUFFIX}"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot read the manifest: {e}") from None
+    if manifest.get("refexit_compiled") != MANIFEST_FORMAT or manifest.get("codegen_format") != _emit.CODEGEN_FORMAT:
+        raise CheckpointError(f"{path}: compiled by another refexit version (format "
+                              f"{manifest.get('codegen_format')}); compile again")
+    return CompiledModel(out, manifest)

@@ -1,0 +1,164 @@
+"""Building: `<prefix>.c` -> a shared library, cached under a hash of the source and the flags.
+
+    cc -O3 -std=c99 -fPIC -shared -Wall -Wextra -Werror [-fopenmp] -I<dir> <prefix>.c -o lib<prefix>.so -lm
+
+The compiler is $CC or `cc`; OpenMP is used when a probe (run once per compiler) shows the
+compiler accepts -fopenmp. No -march flag: the library runs on any machine of the same ABI.
+Libraries are cached in $REFEXIT_BUILD_CACHE (default $REFEXIT_CACHE/build, i.e.
+~/.cache/refexit/build) as <sha256 of compiler, flags, header, source>.so; every file is written
+to a temporary name and renamed into place, so concurrent builds never see half a library.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from refexit.errors import RefexitError
+
+BASE_FLAGS = ("-O3", "-std=c99", "-fPIC", "-shared", "-Wall", "-Wextra", "-Werror")
+LIBS = ("-lm",)
+
+
+class BuildError(RefexitError):
+    """The C compiler is missing or rejected the generated code (the message has its output)."""
+
+
+@dataclass
+class BuildResult:
+    library: Path        # the library in the output folder
+    cached: Path         # its copy in the cache
+    flags: list
+    compiler: str
+    openmp: bool
+    from_cache: bool
+    key: str             # sha256 of compiler, flags, header and source: names the cached library
+
+
+def compiler(cc: str | None = None) -> str:
+    return cc or os.environ.get("CC") or "cc"
+
+
+@functools.lru_cache(maxsize=None)
+def compiler_id(cc: str) -> str:
+    """First line of `cc --version` (part of the cache key)."""
+    try:
+        out = subprocess.run(shlex.split(cc) + ["--version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise BuildError(f"C compiler {cc!r} not usable: {e} (set $CC or install gcc/clang)") from None
+    if out.returncode != 0:
+        raise BuildError(f"C compiler {cc!r} failed `--version`: {out.stderr.strip()}")
+    return (out.stdout.strip().splitlines() or [cc])[0]
+
+
+@functools.lru_cache(maxsize=None)
+def openmp_supported(cc: str) -> bool:
+    """Can `cc` build and link a shared library with -fopenmp? (probed once per compiler)"""
+    src = "#include <omp.h>\nint refexit_probe(void) { return omp_get_max_threads(); }\n"
+    with tempfile.TemporaryDirectory(prefix="refexit-omp-") as d:
+        c = Path(d) / "probe.c"
+        c.write_text(src)
+        try:
+            r = subprocess.run(shlex.split(cc) + list(BASE_FLAGS) + ["-fopenmp", str(c), "-o",
+                               str(Path(d) / "probe.so")], capture_output=True, text=True, timeout=120)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        return r.returncode == 0
+
+
+def flags(cc: str, openmp: bool | None = None, extra=()) -> list[str]:
+    use_omp = openmp_supported(cc) if openmp is None else bool(openmp)
+    return list(BASE_FLAGS) + (["-fopenmp"] if use_omp else []) + list(extra)
+
+
+def cache_dir() -> Path:
+    explicit = os.environ.get("REFEXIT_BUILD_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    return Path(os.environ.get("REFEXIT_CACHE") or "~/.cache/refexit").expanduser() / "build"
+
+
+def library_name(prefix: str) -> str:
+    return f"lib{prefix}.dylib" if sys.platform == "darwin" else f"lib{prefix}.so"
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=dst.name + ".", suffix=".tmp", dir=dst.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def compile_c(c_path: Path, out: Path, cc: str, flag_list: list[str], include_dir: Path | None = None) -> None:
+    """Run the compiler once (no caching); raises BuildError with its output."""
+    cmd = shlex.split(cc) + flag_list + ["-I", str(include_dir or c_path.parent), str(c_path), "-o",
+                                         str(out)] + list(LIBS)
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    except OSError as e:
+        raise BuildError(f"cannot run the C compiler {cc!r}: {e} (set $CC or install gcc/clang)") from None
+    except subprocess.TimeoutExpired:
+        raise BuildError(f"the C compiler took more than 600 s on {c_path}") from None
+    if r.returncode != 0:
+        raise BuildError(f"{' '.join(shlex.quote(c) for c in cmd)} failed ({r.returncode}):\n"
+                         f"{(r.stderr or r.stdout).strip()[:8000]}")
+
+
+def build(c_path: str | Path, out_dir: str | Path, prefix: str, cc: str | None = None,
+          openmp: bool | None = None, extra_flags=()) -> BuildResult:
+    """Compile `c_path` (its header beside it) into out_dir/lib<prefix>.so, through the cache."""
+    c_path, out_dir = Path(c_path), Path(out_dir)
+    cc = compiler(cc)
+    flag_list = flags(cc, openmp, extra_flags)
+    h_path = c_path.with_suffix(".h")
+    key = hashlib.sha256()
+    for part in (compiler_id(cc), cc, " ".join(flag_list), " ".join(LIBS), prefix):
+        key.update(part.encode() + b"\0")
+    key.update(h_path.read_bytes() if h_path.exists() else b"")
+    key.update(b"\0" + c_path.read_bytes())
+    digest = key.hexdigest()
+    cached = cache_dir() / f"{digest}{Path(library_name(prefix)).suffix}"
+    from_cache = cached.is_file()
+    if not from_cache:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=cached.name + ".", suffix=".tmp.so", dir=cached.parent)
+        os.close(fd)
+        try:
+            compile_c(c_path, Path(tmp), cc, flag_list)
+            os.replace(tmp, cached)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    library = out_dir / library_name(prefix)
+    _copy_atomic(cached, library)
+    return BuildResult(library, cached, flag_list, cc, "-fopenmp" in flag_list, from_cache, digest)
+
+
+def cached_library(key: str, fallback: Path) -> Path:
+    """The content-addressed copy of a library (restored from `fallback` when the cache lost it).
+
+    Libraries are loaded from here, never from the output folder: the dynamic loader reuses an
+    already-loaded library of the same path, so a rebuilt lib<prefix>.so at the same path would
+    silently keep the old code in a running process."""
+    path = cache_dir() / f"{key}{Path(fallback).suffix}"
+    if not path.is_file():
+        if not Path(fallback).is_file():
+            raise BuildError(f"{fallback} does not exist (recompile the model)")
+        try:
+            _copy_atomic(Path(fallback), path)
+        except OSError:                 # no writable cache: load it where it is
+            return Path(fallback)
+    return path

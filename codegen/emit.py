@@ -1,0 +1,234 @@
+"""Emission: Plan -> `<prefix>.h` and `<prefix>.c` through the jinja2 templates in templates/.
+
+Every exported symbol starts with the prefix; each file starts with a provenance comment (tool
+version, model hash, configuration, policy, options); floats are printed with %.9g (float32) or
+%.17g (double), which round-trip exactly, and INFINITY/NAN by name. The output is a pure function
+of the Plan (no dates, no paths beyond the model source), so the build cache can key on it.
+"""
+from __future__ import annotations
+
+import importlib.resources
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import jinja2
+import numpy as np
+
+import refexit
+
+from . import pack
+
+CODEGEN_FORMAT = 1     # bump when the generated C or the binding contract changes
+
+# (name, code, message, Python exception: "checkpoint" | "input" | "memory")
+ERRORS = [
+    ("OK", 0, "ok", None),
+    ("ERR_ARG", 1, "bad argument (a NULL pointer, a negative count, or a value this policy does not accept)", "input"),
+    ("ERR_IO", 2, "cannot open or read the weights file", "checkpoint"),
+    ("ERR_TRUNCATED", 3, "the weights file is truncated (its size differs from the size in its header)", "checkpoint"),
+    ("ERR_MAGIC", 4, "not a refexit weights file (bad magic)", "checkpoint"),
+    ("ERR_VERSION", 5, "unsupported weights file format version (or a big-endian host)", "checkpoint"),
+    ("ERR_MODEL", 6, "the weights file is for another model (model hash or dimensions differ from the compiled code)", "checkpoint"),
+    ("ERR_CHECKSUM", 7, "the weights file is corrupted (checksum mismatch)", "checkpoint"),
+    ("ERR_NOMEM", 8, "out of memory", "memory"),
+    ("ERR_TOO_LONG", 9, "a sequence is longer than the compiled maximum length", "input"),
+    ("ERR_TOKEN", 10, "a token id is outside the vocabulary", "input"),
+    ("ERR_TYPE", 11, "a token type id is outside [0, type_vocab_size)", "input"),
+    ("ERR_EMPTY", 12, "a sequence has no tokens (n_tokens <= 0)", "input"),
+    ("ERR_NAN", 13, "a threshold is NaN", "input"),
+]
+
+POLICY_RULES = {
+    "entropy": "Exit when H(softmax(z_i)) < S_i (strict), in nats.",
+    "norm_entropy": "Exit when H(softmax(z_i)) / ln C {op} speed_i ({how}).",
+    "max_prob": "Exit when max softmax(z_i / T_i) >= thr_i (inclusive).",
+    "learned": "Exit when u_i = sigmoid(w . feat_i + b) < thr_i (strict).",
+    "ponder": "Exit when sum_(j<=i) lambda_j prod_(k<j) (1 - lambda_k) > q_i (strict).",
+    "patience": "Counter reset to 0 when layer i disagrees with layer i-1, else +1; exit when it "
+                "equals t (t = 0: run the full model).",
+    "window": "Exit when the prediction has been the same for N consecutive layers (this one included).",
+    "static": "Exit at layer k.",
+}
+
+
+# ---------------------------------------------------------------- C literals
+def c_float(x) -> str:
+    """float32 literal that round-trips exactly."""
+    x = float(np.float32(x))
+    if math.isnan(x):
+        return "NAN"
+    if math.isinf(x):
+        return "INFINITY" if x > 0 else "(-INFINITY)"
+    s = "%.9g" % x
+    if not any(c in s for c in ".e"):
+        s += ".0"
+    return s + "f"
+
+
+def c_double(x) -> str:
+    x = float(x)
+    if math.isnan(x):
+        return "NAN"
+    if math.isinf(x):
+        return "INFINITY" if x > 0 else "(-INFINITY)"
+    s = "%.17g" % x
+    if not any(c in s for c in ".e"):
+        s += ".0"
+    return s
+
+
+def c_string(text: str) -> str:
+    """A C string literal: printable ASCII kept, everything else (and ", \\, ?) as octal escapes."""
+    out = []
+    for b in str(text).encode("utf-8"):
+        ch = chr(b)
+        out.append(ch if 32 <= b < 127 and ch not in '"\\?' else "\\%03o" % b)
+    return '"' + "".join(out) + '"'
+
+
+def c_comment(text: str) -> str:
+    """Text safe inside /* */: ASCII only, no comment end, no trigraphs."""
+    s = str(text).encode("ascii", "replace").decode("ascii")
+    s = "".join(c if 32 <= ord(c) < 127 else " " for c in s).replace("*/", "* /")
+    while "??" in s:
+        s = s.replace("??", "? ?")
+    return s
+
+
+def c_lvalue(name: str) -> str:
+    """Canonical tensor name -> the Weights field it is mapped to."""
+    simple = {"emb.word": "w->word", "emb.pos": "w->pos", "emb.type": "w->type",
+              "emb.ln.w": "w->emb_ln_w", "emb.ln.b": "w->emb_ln_b", "pooler.w": "w->pooler_w",
+              "pooler.b": "w->pooler_b", "lte.w": "w->lte_w", "lte.b": "w->lte_b"}
+    if name in simple:
+        return simple[name]
+    parts = name.split(".")
+    if parts[0] == "layers":
+        field = {"attn.q": "q", "attn.k": "k", "attn.v": "v", "attn.o": "o", "attn.ln": "attn_ln",
+                 "ffn.up": "up", "ffn.down": "down", "ffn.ln": "ffn_ln"}[".".join(parts[2:4])]
+        return f"w->layer[{int(parts[1])}].{field}_{parts[4]}"
+    if parts[0] == "heads":
+        return f"w->head[{int(parts[1])}].{'_'.join(parts[2:])}"
+    if parts[0] == "ponder":
+        return "w->ponder_" + "_".join(parts[1:])
+    raise ValueError(f"no C field for tensor {name!r}")
+
+
+# ---------------------------------------------------------------- templates
+def templates_root():
+    """The templates folder: package data `codegen.templates` when installed, else the source
+    tree's top-level templates/ folder."""
+    try:
+        root = importlib.resources.files("codegen.templates")
+        if root.joinpath("model.c.j2").is_file():
+            return root
+    except ModuleNotFoundError:
+        pass
+    return Path(__file__).resolve().parent.parent / "templates"
+
+
+def _environment() -> jinja2.Environment:
+    root = templates_root()
+    env = jinja2.Environment(
+        loader=jinja2.FunctionLoader(lambda name: root.joinpath(name).read_text(encoding="utf-8")),
+        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+        keep_trailing_newline=True, autoescape=False)
+    env.filters.update(cf=c_float, cd=c_double, cstr=c_string)
+    env.globals.update(cf=c_float, cd=c_double)
+    return env
+
+
+def _heads_summary(plan) -> str:
+    runs, prev = [], None
+    for i, h in enumerate(plan.heads, start=1):
+        desc = h.kind + (" l2norm" if h.l2norm else "") + (f" W={h.width}/{h.attn_heads}h" if h.width else "")
+        if runs and desc == prev:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i, desc])
+        prev = desc
+    return ", ".join(f"layer {a}: {d}" if a == b else f"layers {a}-{b}: {d}" for a, b, d in runs)
+
+
+def provenance(plan, what: str) -> str:
+    lines = [
+        f"{what}: generated by refexit {refexit.__version__} (codegen format {CODEGEN_FORMAT}). Do not edit;",
+        "regenerate with `refexit compile` or codegen.compile_model.",
+        f"model:   {plan.source or '(in memory)'}",
+        f"hash:    {plan.model_hash} (sha256 of the weights payload)",
+        f"config:  layers={plan.num_layers} hidden={plan.hidden} heads={plan.num_heads} "
+        f"intermediate={plan.intermediate} vocab={plan.vocab_size} positions={plan.max_position} "
+        f"types={plan.type_vocab} act={plan.activation} eps={plan.layer_norm_eps!r}",
+        f"labels:  {plan.num_labels} {plan.label_names}",
+        f"exits:   {_heads_summary(plan)}; lte={'yes' if plan.lte else 'no'}; "
+        f"ponder={'hidden ' + str(plan.ponder_hidden) if plan.ponder_hidden else 'no'}",
+        f"policy:  {plan.policy.repr}",
+        f"options: prefix={plan.prefix} max_length={plan.max_length} max_batch={plan.max_batch} "
+        f"max_tokens={plan.max_tokens}",
+        f"weights: {plan.prefix}.weights (format {pack.FORMAT_VERSION}, {pack.file_size(plan)} bytes)",
+    ]
+    body = "\n".join(" * " + c_comment(line) for line in lines)
+    return "/*\n" + body + "\n */"
+
+
+def _context(plan) -> dict:
+    pol = plan.policy
+    L = plan.num_layers
+    how = "inclusive" if pol.inclusive else "strict"
+    rule = POLICY_RULES[pol.name].format(op="<=" if pol.inclusive else "<", how=how)
+    thresholds = list(pol.thresholds) + [0.0]                 # [L]: the last one is never read
+    head_layers = [(i, h) for i, h in enumerate(plan.heads) if h.kind != "none"]
+    kinds = {"pooler": any(h.kind in ("pooler_linear", "shared_pooler") for _, h in head_layers),
+             "mean_linear": any(h.kind == "mean_linear" for _, h in head_layers)}
+    hb = bytes.fromhex(plan.model_hash)
+    fmt = {"version": pack.FORMAT_VERSION, "header_size": pack.HEADER_SIZE,
+           "file_size": pack.file_size(plan),
+           "magic": ", ".join(f"'{chr(b)}'" for b in pack.MAGIC),
+           "hash_bytes": ", ".join(f"0x{b:02x}" for b in hb),
+           "dims": ", ".join(str(d) for d in plan.dims())}
+    return dict(
+        p=plan, prefix=plan.prefix, PREFIX=plan.prefix.upper(), errors=[e[:3] for e in ERRORS],
+        fb=plan.fastbert, kinds=kinds, head_layers=head_layers,
+        slots=[(c_lvalue(s.name), s) for s in plan.tensors],
+        shared_pooler_layers=[i for i, h in head_layers if h.kind == "shared_pooler"],
+        missing_head_layers=[(i, h) for i, h in enumerate(plan.heads[:L - 1]) if h.kind == "none"],
+        label_names=", ".join(c_string(n) for n in plan.label_names),
+        thresholds=", ".join(c_float(t) for t in thresholds),
+        temperatures=", ".join(c_float(t) for t in pol.temperatures),
+        pol=dict(name=pol.name, count=pol.count, inclusive=pol.inclusive, tau=pol.tau,
+                 repr_comment=c_comment(pol.repr), rule=rule),
+        fmt=fmt)
+
+
+def emit(plan) -> tuple[str, str]:
+    """Plan -> (header text, source text)."""
+    if plan.has_pooler is False and any(h.kind == "shared_pooler" for h in plan.heads):
+        raise ValueError("a shared_pooler head needs the model's pooler")
+    env = _environment()
+    ctx = _context(plan)
+    header = env.get_template("model.h.j2").render(provenance=provenance(plan, f"{plan.prefix}.h"), **ctx)
+    source = env.get_template("model.c.j2").render(provenance=provenance(plan, f"{plan.prefix}.c"), **ctx)
+    return header, source
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_sources(plan, out_dir) -> tuple[Path, Path]:
+    header, source = emit(plan)
+    out = Path(out_dir)
+    return (write_text_atomic(out / f"{plan.prefix}.h", header),
+            write_text_atomic(out / f"{plan.prefix}.c", source))

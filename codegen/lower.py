@@ -1,0 +1,214 @@
+"""Lowering: a refexit.Model + an exit Policy -> a static Plan.
+
+The Plan is everything the C code is specialised on: dimensions, the head kind after every layer,
+the policy and its parameters, the compiled maxima (sequence length, batch), the symbol prefix, and
+the layout of the weights blob with the model hash. It holds no weights: `pack.write_blob` reads
+them from the model in the order of `Plan.tensors`.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from refexit.errors import InputError
+from refexit.policies import Policy
+
+from . import pack
+
+IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,40}$")
+# prefixes whose generated names are macros of the C library (<unistd.h> defines F_OK, R_OK, W_OK, X_OK)
+RESERVED_PREFIXES = {"f", "r", "w", "x"}
+DEFAULT_MAX_BATCH = 32          # samples per internal chunk (classify_batch takes any batch size)
+DEFAULT_TOKEN_BUDGET = 4096     # tokens per internal chunk, at least max_length
+ACTIVATION_C = {"gelu": "gelu_erf", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
+HEAD_KIND_IDS = {"none": 0, "pooler_linear": 1, "shared_pooler": 2, "mean_linear": 3, "fastbert": 4}
+POLICY_KINDS = ("entropy", "norm_entropy", "max_prob", "learned", "ponder", "patience", "window", "static")
+COUNT_POLICIES = ("patience", "window", "static")   # their run-time "threshold" is an integer count
+
+
+@dataclass(frozen=True)
+class HeadPlan:
+    kind: str                  # pooler_linear | shared_pooler | mean_linear | fastbert | none
+    feature_size: int = 0      # F: fc.w is [C, F]
+    l2norm: bool = False       # mean_linear
+    attn_heads: int = 0        # fastbert
+    width: int = 0             # fastbert W
+
+    @property
+    def kind_id(self) -> int:
+        return HEAD_KIND_IDS[self.kind]
+
+
+@dataclass
+class PolicyPlan:
+    name: str                          # one of POLICY_KINDS
+    thresholds: np.ndarray             # [L-1] float32 (threshold policies; zeros otherwise)
+    inclusive: bool = True             # norm_entropy: <= (True) or < (False)
+    count: int = 0                     # patience t, window N, static k
+    tau: float | None = None           # patience/window on regression (C = 1)
+    temperatures: np.ndarray = None    # [L] float32, max_prob
+    repr: str = ""
+    params: dict = field(default_factory=dict)
+
+    @property
+    def uses_count(self) -> bool:
+        return self.name in COUNT_POLICIES
+
+
+@dataclass
+class Plan:
+    prefix: str
+    # backbone
+    vocab_size: int
+    hidden: int
+    num_layers: int
+    num_heads: int
+    intermediate: int
+    max_position: int
+    type_vocab: int
+    activation: str                    # gelu_erf | gelu_tanh | relu
+    layer_norm_eps: float
+    # exits
+    num_labels: int
+    label_names: list
+    heads: list                        # [L] HeadPlan (kind "none" where the model has no head)
+    has_pooler: bool
+    lte: bool
+    ponder_hidden: int                 # 0: no ponder MLP
+    exit_feature_size: int             # F of the heads before the last layer (LTE/ponder read it)
+    policy: PolicyPlan
+    # compiled maxima
+    max_length: int
+    max_batch: int
+    max_tokens: int
+    # weights blob
+    tensors: list                      # [pack.Slot] in blob order
+    vocab_bytes: bytes
+    model_hash: str = ""               # sha256 hex of the blob payload (arrays + vocab)
+    source: str = ""
+    warnings: list = field(default_factory=list)
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.num_heads
+
+    @property
+    def fastbert(self) -> HeadPlan | None:
+        return next((h for h in self.heads if h.kind == "fastbert"), None)
+
+    @property
+    def max_feature(self) -> int:
+        return max(h.feature_size for h in self.heads if h.kind != "none")
+
+    def dims(self) -> list[int]:
+        """The dimensions written into the blob header (and checked by the C code at open)."""
+        fb = self.fastbert
+        return [self.vocab_size, self.hidden, self.num_layers, self.num_heads, self.intermediate,
+                self.max_position, self.type_vocab, self.num_labels, self.exit_feature_size,
+                fb.width if fb else 0, fb.attn_heads if fb else 0, self.ponder_hidden,
+                len(self.tensors), 0, 0, 0]
+
+
+def _policy_plan(policy: Policy, L: int) -> PolicyPlan:
+    name = policy.name
+    if name not in POLICY_KINDS:
+        raise InputError(f"codegen does not know the policy {name!r}")
+    thr = np.zeros(max(L - 1, 0), np.float32)
+    if hasattr(policy, "_thr"):                       # set by policy.check(): [L-1] float64
+        thr = np.asarray(policy._thr, np.float64).astype(np.float32)
+    temps = np.ones(L, np.float32)
+    if name == "max_prob":
+        temps = np.asarray(policy._temps, np.float64).astype(np.float32)
+    count = {"patience": getattr(policy, "count", 0), "window": getattr(policy, "count", 0),
+             "static": getattr(policy, "k", 0)}.get(name, 0)
+    tau = getattr(policy, "tau", None)
+    return PolicyPlan(name=name, thresholds=thr, inclusive=bool(getattr(policy, "inclusive", True)),
+                      count=int(count), tau=None if tau is None else float(tau), temperatures=temps,
+                      repr=repr(policy), params=policy.params())
+
+
+def _head_plan(head) -> HeadPlan:
+    if head is None:
+        return HeadPlan("none")
+    if head.kind == "fastbert":
+        W = head.params["proj.w"].shape[0]
+        if W % head.attn_heads:
+            raise InputError(f"fastbert head width {W} is not divisible by its {head.attn_heads} heads")
+        return HeadPlan("fastbert", W, attn_heads=head.attn_heads, width=W)
+    return HeadPlan(head.kind, head.feature_size, l2norm=bool(head.l2norm) and head.kind == "mean_linear")
+
+
+def lower(model, policy: Policy | None = None, prefix: str | None = None, max_length: int | None = None,
+          max_batch: int = DEFAULT_MAX_BATCH, max_tokens: int | None = None) -> Plan:
+    """Model + policy -> Plan. Validates the policy against the model (as the oracle does) and
+    everything the C code relies on (prefix is a C identifier, one fastbert shape, sizes)."""
+    from refexit.policies import Static
+    cfg = model.config
+    L = cfg.num_hidden_layers
+    policy = policy if policy is not None else Static(L)
+    warnings = model.check_policy(policy)
+    prefix = prefix or "refexit_model"
+    if not IDENT.match(prefix):
+        raise InputError(f"prefix {prefix!r} is not a C identifier starting with a letter (letters, "
+                         f"digits, _; at most 41)")
+    if prefix.lower() in RESERVED_PREFIXES:
+        raise InputError(f"prefix {prefix!r} would define {prefix.upper()}_OK, a macro of <unistd.h>; "
+                         f"choose a longer prefix")
+    P = cfg.max_position_embeddings
+    if max_length is None:
+        max_length = min(cfg.max_length, P)
+    if not isinstance(max_length, (int, np.integer)) or not 1 <= max_length <= P:
+        raise InputError(f"max_length must be an integer in [1, {P}] (the model's position "
+                         f"embeddings), got {max_length!r}")
+    if not isinstance(max_batch, (int, np.integer)) or not 1 <= max_batch <= 1 << 16:
+        raise InputError(f"max_batch must be an integer in [1, 65536], got {max_batch!r}")
+    if max_tokens is None:
+        max_tokens = max(max_length, min(max_batch * max_length, DEFAULT_TOKEN_BUDGET))
+    if not isinstance(max_tokens, (int, np.integer)) or max_tokens < max_length:
+        raise InputError(f"max_tokens must be an integer >= max_length ({max_length}), got {max_tokens!r}")
+
+    ep = model.exits
+    heads = [_head_plan(h) for h in ep.heads]       # every head the model has (the blob is per model)
+    fbs = {(h.width, h.attn_heads) for h in heads if h.kind == "fastbert"}
+    if len(fbs) > 1:
+        raise InputError(f"fastbert heads of different shapes {sorted(fbs)} are not supported")
+    C = model.num_labels
+    exit_feats = {h.feature_size for h in heads[:L - 1] if h.kind != "none"}
+    if len(exit_feats) > 1:
+        raise InputError(f"exit heads with different feature sizes {sorted(exit_feats)} are not supported")
+    F = exit_feats.pop() if exit_feats else heads[L - 1].feature_size
+    has_pooler = "pooler.w" in model.weights
+    use_lte = ep.lte is not None and ep.lte["w"].shape == (1, F)
+    use_ponder = ep.ponder is not None and ep.ponder["pos"].shape == (L, F)
+    vocab = list(model.tokenizer.vocab) if model.tokenizer is not None else []
+    vocab_bytes = ("\n".join(vocab) + "\n").encode("utf-8") if vocab else b""
+
+    plan = Plan(prefix=prefix, vocab_size=cfg.vocab_size, hidden=cfg.hidden_size, num_layers=L,
+                num_heads=cfg.num_attention_heads, intermediate=cfg.intermediate_size, max_position=P,
+                type_vocab=cfg.type_vocab_size, activation=ACTIVATION_C[cfg.hidden_act],
+                layer_norm_eps=float(cfg.layer_norm_eps), num_labels=C,
+                label_names=[str(n) for n in model.label_names] or [f"LABEL_{i}" for i in range(C)],
+                heads=heads, has_pooler=has_pooler, lte=use_lte,
+                ponder_hidden=int(ep.ponder["hid.w"].shape[0]) if use_ponder else 0,
+                exit_feature_size=int(F), policy=_policy_plan(policy, L),
+                max_length=int(max_length), max_batch=int(max_batch), max_tokens=int(max_tokens),
+                tensors=[], vocab_bytes=vocab_bytes, source=str(model.source or ""), warnings=list(warnings))
+    plan.tensors = pack.layout(model, plan)
+    plan.model_hash = pack.model_hash(model, plan)
+    return plan
+
+
+def head_flops_coeffs(head) -> tuple[int, int, int]:
+    """Head.flops(n) as c0 + c1 n + c2 n^2 (so a compiled folder can report FLOPs without the model)."""
+    if head is None:
+        return (0, 0, 0)
+    f0, f1, f2 = head.flops(0), head.flops(1), head.flops(2)
+    c2 = (f2 - 2 * f1 + f0) // 2
+    return (f0, f1 - f0 - c2, c2)
+
+
+def is_integral(x: float) -> bool:
+    return math.isfinite(x) and float(x) == int(x)

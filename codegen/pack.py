@@ -1,0 +1,219 @@
+"""Packing: the model's weights -> one blob file `<prefix>.weights` that the C code memory-maps.
+
+Format version 1, all integers little-endian, all arrays little-endian float32:
+
+    offset  size  field
+         0     8  magic b"REFEXITW"
+         8     4  format version (1)
+        12     4  header size (192)
+        16    32  model hash: SHA-256 of the payload (bytes [payload offset, file size))
+        48     8  file size
+        56     8  payload offset (= header size)
+        64     8  payload size
+        72     4  checksum: CRC-32 (ISO-HDLC, as zlib.crc32) of the payload
+        76     4  reserved (0)
+        80     8  vocab offset (absolute) of the trailing vocab.txt section
+        88     8  vocab length in bytes (0: no vocabulary)
+        96    64  16 x u32 dims: vocab, hidden, layers, attention heads, intermediate, positions,
+                  token types, labels, exit feature size F, fastbert width, fastbert heads,
+                  ponder hidden, number of arrays, 0, 0, 0
+       160    32  reserved (0)
+       192     .  payload: the arrays, each starting at a 64-byte aligned file offset (zero padding
+                  between them), in the fixed order of `tensor_order`, then the vocab.txt bytes
+                  (UTF-8, one token per line), also 64-byte aligned.
+
+Array order: emb.word [V,H], emb.pos [P,H], emb.type [Tt,H], emb.ln.w, emb.ln.b; per layer i:
+attn.{q,k,v,o}.{w,b}, attn.ln.{w,b}, ffn.up.{w [I,H], b}, ffn.down.{w [H,I], b}, ffn.ln.{w,b};
+pooler.{w,b} (if the model has one); per layer with an exit head, its parameters in
+refexit.heads.param_shapes order; lte.{w [1,F], b [1]} (if any); ponder.{pos [L,F], hid.w [P,F],
+hid.b, out.w [1,P], out.b [1]} (if any). Linear weights keep Hugging Face's [out, in] layout.
+
+The model hash covers the arrays and the vocabulary, so a weights file made from another model
+(or another tokenizer) is refused by code generated for this one; the checksum catches corruption.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from refexit.errors import CheckpointError
+from refexit.heads import param_shapes
+
+MAGIC = b"REFEXITW"
+FORMAT_VERSION = 1
+HEADER_SIZE = 192
+ALIGN = 64
+HEADER = struct.Struct("<8sII32sQQQIIQQ16I32x")
+assert HEADER.size == HEADER_SIZE
+
+_LAYER_PARTS = ("attn.q.w", "attn.q.b", "attn.k.w", "attn.k.b", "attn.v.w", "attn.v.b", "attn.o.w",
+                "attn.o.b", "attn.ln.w", "attn.ln.b", "ffn.up.w", "ffn.up.b", "ffn.down.w", "ffn.down.b",
+                "ffn.ln.w", "ffn.ln.b")
+_PONDER_PARTS = ("pos", "hid.w", "hid.b", "out.w", "out.b")
+
+
+@dataclass(frozen=True)
+class Slot:
+    name: str          # canonical name (refexit.checkpoint), e.g. "layers.0.attn.q.w", "heads.1.fc.b"
+    shape: tuple
+    offset: int        # absolute byte offset in the file, multiple of ALIGN
+
+    @property
+    def count(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        return 4 * self.count
+
+    @property
+    def float_offset(self) -> int:          # index into the blob seen as float[]
+        return self.offset // 4
+
+
+def _align(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def tensor_order(model, plan) -> list[str]:
+    names = ["emb.word", "emb.pos", "emb.type", "emb.ln.w", "emb.ln.b"]
+    for i in range(plan.num_layers):
+        names += [f"layers.{i}.{p}" for p in _LAYER_PARTS]
+    if plan.has_pooler:
+        names += ["pooler.w", "pooler.b"]
+    for i, h in enumerate(plan.heads):
+        if h.kind != "none":
+            names += [f"heads.{i}.{p}" for p in param_shapes(h.kind, plan.hidden, plan.num_labels,
+                                                               h.width or 128)]
+    if plan.lte:
+        names += ["lte.w", "lte.b"]
+    if plan.ponder_hidden:
+        names += [f"ponder.{p}" for p in _PONDER_PARTS]
+    return names
+
+
+def get_array(model, name: str) -> np.ndarray:
+    """Canonical name -> the model's array (backbone, heads.{i}.*, lte.*, ponder.*)."""
+    ep = model.exits
+    if name.startswith("heads."):
+        _, i, rest = name.split(".", 2)
+        return ep.heads[int(i)].params[rest]
+    if name.startswith("lte."):
+        return ep.lte[name[4:]]
+    if name.startswith("ponder."):
+        return ep.ponder[name[7:]]
+    return model.weights[name]
+
+
+def layout(model, plan) -> list[Slot]:
+    slots, pos = [], HEADER_SIZE
+    for name in tensor_order(model, plan):
+        shape = tuple(int(d) for d in np.shape(get_array(model, name)))
+        pos = _align(pos)
+        slots.append(Slot(name, shape, pos))
+        pos += 4 * int(np.prod(shape, dtype=np.int64))
+    return slots
+
+
+def vocab_offset(plan) -> int:
+    last = plan.tensors[-1]
+    return _align(last.offset + last.nbytes)
+
+
+def file_size(plan) -> int:
+    return vocab_offset(plan) + len(plan.vocab_bytes)
+
+
+def _payload_chunks(model, plan):
+    """The payload bytes in order, in pieces (padding, array, padding, ..., vocab)."""
+    pos = HEADER_SIZE
+    for slot in plan.tensors:
+        if slot.offset > pos:
+            yield bytes(slot.offset - pos)
+        arr = np.ascontiguousarray(get_array(model, slot.name), dtype="<f4")
+        if arr.shape != slot.shape:
+            raise CheckpointError(f"{slot.name}: shape {arr.shape} changed since lowering ({slot.shape})")
+        yield memoryview(arr).cast("B")
+        pos = slot.offset + slot.nbytes
+    voff = vocab_offset(plan)
+    if voff > pos:
+        yield bytes(voff - pos)
+    yield plan.vocab_bytes
+
+
+def model_hash(model, plan) -> str:
+    h = hashlib.sha256()
+    for chunk in _payload_chunks(model, plan):
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def header_bytes(plan, checksum: int) -> bytes:
+    size = file_size(plan)
+    return HEADER.pack(MAGIC, FORMAT_VERSION, HEADER_SIZE, bytes.fromhex(plan.model_hash), size,
+                       HEADER_SIZE, size - HEADER_SIZE, checksum, 0, vocab_offset(plan),
+                       len(plan.vocab_bytes), *plan.dims())
+
+
+def write_blob(model, plan, path: str | Path) -> Path:
+    """Write `<prefix>.weights` atomically (temp file + rename); checks the hash on the way."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(bytes(HEADER_SIZE))
+            crc, sha = 0, hashlib.sha256()
+            for chunk in _payload_chunks(model, plan):
+                crc = zlib.crc32(chunk, crc)
+                sha.update(chunk)
+                f.write(chunk)
+            if sha.hexdigest() != plan.model_hash:
+                raise CheckpointError("the model's weights changed between lowering and packing")
+            f.seek(0)
+            f.write(header_bytes(plan, crc))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+@dataclass
+class Header:
+    magic: bytes
+    version: int
+    header_size: int
+    model_hash: str
+    file_size: int
+    payload_offset: int
+    payload_size: int
+    checksum: int
+    vocab_offset: int
+    vocab_length: int
+    dims: tuple
+
+
+def read_header(path: str | Path) -> Header:
+    """Parse a blob header (no checks beyond its size): for tools and tests."""
+    raw = Path(path).read_bytes()[:HEADER_SIZE]
+    if len(raw) < HEADER_SIZE:
+        raise CheckpointError(f"{path}: truncated header ({len(raw)} of {HEADER_SIZE} bytes)")
+    f = HEADER.unpack(raw)
+    return Header(f[0], f[1], f[2], f[3].hex(), f[4], f[5], f[6], f[7], f[9], f[10], tuple(f[11:]))
+
+
+def read_vocab(path: str | Path) -> list[str]:
+    """The vocab.txt section of a blob, as a token list."""
+    h = read_header(path)
+    with open(path, "rb") as f:
+        f.seek(h.vocab_offset)
+        data = f.read(h.vocab_length)
+    return data.decode("utf-8").split("\n")[:-1] if data else []
