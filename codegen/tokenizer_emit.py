@@ -37,6 +37,8 @@ ERRORS = [
     ("ERR_TOO_MANY", 110, "the text has more than INT_MAX word pieces"),
 ]
 
+CODES = {name: code for name, code, _ in ERRORS}
+
 _PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
@@ -194,7 +196,7 @@ class CTokenizer:
             text = text.encode("utf-8", "surrogatepass")
         n = self.ffi.new("int *")
         rc = self._fn["wordpieces"](self.handle, text, len(text), self._ids, self._cap, n)
-        if rc == 103:                            # ERR_CAPACITY: grow to the size it asked for
+        if rc == CODES["ERR_CAPACITY"]:          # grow to the size it asked for, once
             self._grow(max(n[0], 2 * self._cap))
             rc = self._fn["wordpieces"](self.handle, text, len(text), self._ids, self._cap, n)
         self._check(rc)
@@ -209,7 +211,7 @@ class CTokenizer:
         pair_len = 0 if pair is None else len(pair)
         args = (self.handle, text, len(text), pair_arg, pair_len, max_length)
         rc = self._fn["tokenize"](*args, self._ids, self._types, self._cap, n)
-        if rc == 103:
+        if rc == CODES["ERR_CAPACITY"]:
             self._grow(max(n[0], 2 * self._cap))
             rc = self._fn["tokenize"](*args, self._ids, self._types, self._cap, n)
         self._check(rc)
@@ -352,16 +354,34 @@ def driver_record(kind: int, text: bytes, pair: bytes = b"", max_length: int = 5
 
 def char_vocabulary(text: str, specials=("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")) -> list[str]:
     """A vocabulary under which word pieces spell out the characters: the specials, every
-    character any step can make of `text` (after cleaning, NFC, lower case, NFD) and "##" + each.
-    Tokenizing with it shows exactly what cleaning, NFC, lower-casing, accent stripping and
-    punctuation splitting did, which a real vocabulary's [UNK] would hide."""
+    character any step can make of `text` and "##" + each. Tokenizing with it shows exactly what
+    cleaning, NFC, lower-casing, accent stripping and punctuation splitting did, which a real
+    vocabulary's [UNK] would hide. The characters are a closure (decompositions, lower cases,
+    compositions of characters already in) rather than the forms of the text, which costs no
+    more for a megabyte of combining marks than for one."""
     import unicodedata
-    kept = "".join(ch for ch in text if not (ch in "\x00\ufffd" or unicode_tables.is_control(ch)))
-    chars = set("σς")
-    for form in (kept, unicodedata.normalize("NFC", kept)):
-        for f2 in (form, form.lower()):
-            chars.update(f2)
-            chars.update(unicodedata.normalize("NFD", f2))
+    comp = unicode_tables.tables().comp
+    by_first: dict[int, list[tuple[int, int]]] = {}
+    for (a, b), c in comp.items():
+        by_first.setdefault(a, []).append((b, c))
+    chars = {ch for ch in set(text) if not (ch in "\x00\ufffd" or unicode_tables.is_control(ch))} | set("σς")
+    todo = list(chars)
+    while todo:
+        new = set()
+        for ch in todo:
+            for form in (ch.lower(), unicodedata.normalize("NFD", ch), unicodedata.normalize("NFD", ch.lower())):
+                new.update(form)
+        cps = {ord(ch) for ch in chars | new}
+        for a in cps:
+            for b, c in by_first.get(a, ()):
+                if b in cps:
+                    new.add(chr(c))
+        ls = [c for c in cps if 0x1100 <= c < 0x1113]         # Hangul L V (T) -> syllables
+        vs = [c for c in cps if 0x1161 <= c < 0x1176]
+        ts = [0] + [c - 0x11A7 for c in cps if 0x11A8 <= c < 0x11C3]
+        new.update(chr(0xAC00 + ((l - 0x1100) * 21 + (v - 0x1161)) * 28 + t) for l in ls for v in vs for t in ts)
+        todo = list(new - chars)
+        chars |= new
     chars = sorted(chars - set("\n\r"))
     return list(specials) + chars + ["##" + ch for ch in chars]
 
