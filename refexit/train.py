@@ -1,0 +1,394 @@
+"""Train exit heads on cached per-layer features, in NumPy (methods.md, "Training the exits").
+
+The backbone is frozen, so every loss here is a small function of cached features with its
+gradient written out by hand (and checked against finite differences in tests/test_train.py).
+Optimiser: Adam on shuffled mini-batches, L2 weight decay on weight matrices, early stopping on
+the dev loss (the best epoch's parameters are kept). Everything is deterministic given the seed.
+
+Stages, for a model with L layers:
+ 1. the final classifier: a head of the same kind on layer L, cross-entropy (skipped when the
+    checkpoint has its own classifier, which then stays the teacher and the last-layer answer);
+ 2. the exit heads on layers 1..L-1, by `objective`:
+      deebert   sum_i CE(z_i, y)
+      pabee     sum_i i * CE(z_i, y) / sum_j j
+      fastbert  sum_i KL(p_L || p_i), teacher p_L = the final head's softmax (labels unused)
+      lte       BERxiT: heads as deebert, then the LTE head (always, not only as an extra)
+      ponder    PALBERT: heads as deebert, then the lambda MLP (always)
+    The exit heads share no parameters, so a sum of per-head terms is minimised by minimising
+    each term: each head is trained (and early-stopped) on its own term. With a frozen backbone
+    PABEE's weights therefore only rescale each head's loss, which Adam all but ignores: expect
+    PABEE-trained heads to match DeeBERT-trained ones.
+ 3. extras (default all, `extras=()` for none):
+      lte        one shared u = sigmoid(w . feat_i + b), MSE to 1[argmax z_i != y] over i < L
+      ponder     lambda_i = sigmoid(MLP(feat_i + pos_i)); exit distribution
+                 p_i = lambda_i prod_{j<i} (1 - lambda_j) for i < L, p_L = prod_{j<L} (1 - lambda_j);
+                 objective  sum_i p_i CE_i + beta KL(p || Geometric(prior) truncated at L)
+                 (PALBERT's expected-loss form; CE_i of the frozen, already trained heads). The
+                 gradient uses S_i = lambda_i a_i + (1 - lambda_i) S_{i+1}, S_L = a_L with
+                 a_i = CE_i + beta (log p_i - log g_i): dLoss/dlambda_i = r_i (a_i - S_{i+1}),
+                 r_i = prod_{j<i} (1 - lambda_j) -- no division by (1 - lambda).
+      calibrate  Right Tool: per layer T_i = argmin dev NLL of softmax(z_i / T_i) (golden-section
+                 search on log T; the NLL is convex in 1/T).
+FastBERT's own head kind (`fastbert`, attention over all tokens) is not trained here.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from . import features as F
+from . import nn
+from .errors import InputError
+from .heads import ExitParams, Head
+
+OBJECTIVES = ("deebert", "pabee", "fastbert", "lte", "ponder")
+TRAINABLE_KINDS = ("mean_linear", "pooler_linear", "shared_pooler")
+EXTRAS = ("lte", "ponder", "calibrate")
+DECAY = ("fc.w", "w", "hid.w", "out.w")      # parameters under L2 weight decay
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 2e-3
+    batch_size: int = 64
+    max_epochs: int = 60
+    patience: int = 5               # epochs without a dev improvement before stopping
+    weight_decay: float = 1e-4
+    seed: int = 0
+    ponder_hidden: int = 32
+    ponder_beta: float = 0.05       # weight of KL(p || geometric prior)
+    ponder_prior: float = 0.3       # lambda of the geometric prior
+
+
+# ================================================================ losses with analytic gradients
+def head_forward(params: dict, x):
+    """x [N, H] head input -> (feat [N, F], z [N, C]); a pooler when params has 'pooler.w'."""
+    feat = np.tanh(nn.linear(x, params["pooler.w"], params["pooler.b"])) if "pooler.w" in params else x
+    return feat, nn.linear(feat, params["fc.w"], params["fc.b"])
+
+
+def head_loss(params: dict, x, q, scale: float = 1.0):
+    """scale * mean_n KL(q_n || softmax(z_n)) (= cross-entropy for one-hot q) and its gradients."""
+    feat, z = head_forward(params, x)
+    logp = nn.log_softmax(z)                                                   # [N, C]
+    qlogq = np.where(q > 0, q * np.log(np.where(q > 0, q, 1)), 0)
+    loss = scale * float(np.mean(np.sum(qlogq - q * logp, axis=1)))
+    dz = scale * (np.exp(logp) - q) / len(x)                                   # [N, C]
+    grads = {"fc.w": dz.T @ feat, "fc.b": dz.sum(0)}
+    if "pooler.w" in params:
+        da = (dz @ params["fc.w"]) * (1 - feat * feat)                         # [N, H]
+        grads["pooler.w"], grads["pooler.b"] = da.T @ x, da.sum(0)
+    return loss, grads
+
+
+def lte_loss(params: dict, feat, wrong):
+    """mean (sigmoid(w . feat + b) - wrong)^2 over rows; feat [M, F], wrong [M] in {0, 1}."""
+    u = nn.sigmoid(nn.linear(feat, params["w"], params["b"])[:, 0])           # [M]
+    loss = float(np.mean((u - wrong) ** 2))
+    da = 2 * (u - wrong) * u * (1 - u) / len(u)                                # [M]
+    return loss, {"w": da[None, :] @ feat, "b": np.array([da.sum()])}
+
+
+def _log_sigmoid(o):                  # log sigmoid(o), stable for large |o|
+    return -np.logaddexp(0, -o)
+
+
+def ponder_dist(params: dict, feat):
+    """feat [K, N, F] for layers 1..K=L-1 -> (log p [L, N], lambda [K, N], cache for backward)."""
+    s = feat + params["pos"][:len(feat), None, :]                              # [K, N, F]
+    h = np.tanh(nn.linear(s, params["hid.w"], params["hid.b"]))               # [K, N, P]
+    o = nn.linear(h, params["out.w"], params["out.b"])[..., 0]                 # [K, N]
+    loglam, log1m = _log_sigmoid(o), _log_sigmoid(-o)
+    logr = np.concatenate([np.zeros_like(o[:1]), np.cumsum(log1m, axis=0)])    # [L, N] log prod_{j<i}(1-lam_j)
+    logp = logr.copy()
+    logp[:-1] += loglam
+    return logp, np.exp(loglam), (s, h, logr)
+
+
+def ponder_prior_logp(L: int, prior: float) -> np.ndarray:      # [L] truncated geometric
+    k = np.arange(L, dtype=np.float64)
+    logg = math.log(prior) + k * math.log1p(-prior)
+    logg[-1] = (L - 1) * math.log1p(-prior)
+    return logg
+
+
+def ponder_loss(params: dict, feat, ce, beta: float, prior: float):
+    """mean_n [sum_i p_i CE_i + beta KL(p || geometric)]; feat [L-1, N, F], ce [L, N]."""
+    logp, lam, (s, h, logr) = ponder_dist(params, feat)
+    L, N = ce.shape
+    p = np.exp(logp)                                                           # [L, N]
+    a = ce + beta * (logp - ponder_prior_logp(L, prior)[:, None])              # dLoss/dp_i - beta
+    loss = float(np.mean(np.sum(p * a, axis=0)))
+    S = np.empty_like(a)                                                       # expected a from layer i on
+    S[-1] = a[-1]
+    for i in range(L - 2, -1, -1):
+        S[i] = lam[i] * a[i] + (1 - lam[i]) * S[i + 1]
+    dlam = np.exp(logr[:-1]) * (a[:-1] - S[1:]) / N                            # [K, N]
+    do = dlam * lam * (1 - lam)                                                # [K, N]
+    dh = do[..., None] * params["out.w"][0]                                    # [K, N, P]
+    ds = dh * (1 - h * h)                                                      # [K, N, P]
+    K = len(do)
+    grads = {"out.w": np.einsum("kn,knp->p", do, h)[None, :], "out.b": np.array([do.sum()]),
+             "hid.w": np.einsum("knp,knf->pf", ds, s), "hid.b": ds.sum((0, 1)),
+             "pos": np.zeros_like(params["pos"])}
+    grads["pos"][:K] = (ds @ params["hid.w"]).sum(1)
+    return loss, grads
+
+
+def nll(z, y, T: float = 1.0) -> float:                      # mean -log softmax(z / T)[y]
+    logp = nn.log_softmax(np.asarray(z, np.float64) / T)
+    return float(-np.mean(logp[np.arange(len(y)), y]))
+
+
+def fit_temperature(z, y, lo: float = 0.05, hi: float = 20.0, iters: int = 60) -> float:
+    """Right Tool calibration: T minimising NLL(softmax(z / T), y), golden-section on log T."""
+    a, b = math.log(lo), math.log(hi)
+    g = (math.sqrt(5) - 1) / 2
+    c, d = b - g * (b - a), a + g * (b - a)
+    fc, fd = nll(z, y, math.exp(c)), nll(z, y, math.exp(d))
+    for _ in range(iters):
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - g * (b - a)
+            fc = nll(z, y, math.exp(c))
+        else:
+            a, c, fc = c, d, fd
+            d = a + g * (b - a)
+            fd = nll(z, y, math.exp(d))
+    return math.exp((a + b) / 2)
+
+
+# ================================================================ optimisation
+class Adam:
+    def __init__(self, params: dict, lr: float, b1=0.9, b2=0.999, eps=1e-8):
+        self.lr, self.b1, self.b2, self.eps, self.t = lr, b1, b2, eps, 0
+        self.m = {k: np.zeros_like(v) for k, v in params.items()}
+        self.v = {k: np.zeros_like(v) for k, v in params.items()}
+
+    def step(self, params: dict, grads: dict):
+        self.t += 1
+        c1, c2 = 1 - self.b1 ** self.t, 1 - self.b2 ** self.t
+        for k, g in grads.items():
+            self.m[k] = self.b1 * self.m[k] + (1 - self.b1) * g
+            self.v[k] = self.b2 * self.v[k] + (1 - self.b2) * g * g
+            params[k] -= self.lr * (self.m[k] / c1) / (np.sqrt(self.v[k] / c2) + self.eps)
+
+
+def fit(params: dict, loss_grad, n: int, dev_loss, cfg: TrainConfig, rng) -> tuple[dict, dict]:
+    """Adam over shuffled mini-batches of range(n); loss_grad(params, idx) -> (loss, grads);
+    dev_loss(params) -> float. Returns the parameters of the best dev epoch and a log."""
+    params = {k: np.array(v, np.float64) for k, v in params.items()}
+    opt = Adam(params, cfg.lr)
+    best, best_params, bad = dev_loss(params), {k: v.copy() for k, v in params.items()}, 0
+    log = {"dev_loss": [best], "train_loss": [], "best_epoch": 0}
+    for epoch in range(1, cfg.max_epochs + 1):
+        perm, total = rng.permutation(n), 0.0
+        for s in range(0, n, cfg.batch_size):
+            idx = perm[s:s + cfg.batch_size]
+            loss, grads = loss_grad(params, idx)
+            for k in DECAY:
+                if k in grads:
+                    grads[k] = grads[k] + cfg.weight_decay * params[k]
+            opt.step(params, grads)
+            total += loss * len(idx)
+        d = dev_loss(params)
+        log["train_loss"].append(total / n)
+        log["dev_loss"].append(d)
+        if d < best - 1e-7:
+            best, best_params, bad, log["best_epoch"] = d, {k: v.copy() for k, v in params.items()}, 0, epoch
+        else:
+            bad += 1
+            if bad >= cfg.patience:
+                break
+    log["epochs"] = epoch
+    return best_params, log
+
+
+# ================================================================ the stages
+def _one_hot(y, C):
+    return np.eye(C)[np.asarray(y)]
+
+
+def _init_head(kind: str, model, H: int, C: int, rng) -> dict:
+    p = {"fc.w": rng.normal(0, 0.01, (C, H)), "fc.b": np.zeros(C)}
+    if kind == "pooler_linear":
+        if "pooler.w" not in model.weights:
+            raise InputError("pooler_linear heads start from the model's pooler, which it lacks")
+        p["pooler.w"] = np.array(model.weights["pooler.w"], np.float64)
+        p["pooler.b"] = np.array(model.weights["pooler.b"], np.float64)
+    return p
+
+
+def train_head(kind, model, x, q, x_dev, q_dev, cfg, rng, scale=1.0):
+    """One head on inputs x [N, H] with targets q [N, C] (one-hot or a teacher's softmax).
+
+    Inputs are used raw, not standardised: on MiniLM features, standardising (even by one global
+    scale) made Adam overfit noise dimensions and cost up to 20 accuracy points with few examples."""
+    x, x_dev = np.asarray(x, np.float64), np.asarray(x_dev, np.float64)
+    params = _init_head(kind, model, x.shape[1], q.shape[1], rng)
+    return fit(params, lambda p, idx: head_loss(p, x[idx], q[idx], scale), len(x),
+               lambda p: head_loss(p, x_dev, q_dev, scale)[0], cfg, rng)
+
+
+def _head_outputs(head: Head, model, feats, layer: int):
+    """(feat [N, F], logits [N, C]) of one head on every sample, float64."""
+    f = F.exit_features(head, feats, layer, model).astype(np.float64)
+    return f, nn.linear(f, head.params["fc.w"].astype(np.float64), head.params["fc.b"].astype(np.float64))
+
+
+def _layer_outputs(exits: ExitParams, model, feats):
+    """[L] list of (feat [N, F], logits [N, C]) of every head."""
+    return [_head_outputs(h, model, feats, layer) for layer, h in enumerate(exits.heads, start=1)]
+
+
+def _ce_rows(z, y):                       # [N, C], [N] -> per-sample CE [N]
+    return -nn.log_softmax(z)[np.arange(len(y)), y]
+
+
+def train_lte(outs, y, outs_dev, y_dev, cfg, rng):
+    L = len(outs)
+    stack = lambda o, yy: (np.concatenate([f for f, _ in o[:L - 1]]),                    # noqa: E731
+                           np.concatenate([(nn.argmax(z) != yy).astype(np.float64) for _, z in o[:L - 1]]))
+    f, t = stack(outs, y)
+    fd, td = stack(outs_dev, y_dev)
+    params = {"w": np.zeros((1, f.shape[1])), "b": np.zeros(1)}
+    return fit(params, lambda p, idx: lte_loss(p, f[idx], t[idx]), len(f),
+               lambda p: lte_loss(p, fd, td)[0], cfg, rng)
+
+
+def train_ponder(outs, y, outs_dev, y_dev, cfg, rng):
+    L = len(outs)
+    feat = np.stack([f for f, _ in outs[:L - 1]])                           # [L-1, N, F]
+    ce = np.stack([_ce_rows(z, y) for _, z in outs])                          # [L, N]
+    feat_d = np.stack([f for f, _ in outs_dev[:L - 1]])
+    ce_d = np.stack([_ce_rows(z, y_dev) for _, z in outs_dev])
+    Fdim, P = feat.shape[2], cfg.ponder_hidden
+    params = {"pos": np.zeros((L, Fdim)), "hid.w": rng.normal(0, 1 / math.sqrt(Fdim), (P, Fdim)),
+              "hid.b": np.zeros(P), "out.w": rng.normal(0, 1 / math.sqrt(P), (1, P)), "out.b": np.zeros(1)}
+    b, pr = cfg.ponder_beta, cfg.ponder_prior
+    return fit(params, lambda p, idx: ponder_loss(p, feat[:, idx], ce[:, idx], b, pr), feat.shape[1],
+               lambda p: ponder_loss(p, feat_d, ce_d, b, pr)[0], cfg, rng)
+
+
+@dataclass
+class TrainResult:
+    exits: ExitParams
+    label_names: list
+    info: dict                      # what exits.json records
+    include_final: bool             # False: the last layer answers with the checkpoint's classifier
+
+
+def train_exits(model, train_feats, y_train, dev_feats, y_dev, label_names, kind="mean_linear",
+                objective="deebert", cfg: TrainConfig | None = None, l2norm=False,
+                extras=EXTRAS, train_final: bool | None = None, log=None) -> TrainResult:
+    """Train heads (and extras) from cached features (refexit.features.extract) and int labels.
+
+    train_final None: train the last-layer head unless the checkpoint has its own classifier."""
+    cfg = cfg or TrainConfig()
+    say = log or (lambda msg: None)
+    if kind not in TRAINABLE_KINDS:
+        raise InputError(f"cannot train {kind!r} heads (trainable: {', '.join(TRAINABLE_KINDS)}; "
+                         f"fastbert heads are not implemented)")
+    if objective not in OBJECTIVES:
+        raise InputError(f"unknown objective {objective!r} (known: {', '.join(OBJECTIVES)})")
+    extras = tuple(extras) + ((objective,) if objective in ("lte", "ponder") else ())
+    bad = set(extras) - set(EXTRAS)
+    if bad:
+        raise InputError(f"unknown extras {sorted(bad)} (known: {', '.join(EXTRAS)})")
+    rng = np.random.default_rng(cfg.seed)
+    L, C = model.num_layers, len(label_names)
+    y_train, y_dev = np.asarray(y_train, np.int64), np.asarray(y_dev, np.int64)
+    have_final = model.heads[L - 1] is not None and bool(model.config.id2label)
+    train_final = (not have_final) if train_final is None else train_final
+    inputs = lambda fe, layer: F.head_input(fe, layer, kind, model, l2norm)            # noqa: E731
+    heads: list = [None] * L
+    logs = {}
+    t0 = time.monotonic()
+
+    if train_final:
+        say(f"layer {L}: final classifier ({kind}, cross-entropy)")
+        params, logs[L] = train_head(kind, model, inputs(train_feats, L), _one_hot(y_train, C),
+                                     inputs(dev_feats, L), _one_hot(y_dev, C), cfg, rng)
+        heads[L - 1] = Head(kind, params, l2norm=l2norm)
+    else:
+        heads[L - 1] = model.heads[L - 1].astype(np.float64)
+        if heads[L - 1].num_labels != C:
+            raise InputError(f"the model's classifier has {heads[L - 1].num_labels} outputs, the data {C} labels")
+        label_names = list(model.label_names)
+
+    if objective == "fastbert":                  # the teacher: the final head's softmax
+        q_tr = nn.softmax(_head_outputs(heads[L - 1], model, train_feats, L)[1])
+        q_dev = nn.softmax(_head_outputs(heads[L - 1], model, dev_feats, L)[1])
+    else:
+        q_tr, q_dev = _one_hot(y_train, C), _one_hot(y_dev, C)
+    for layer in range(1, L):
+        scale = layer / sum(range(1, L)) if objective == "pabee" else 1.0
+        say(f"layer {layer}: exit head ({kind}, {objective})")
+        params, logs[layer] = train_head(kind, model, inputs(train_feats, layer), q_tr,
+                                         inputs(dev_feats, layer), q_dev, cfg, rng, scale)
+        heads[layer - 1] = Head(kind, params, l2norm=l2norm)
+
+    exits = ExitParams(heads, None, None, np.ones(L))
+    outs, outs_dev = _layer_outputs(exits, model, train_feats), _layer_outputs(exits, model, dev_feats)
+    if "lte" in extras:
+        say("LTE head (BERxiT, MSE to 'this layer is wrong')")
+        params, logs["lte"] = train_lte(outs, y_train, outs_dev, y_dev, cfg, rng)
+        exits.lte = params
+    if "ponder" in extras:
+        say("ponder lambda MLP (PALBERT, expected loss + KL to a geometric prior)")
+        params, logs["ponder"] = train_ponder(outs, y_train, outs_dev, y_dev, cfg, rng)
+        exits.ponder = params
+    if "calibrate" in extras:
+        exits.temperatures = np.array([fit_temperature(z, y_dev) for _, z in outs_dev])
+
+    info = {"label_names": list(label_names), "head_kind": kind, "l2norm": bool(l2norm),
+            "objective": objective, "extras": sorted(set(extras)), "seed": cfg.seed,
+            "trained_final": bool(train_final), "train_config": asdict(cfg),
+            "sizes": {"train": int(len(y_train)), "dev": int(len(y_dev))},
+            "train_seconds": round(time.monotonic() - t0, 2),
+            "dev_per_layer": dev_metrics(outs_dev, y_dev, exits.temperatures, C),
+            "log": {str(k): _short_log(v) for k, v in logs.items()}}
+    return TrainResult(exits.astype(model.dtype), list(label_names), info, include_final=bool(train_final))
+
+
+def dev_metrics(outs_dev, y, temperatures, C) -> list[dict]:
+    from .evaluate import accuracy, macro_f1
+    rows = []
+    for layer, (_, z) in enumerate(outs_dev, start=1):
+        pred = nn.argmax(z)
+        rows.append({"layer": layer, "accuracy": accuracy(pred, y), "macro_f1": macro_f1(pred, y, C),
+                     "nll": nll(z, y), "temperature": float(temperatures[layer - 1])})
+    return rows
+
+
+def _short_log(log: dict) -> dict:
+    return {"epochs": log["epochs"], "best_epoch": log["best_epoch"],
+            "dev_loss": [round(float(v), 6) for v in log["dev_loss"]],
+            "train_loss": [round(float(v), 6) for v in log["train_loss"]]}
+
+
+# ================================================================ output folder
+EXITS_JSON = "exits.json"
+
+
+def save(result: TrainResult, out_dir, extra: dict | None = None):
+    """Write <out_dir>/exits.safetensors (refexit.load(model_dir, exits=...) reads it) and
+    <out_dir>/exits.json (labels, head kind, objective, data, seed, dev metrics per layer)."""
+    import json
+    from pathlib import Path
+
+    from .checkpoint import save_exits
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    info = dict(result.info, **(extra or {}))
+    meta = {"objective": info["objective"], "seed": str(info["seed"])}
+    if "dataset" in info:
+        meta["dataset"] = str(info["dataset"].get("name", ""))
+    save_exits(out / "exits.safetensors", result.exits, result.label_names, meta,
+               include_final=result.include_final)
+    info = {"format": "refexit-exits/1", "exits_file": "exits.safetensors", **info}
+    (out / EXITS_JSON).write_text(json.dumps(info, indent=1) + "\n")
+    return out / "exits.safetensors"

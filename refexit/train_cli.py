@@ -1,0 +1,79 @@
+"""`refexit train-exits MODEL_DIR --data NAME --heads KIND --objective OBJ`: train exit heads on a
+frozen backbone (refexit.train) and write exits.safetensors + exits.json."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from . import train as T
+
+DEFAULT_EXTRAS = ",".join(T.EXTRAS)
+
+
+def default_out(data: str, heads: str, objective: str, seed: int) -> Path:
+    return Path("out") / f"exits-{data}-{heads}-{objective}-seed{seed}"
+
+
+def add_subcommand(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train-exits", help="train early-exit heads on a frozen backbone (NumPy)",
+        description="Extract per-layer features once (cached), then train the final classifier and "
+                    "the exit heads with Adam and early stopping on dev. Writes exits.safetensors "
+                    "(load with refexit.load(MODEL_DIR, exits=...)) and exits.json.")
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="HF BERT folder (e.g. `refexit data path all-MiniLM-L6-v2`)")
+    p.add_argument("--data", required=True, metavar="NAME", help="data set (refexit data list)")
+    p.add_argument("--heads", default="mean_linear", choices=T.TRAINABLE_KINDS, help="head kind (default mean_linear)")
+    p.add_argument("--l2norm", action="store_true", help="mean_linear: L2-normalise the mean first")
+    p.add_argument("--objective", default="deebert", choices=T.OBJECTIVES, help="exit-head objective (default deebert)")
+    p.add_argument("--extras", default=DEFAULT_EXTRAS,
+                   help=f"also train these, comma-separated, or 'none' (default {DEFAULT_EXTRAS})")
+    p.add_argument("--out", type=Path, help="output folder (default out/exits-DATA-HEADS-OBJECTIVE-seedS)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (init, batch order, --limit subset)")
+    p.add_argument("--max-length", type=int, default=128, help="tokens per text, truncated (default 128)")
+    p.add_argument("--limit", type=int, metavar="N", help="use at most N examples of each split")
+    p.add_argument("--epochs", type=int, default=T.TrainConfig.max_epochs, help="max epochs per head")
+    p.add_argument("--no-cache", action="store_true", help="recompute features (and do not cache them)")
+    p.set_defaults(func=run)
+
+
+def limited(ds, limit, seed):
+    if limit is None:
+        return ds
+    return ds.subset(*(min(limit, len(s)) for s in (ds.train, ds.dev, ds.test)), seed=seed)
+
+
+def run(args) -> int:
+    import refexit
+    from . import data
+    from . import features as F
+    extras = tuple(e.strip() for e in args.extras.split(",") if e.strip())
+    extras = () if extras == ("none",) else extras
+    bad = set(extras) - set(T.EXTRAS)
+    if bad:
+        raise refexit.InputError(f"unknown --extras {sorted(bad)} (known: {', '.join(T.EXTRAS)}, or none)")
+    model = refexit.load(args.model_dir)
+    ds = limited(data.load_dataset(args.data), args.limit, args.seed)
+    print(f"train-exits: {ds}; {model}", file=sys.stderr)
+    get = lambda split: F.extract(model, getattr(ds, split).texts, args.max_length,  # noqa: E731
+                                  use_cache=not args.no_cache, label=f"{args.data}/{split}")
+    f_train, f_dev = get("train"), get("dev")
+    cfg = T.TrainConfig(seed=args.seed, max_epochs=args.epochs)
+    res = T.train_exits(model, f_train, ds.train.labels, f_dev, ds.dev.labels, ds.label_names,
+                        kind=args.heads, objective=args.objective, cfg=cfg, l2norm=args.l2norm,
+                        extras=extras, log=lambda m: print(f"train-exits: {m}", file=sys.stderr))
+    out = args.out or default_out(args.data, args.heads, args.objective, args.seed)
+    extra = {"model": {"dir": str(Path(args.model_dir).resolve()), "weights_sha256": F.weights_hash(model),
+                       "num_layers": model.num_layers},
+             "dataset": {"name": args.data, "limit": args.limit,
+                         "sizes": {k: len(v) for k, v in ds.splits().items()},
+                         "split_seed": ds.info.get("seed")},
+             "max_length": min(args.max_length, model.tokenizer.max_length),
+             "argv": sys.argv[1:]}
+    path = T.save(res, out, extra)
+    print(f"{'layer':>5} {'dev acc':>8} {'macro-F1':>8} {'NLL':>7} {'T':>6}")
+    for r in res.info["dev_per_layer"]:
+        print(f"{r['layer']:>5} {100 * r['accuracy']:>7.2f}% {100 * r['macro_f1']:>7.2f}% {r['nll']:>7.4f} "
+              f"{r['temperature']:>6.3f}")
+    print(f"wrote {path} and {path.parent / T.EXITS_JSON}")
+    print(f"evaluate: refexit evaluate {args.model_dir} --exits {path.parent} --sweep")
+    return 0
