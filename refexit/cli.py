@@ -16,6 +16,7 @@ SUBCOMMAND_MODULES = (
     "refexit.train_cli",      # refexit train-exits
     "refexit.evaluate_cli",   # refexit evaluate
     "refexit.demo",           # refexit demo
+    "refexit.bench_cli",      # refexit bench
 )
 
 

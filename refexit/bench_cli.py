@@ -1,0 +1,44 @@
+"""`refexit bench`: the side-by-side benchmark of tools/bench.py (ours, the NumPy oracle, ONNX
+Runtime, OpenVINO, PyTorch), reachable from the `refexit` command.
+
+A thin wrapper: the tool lives in tools/bench.py of a source checkout (it is not part of the
+installed library, and its peers are optional: `pip install .[bench]`)."""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+
+TOOL = Path(__file__).resolve().parent.parent / "tools" / "bench.py"
+
+
+def load_tool():
+    """tools/bench.py as a module, or None when this is not a source checkout."""
+    if not TOOL.is_file():
+        return None
+    mod = sys.modules.get("refexit_bench_tool")
+    if mod is not None:
+        return mod
+    spec = importlib.util.spec_from_file_location("refexit_bench_tool", TOOL)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod           # dataclasses look their module up by name
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _missing(args) -> int:
+    from .errors import RefexitError
+    raise RefexitError(f"refexit bench runs tools/bench.py from a source checkout; {TOOL} is not there")
+
+
+def add_subcommand(sub):
+    tool = load_tool()
+    doc = tool.__doc__ if tool is not None else __doc__
+    p = sub.add_parser("bench", help="latency side by side with ONNX Runtime, OpenVINO, PyTorch (tools/bench.py)",
+                       description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if tool is None:
+        p.set_defaults(func=_missing)
+        return
+    tool.add_arguments(p)
+    p.set_defaults(func=tool.run)
