@@ -10,11 +10,13 @@ import importlib.util
 import sys
 from pathlib import Path
 
-TOOL = Path(__file__).resolve().parent.parent / "tools" / "bench.py"
+# a source checkout (editable install), or the checkout the command is run from
+CANDIDATES = (Path(__file__).resolve().parent.parent / "tools" / "bench.py", Path.cwd() / "tools" / "bench.py")
+TOOL = next((c for c in CANDIDATES if c.is_file()), CANDIDATES[0])
 
 
 def load_tool():
-    """tools/bench.py as a module, or None when this is not a source checkout."""
+    """tools/bench.py as a module, or None when this is not run from a source checkout."""
     if not TOOL.is_file():
         return None
     mod = sys.modules.get("refexit_bench_tool")
