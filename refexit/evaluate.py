@@ -219,7 +219,8 @@ def add_wallclock(report: dict, make_classify: Callable[[Policy], Callable], tex
                   repeat: int = 3) -> dict:
     """Time the full model and every picked policy with make_classify(policy)(texts) (e.g. the
     compiled C); adds report["wallclock"] with seconds per example, the measured speed-up and
-    how much of the ideal L / mean layers it reaches (on these texts' own mean layers)."""
+    how much of the ideal L / mean layers it reaches. The ideal is taken on the timed texts
+    themselves when classify returns a ClassifyResult, else on the picked point's test numbers."""
     L, C = report["num_layers"], len(report["labels"])
     t_full = time_per_example(make_classify(Static(L)), texts, repeat)
     out = {"texts": len(texts), "full_seconds_per_example": t_full, "policies": {}}
@@ -228,10 +229,13 @@ def add_wallclock(report: dict, make_classify: Callable[[Policy], Callable], tex
         if not pt:
             continue
         pol = sweep_policies(name, L, C)[pt["index"]]
-        t = time_per_example(make_classify(pol), texts, repeat)
-        ideal = pt["test"]["layer_speedup"] if "test" in pt else None
+        classify = make_classify(pol)
+        res = classify(texts)
+        ideal = getattr(res, "layer_speedup", None) or (pt["test"]["layer_speedup"] if "test" in pt else None)
+        t = time_per_example(classify, texts, repeat)
         out["policies"][name] = {"policy": repr(pol), "seconds_per_example": t, "speedup": t_full / t,
                                  "ideal_layer_speedup": ideal,
+                                 "flops_ratio": getattr(res, "flops_ratio", None),
                                  "fraction_of_ideal": (t_full / t) / ideal if ideal else None}
     report["wallclock"] = out
     return out

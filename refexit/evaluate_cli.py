@@ -30,6 +30,10 @@ def add_subcommand(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the --limit subset")
     p.add_argument("--out", type=Path, help="folder for evaluate-DATA.json/.png (default: the exits folder)")
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--wallclock", type=int, nargs="?", const=500, metavar="N",
+                   help="also time the compiled C (full depth and each picked policy) on N test texts "
+                        "(default 500); needs the codegen extra and a C compiler")
+    p.add_argument("--threads", type=int, default=1, help="threads of the compiled C for --wallclock")
     p.add_argument("--no-cache", action="store_true", help="recompute features (and do not cache them)")
     p.set_defaults(func=run)
 
@@ -74,8 +78,11 @@ def run(args) -> int:
                    "max_length": max_length, "limit": args.limit,
                    "sizes": {s: len(labels[s]) for s in labels}, "training": {
                        k: meta.get(k) for k in ("head_kind", "objective", "extras", "seed") if k in meta}})
-    print_report(report)
     out = args.out or file.parent
+    if args.wallclock and args.sweep:
+        compiled_wallclock(model, report, ds.test.texts[:args.wallclock], max_length, out / "compiled",
+                           args.threads)
+    print_report(report)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"evaluate-{name}" + ("" if args.sweep else "-point")
     (out / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
@@ -86,6 +93,30 @@ def run(args) -> int:
         else:
             print("matplotlib is not installed (pip install 'refexit[plot]'): no PNG plot", file=sys.stderr)
     return 0
+
+
+def compiled_wallclock(model, report: dict, texts: list[str], max_length: int, build_dir: Path,
+                       threads: int) -> dict:
+    """Seconds per text of the compiled C at full depth and at each picked threshold (one library
+    per policy, cached by codegen), measured on the same texts, batched as the C API allows."""
+    import codegen
+    cache: dict = {}
+
+    def make_classify(policy):
+        key = policy.name
+        if key not in cache:
+            cache[key] = codegen.compile_model(model, policy, build_dir / key, prefix=f"ev_{key}",
+                                               max_batch=256)
+            cache[key].set_threads(threads)
+        cm = cache[key]
+        cm.set_policy(policy)
+        enc = cm.tokenizer(texts, max_length=max_length)
+        return lambda _texts: cm.classify(enc)
+
+    print(f"evaluate: timing the compiled C on {len(texts)} test texts, {threads} thread(s)", file=sys.stderr)
+    out = E.add_wallclock(report, make_classify, texts)       # sets report["wallclock"]
+    out["threads"] = threads
+    return out
 
 
 def _short(pt) -> str:
@@ -125,3 +156,11 @@ def print_report(r: dict):
             print(_row(f"test-best  {_short(bt)[:29]}", bt["test"]) + "  test (picked on test)")
     for name, why in r.get("skipped", {}).items():
         print(f"\n{name}: skipped: {why}")
+    w = r.get("wallclock")
+    if w:
+        print(f"\ncompiled C wall-clock on {w['texts']} test texts, {w.get('threads', 1)} thread(s): "
+              f"full model {1e3 * w['full_seconds_per_example']:.3f} ms/text")
+        print(f"{'policy':<14} {'ms/text':>8} {'speed-up':>8} {'L/mean':>7} {'of ideal':>8}")
+        for name, p in w["policies"].items():
+            print(f"{name:<14} {1e3 * p['seconds_per_example']:8.3f} {p['speedup']:7.2f}x "
+                  f"{p['ideal_layer_speedup']:6.2f}x {100 * p['fraction_of_ideal']:7.0f}%")
