@@ -182,6 +182,10 @@ def test_wallclock_hook_times_any_classify_callable():
     for name, w in wc["policies"].items():
         assert w["policy"] == rep["policies"][name]["picked"]["policy"]
         assert w["speedup"] == pytest.approx(wc["full_seconds_per_example"] / w["seconds_per_example"])
+        timed = oracle(m, texts[:5], E.sweep_policies(name, m.num_layers, m.num_labels)[
+            rep["policies"][name]["picked"]["index"]])
+        assert w["ideal_layer_speedup"] == pytest.approx(timed.layer_speedup)     # on the timed texts
+        assert w["fraction_of_ideal"] == pytest.approx(w["speedup"] / timed.layer_speedup)
     assert repr(Static(m.num_layers)) in calls
 
 
