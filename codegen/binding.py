@@ -32,7 +32,7 @@ from .lower import COUNT_POLICIES, head_flops_coeffs, is_integral, lower
 
 MANIFEST_SUFFIX = ".manifest.json"
 MANIFEST_FORMAT = 1
-_EXC = {"checkpoint": CheckpointError, "input": InputError, "memory": MemoryError}
+_EXC = {"checkpoint": CheckpointError, "input": InputError, "memory": MemoryError, "isa": _build.BuildError}
 _ERR_BY_CODE = {code: (name, kind) for name, code, _, kind in _emit.ERRORS}
 _LIBS: dict = {}                      # (library path, prefix) -> (ffi, lib): cdef + dlopen once
 _LIBS_LOCK = threading.Lock()
@@ -326,7 +326,7 @@ def _manifest(model, plan, res) -> dict:
         "tool_version": refexit.__version__, "prefix": plan.prefix,
         "header": f"{plan.prefix}.h", "source": f"{plan.prefix}.c", "weights": f"{plan.prefix}.weights",
         "library": res.library.name, "build_key": res.key, "flags": res.flags, "compiler": res.compiler,
-        "openmp": res.openmp, "model_hash": plan.model_hash, "model_source": plan.source,
+        "openmp": res.openmp, "isa": res.isa, "model_hash": plan.model_hash, "model_source": plan.source,
         "num_layers": plan.num_layers, "hidden": plan.hidden, "num_labels": plan.num_labels,
         "label_names": plan.label_names, "vocab_size": plan.vocab_size, "type_vocab_size": plan.type_vocab,
         "max_length": plan.max_length, "max_batch": plan.max_batch, "max_tokens": plan.max_tokens,
@@ -348,11 +348,13 @@ def _manifest(model, plan, res) -> dict:
 
 def compile_model(model, policy=None, out_dir="build/refexit_model", prefix: str | None = None,
                   max_length: int | None = None, max_batch: int = 32, max_tokens: int | None = None,
-                  cc: str | None = None, openmp: bool | None = None, extra_flags=()) -> CompiledModel:
+                  cc: str | None = None, openmp: bool | None = None, extra_flags=(),
+                  isa: str | None = None) -> CompiledModel:
     """Lower, pack, emit and build `model` with `policy` into out_dir; -> the opened CompiledModel.
 
     Writes out_dir/<prefix>.h, <prefix>.c, <prefix>.weights (skipped when an identical one is
-    there), lib<prefix>.so and <prefix>.manifest.json."""
+    there), lib<prefix>.so and <prefix>.manifest.json. isa: "scalar", "avx2", "avx512" or None (the
+    best this compiler and CPU have; see codegen.build)."""
     plan = lower(model, policy, prefix, max_length, max_batch, max_tokens)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -360,7 +362,7 @@ def compile_model(model, policy=None, out_dir="build/refexit_model", prefix: str
     weights = out / f"{plan.prefix}.weights"
     if not _blob_is_current(weights, plan):
         _pack.write_blob(model, plan, weights)
-    res = _build.build(c_path, out, plan.prefix, cc=cc, openmp=openmp, extra_flags=extra_flags)
+    res = _build.build(c_path, out, plan.prefix, cc=cc, openmp=openmp, extra_flags=extra_flags, isa=isa)
     manifest = _manifest(model, plan, res)
     _emit.write_text_atomic(out / f"{plan.prefix}{MANIFEST_SUFFIX}", json.dumps(manifest, indent=1))
     return CompiledModel(out, manifest)

@@ -1,9 +1,14 @@
 """Building: `<prefix>.c` -> a shared library, cached under a hash of the source and the flags.
 
-    cc -O3 -std=c99 -fPIC -shared -Wall -Wextra -Werror [-fopenmp] -I<dir> <prefix>.c -o lib<prefix>.so -lm
+    cc -O3 -std=c99 -fPIC -shared -Wall -Wextra -Werror [-fopenmp] [-DREFEXIT_ISA_AVX2 | -DREFEXIT_ISA_AVX512]
+       -I<dir> <prefix>.c -o lib<prefix>.so -lm
 
 The compiler is $CC or `cc`; OpenMP is used when a probe (run once per compiler) shows the
-compiler accepts -fopenmp. No -march flag: the library runs on any machine of the same ABI.
+compiler accepts -fopenmp. No -march flag: the kernels for AVX2 / AVX-512 carry
+`__attribute__((target(...)))` and are compiled in only with their -D flag (`isa`); without one
+the source is portable C99 (the default of a hand build, for distribution). `isa=None` picks the
+best instruction set that both the compiler and this CPU have (a probe, run once per compiler);
+a library built for AVX2 / AVX-512 refuses to open (ERR_ISA) on a CPU without it.
 Libraries are cached in $REFEXIT_BUILD_CACHE (default $REFEXIT_CACHE/build, i.e.
 ~/.cache/refexit/build) as <sha256 of compiler, flags, header, source>.so; every file is written
 to a temporary name and renamed into place, so concurrent builds never see half a library.
@@ -25,6 +30,8 @@ from refexit.errors import RefexitError
 
 BASE_FLAGS = ("-O3", "-std=c99", "-fPIC", "-shared", "-Wall", "-Wextra", "-Werror")
 LIBS = ("-lm",)
+ISAS = ("scalar", "avx2", "avx512")                 # portable C99, x86-64 AVX2+FMA, AVX-512F
+ISA_FLAGS = {"scalar": (), "avx2": ("-DREFEXIT_ISA_AVX2",), "avx512": ("-DREFEXIT_ISA_AVX512",)}
 
 
 class BuildError(RefexitError):
@@ -38,6 +45,7 @@ class BuildResult:
     flags: list
     compiler: str
     openmp: bool
+    isa: str
     from_cache: bool
     key: str             # sha256 of compiler, flags, header and source: names the cached library
 
@@ -73,9 +81,70 @@ def openmp_supported(cc: str) -> bool:
         return r.returncode == 0
 
 
-def flags(cc: str, openmp: bool | None = None, extra=()) -> list[str]:
+_ISA_PROBE = r"""
+#include <stdio.h>
+#include <immintrin.h>
+__attribute__((target("avx2,fma"))) static float f2(const float *p) {
+    __m256 v = _mm256_fmadd_ps(_mm256_loadu_ps(p), _mm256_loadu_ps(p), _mm256_setzero_ps());
+    return _mm_cvtss_f32(_mm256_castps256_ps128(v));
+}
+__attribute__((target("avx2,fma,avx512f"))) static float f5(const float *p) {
+    return _mm512_reduce_add_ps(_mm512_scalef_ps(_mm512_loadu_ps(p), _mm512_loadu_ps(p)));
+}
+int main(void) {
+    float x[16] = {0};
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        printf("avx2 %g\n", f2(x));
+        if (__builtin_cpu_supports("avx512f"))
+            printf("avx512 %g\n", f5(x));
+    }
+    return 0;
+}
+"""
+
+
+@functools.lru_cache(maxsize=None)
+def host_isas(cc: str) -> tuple:
+    """The instruction sets that `cc` can compile for and this CPU runs (scalar always)."""
+    found = ["scalar"]
+    with tempfile.TemporaryDirectory(prefix="refexit-isa-") as d:
+        c, exe = Path(d) / "probe.c", Path(d) / "probe"
+        c.write_text(_ISA_PROBE)
+        try:
+            r = subprocess.run(shlex.split(cc) + ["-O1", "-std=c99", str(c), "-o", str(exe)],
+                               capture_output=True, text=True, timeout=120)
+            if r.returncode != 0:
+                return tuple(found)
+            out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            return tuple(found)
+    found += [isa for isa in ("avx2", "avx512") if any(l.split()[:1] == [isa] for l in out.splitlines())]
+    return tuple(found)
+
+
+def resolve_isa(cc: str, isa: str | None = None) -> str:
+    """isa None / "auto" / "native": the best of host_isas(cc); else one of ISAS, as given."""
+    if isa in (None, "auto", "native"):
+        env = os.environ.get("REFEXIT_ISA")
+        if env and env not in ("auto", "native"):
+            return resolve_isa(cc, env)
+        return host_isas(cc)[-1]
+    if isa not in ISAS:
+        raise BuildError(f"isa must be one of {', '.join(ISAS)} (or None for this CPU's best), got {isa!r}")
+    return isa
+
+
+def flags(cc: str, openmp: bool | None = None, extra=(), isa: str = "scalar") -> list[str]:
     use_omp = openmp_supported(cc) if openmp is None else bool(openmp)
-    return list(BASE_FLAGS) + (["-fopenmp"] if use_omp else []) + list(extra)
+    return list(BASE_FLAGS) + (["-fopenmp"] if use_omp else []) + list(ISA_FLAGS[isa]) + list(extra)
+
+
+def link_flags(flag_list) -> list[str]:
+    """Extra flags of the shared library's link: with OpenMP on Linux, -z nodelete (a dlclose at
+    interpreter exit would otherwise unmap libgomp under its still-spinning worker threads: a
+    crash at exit with OMP_WAIT_POLICY=active)."""
+    return ["-Wl,-z,nodelete"] if "-fopenmp" in flag_list and sys.platform.startswith("linux") else []
 
 
 def cache_dir() -> Path:
@@ -118,11 +187,15 @@ def compile_c(c_path: Path, out: Path, cc: str, flag_list: list[str], include_di
 
 
 def build(c_path: str | Path, out_dir: str | Path, prefix: str, cc: str | None = None,
-          openmp: bool | None = None, extra_flags=()) -> BuildResult:
-    """Compile `c_path` (its header beside it) into out_dir/lib<prefix>.so, through the cache."""
+          openmp: bool | None = None, extra_flags=(), isa: str | None = None) -> BuildResult:
+    """Compile `c_path` (its header beside it) into out_dir/lib<prefix>.so, through the cache.
+    isa: "scalar", "avx2", "avx512", or None for the best this compiler and CPU have
+    ($REFEXIT_ISA overrides that default)."""
     c_path, out_dir = Path(c_path), Path(out_dir)
     cc = compiler(cc)
-    flag_list = flags(cc, openmp, extra_flags)
+    isa = resolve_isa(cc, isa)
+    flag_list = flags(cc, openmp, extra_flags, isa)
+    flag_list += link_flags(flag_list)
     h_path = c_path.with_suffix(".h")
     key = hashlib.sha256()
     for part in (compiler_id(cc), cc, " ".join(flag_list), " ".join(LIBS), prefix):
@@ -144,7 +217,7 @@ def build(c_path: str | Path, out_dir: str | Path, prefix: str, cc: str | None =
             raise
     library = out_dir / library_name(prefix)
     _copy_atomic(cached, library)
-    return BuildResult(library, cached, flag_list, cc, "-fopenmp" in flag_list, from_cache, digest)
+    return BuildResult(library, cached, flag_list, cc, "-fopenmp" in flag_list, isa, from_cache, digest)
 
 
 def cached_library(key: str, fallback: Path) -> Path:

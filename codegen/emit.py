@@ -20,7 +20,7 @@ import refexit
 
 from . import pack
 
-CODEGEN_FORMAT = 1     # bump when the generated C or the binding contract changes
+CODEGEN_FORMAT = 2     # bump when the generated C or the binding contract changes
 
 # (name, code, message, Python exception: "checkpoint" | "input" | "memory")
 ERRORS = [
@@ -38,6 +38,10 @@ ERRORS = [
     ("ERR_TYPE", 11, "a token type id is outside [0, type_vocab_size)", "input"),
     ("ERR_EMPTY", 12, "a sequence has no tokens (n_tokens <= 0)", "input"),
     ("ERR_NAN", 13, "a threshold is NaN", "input"),
+    ("ERR_ISA", 14, "this library was built for an instruction set the CPU lacks (AVX2 or AVX-512); "
+                    "rebuild it with isa=\"scalar\" or for this CPU", "isa"),
+    ("ERR_CAPACITY", 15, "the output buffer is too small (*n_tokens holds the size needed)", "input"),
+    ("ERR_VOCAB", 16, "the weights file holds no usable vocabulary (the text functions need one)", "checkpoint"),
 ]
 
 POLICY_RULES = {
@@ -106,7 +110,7 @@ def c_lvalue(name: str) -> str:
         return simple[name]
     parts = name.split(".")
     if parts[0] == "layers":
-        field = {"attn.q": "q", "attn.k": "k", "attn.v": "v", "attn.o": "o", "attn.ln": "attn_ln",
+        field = {"attn.qkv": "qkv", "attn.o": "o", "attn.ln": "attn_ln",
                  "ffn.up": "up", "ffn.down": "down", "ffn.ln": "ffn_ln"}[".".join(parts[2:4])]
         return f"w->layer[{int(parts[1])}].{field}_{parts[4]}"
     if parts[0] == "heads":
@@ -187,7 +191,7 @@ def _context(plan) -> dict:
            "file_size": pack.file_size(plan),
            "magic": ", ".join(f"'{chr(b)}'" for b in pack.MAGIC),
            "hash_bytes": ", ".join(f"0x{b:02x}" for b in hb),
-           "dims": ", ".join(str(d) for d in plan.dims())}
+           "dims": ", ".join(str(d) for d in plan.dims()), "panel": pack.PANEL}
     return dict(
         p=plan, prefix=plan.prefix, PREFIX=plan.prefix.upper(), errors=[e[:3] for e in ERRORS],
         fb=plan.fastbert, kinds=kinds, head_layers=head_layers,
@@ -210,7 +214,8 @@ def emit(plan) -> tuple[str, str]:
     ctx = _context(plan)
     header = env.get_template("model.h.j2").render(provenance=provenance(plan, f"{plan.prefix}.h"), **ctx)
     source = env.get_template("model.c.j2").render(provenance=provenance(plan, f"{plan.prefix}.c"), **ctx)
-    return header, source
+    from .text import text_source                 # the tokenizer + text API, same translation unit
+    return header, source + text_source(plan, env, ctx)
 
 
 def write_text_atomic(path: Path, text: str) -> Path:

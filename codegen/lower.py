@@ -90,6 +90,10 @@ class Plan:
     model_hash: str = ""               # sha256 hex of the blob payload (arrays + vocab)
     source: str = ""
     warnings: list = field(default_factory=list)
+    # tokenizer settings compiled into the C text API (templates/text.c.j2)
+    do_lower_case: bool = True
+    strip_accents: bool | None = None
+    tokenize_cjk: bool = True
 
     @property
     def head_dim(self) -> int:
@@ -196,6 +200,10 @@ def lower(model, policy: Policy | None = None, prefix: str | None = None, max_le
                 exit_feature_size=int(F), policy=_policy_plan(policy, L),
                 max_length=int(max_length), max_batch=int(max_batch), max_tokens=int(max_tokens),
                 tensors=[], vocab_bytes=vocab_bytes, source=str(model.source or ""), warnings=list(warnings))
+    tok = model.tokenizer if model.tokenizer is not None else cfg
+    plan.do_lower_case = bool(tok.do_lower_case)
+    plan.strip_accents = tok.strip_accents
+    plan.tokenize_cjk = bool(getattr(tok, "tokenize_chinese_chars", True))
     plan.tensors = pack.layout(model, plan)
     plan.model_hash = pack.model_hash(model, plan)
     return plan

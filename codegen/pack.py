@@ -1,10 +1,10 @@
 """Packing: the model's weights -> one blob file `<prefix>.weights` that the C code memory-maps.
 
-Format version 1, all integers little-endian, all arrays little-endian float32:
+Format version 2, all integers little-endian, all arrays little-endian float32:
 
     offset  size  field
          0     8  magic b"REFEXITW"
-         8     4  format version (1)
+         8     4  format version (2)
         12     4  header size (192)
         16    32  model hash: SHA-256 of the payload (bytes [payload offset, file size))
         48     8  file size
@@ -23,10 +23,17 @@ Format version 1, all integers little-endian, all arrays little-endian float32:
                   (UTF-8, one token per line), also 64-byte aligned.
 
 Array order: emb.word [V,H], emb.pos [P,H], emb.type [Tt,H], emb.ln.w, emb.ln.b; per layer i:
-attn.{q,k,v,o}.{w,b}, attn.ln.{w,b}, ffn.up.{w [I,H], b}, ffn.down.{w [H,I], b}, ffn.ln.{w,b};
-pooler.{w,b} (if the model has one); per layer with an exit head, its parameters in
-refexit.heads.param_shapes order; lte.{w [1,F], b [1]} (if any); ponder.{pos [L,F], hid.w [P,F],
-hid.b, out.w [1,P], out.b [1]} (if any). Linear weights keep Hugging Face's [out, in] layout.
+attn.qkv.w (packed, the q, k, v weights one after the other: 3H outputs), attn.qkv.b [3H],
+attn.o.w (packed), attn.o.b, attn.ln.{w,b}, ffn.up.w (packed), ffn.up.b, ffn.down.w (packed),
+ffn.down.b, ffn.ln.{w,b}; pooler.{w,b} (if the model has one); per layer with an exit head, its
+parameters in refexit.heads.param_shapes order; lte.{w [1,F], b [1]} (if any); ponder.{pos [L,F],
+hid.w [P,F], hid.b, out.w [1,P], out.b [1]} (if any).
+
+Packed (the layer GEMMs' weights, in the GEMM micro-kernel's panel layout): a Linear weight
+W [N out, K in] becomes [ceil(N / PANEL)][K][PANEL]: panel p holds outputs p*PANEL .. p*PANEL+31,
+k-major, so the kernel reads one contiguous PANEL-float row of weights per step of k; outputs past
+N are zero. The layout does not depend on the instruction set (scalar, AVX2 and AVX-512 code read
+the same file). Every other Linear weight (pooler, exit heads) keeps Hugging Face's [out, in].
 
 The model hash covers the arrays and the vocabulary, so a weights file made from another model
 (or another tokenizer) is refused by code generated for this one; the checksum catches corruption.
@@ -47,15 +54,16 @@ from refexit.errors import CheckpointError
 from refexit.heads import param_shapes
 
 MAGIC = b"REFEXITW"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+PANEL = 32                 # outputs per packed weight panel (the micro-kernel's NR)
 HEADER_SIZE = 192
 ALIGN = 64
 HEADER = struct.Struct("<8sII32sQQQIIQQ16I32x")
 assert HEADER.size == HEADER_SIZE
 
-_LAYER_PARTS = ("attn.q.w", "attn.q.b", "attn.k.w", "attn.k.b", "attn.v.w", "attn.v.b", "attn.o.w",
-                "attn.o.b", "attn.ln.w", "attn.ln.b", "ffn.up.w", "ffn.up.b", "ffn.down.w", "ffn.down.b",
-                "ffn.ln.w", "ffn.ln.b")
+_LAYER_PARTS = ("attn.qkv.w", "attn.qkv.b", "attn.o.w", "attn.o.b", "attn.ln.w", "attn.ln.b", "ffn.up.w",
+                "ffn.up.b", "ffn.down.w", "ffn.down.b", "ffn.ln.w", "ffn.ln.b")
+_PACKED = ("attn.qkv.w", "attn.o.w", "ffn.up.w", "ffn.down.w")     # stored as panels
 _PONDER_PARTS = ("pos", "hid.w", "hid.b", "out.w", "out.b")
 
 
@@ -99,8 +107,53 @@ def tensor_order(model, plan) -> list[str]:
     return names
 
 
+def pack_panels(w: np.ndarray) -> np.ndarray:
+    """W [N, K] -> [ceil(N / PANEL), K, PANEL] float32: out[p, k, j] = W[p*PANEL + j, k] (0 past N)."""
+    w = np.asarray(w, dtype=np.float32)
+    n, k = w.shape
+    p = -(-n // PANEL)
+    padded = np.zeros((p * PANEL, k), np.float32)
+    padded[:n] = w
+    return np.ascontiguousarray(padded.reshape(p, PANEL, k).transpose(0, 2, 1))
+
+
+def _is_packed(name: str) -> bool:
+    return name.startswith("layers.") and name.split(".", 2)[2] in _PACKED
+
+
+def _layer_array(model, name: str) -> np.ndarray:
+    """layers.{i}.attn.qkv.{w,b} (q, k, v concatenated) and the packed weights."""
+    _, i, part = name.split(".", 2)
+    if part.startswith("attn.qkv."):
+        suf = part[-1]
+        arr = np.concatenate([np.asarray(model.weights[f"layers.{i}.attn.{x}.{suf}"], np.float32)
+                              for x in "qkv"])
+    else:
+        arr = model.weights[name]
+    return pack_panels(arr) if _is_packed(name) else arr
+
+
+def array_shape(model, name: str) -> tuple:
+    """The shape of get_array(model, name), without packing anything."""
+    if not name.startswith("layers."):
+        return tuple(int(d) for d in np.shape(get_array(model, name)))
+    _, i, part = name.split(".", 2)
+    if part.startswith("attn.qkv."):
+        n, *k = np.shape(model.weights[f"layers.{i}.attn.q.{part[-1]}"])
+        shape = (3 * n, *k)
+    else:
+        shape = np.shape(model.weights[name])
+    if _is_packed(name):
+        n, k = shape
+        return (-(-int(n) // PANEL), int(k), PANEL)
+    return tuple(int(d) for d in shape)
+
+
 def get_array(model, name: str) -> np.ndarray:
-    """Canonical name -> the model's array (backbone, heads.{i}.*, lte.*, ponder.*)."""
+    """Canonical name -> the array stored in the blob (backbone, heads.{i}.*, lte.*, ponder.*);
+    layers.{i}.attn.qkv.* are the fused q, k, v, the layer GEMMs' weights come packed."""
+    if name.startswith("layers."):
+        return _layer_array(model, name)
     ep = model.exits
     if name.startswith("heads."):
         _, i, rest = name.split(".", 2)
@@ -115,7 +168,7 @@ def get_array(model, name: str) -> np.ndarray:
 def layout(model, plan) -> list[Slot]:
     slots, pos = [], HEADER_SIZE
     for name in tensor_order(model, plan):
-        shape = tuple(int(d) for d in np.shape(get_array(model, name)))
+        shape = array_shape(model, name)
         pos = _align(pos)
         slots.append(Slot(name, shape, pos))
         pos += 4 * int(np.prod(shape, dtype=np.int64))

@@ -85,6 +85,9 @@ def add_subcommand(subparsers) -> None:
     p.add_argument("--exits", type=Path, help="an exits.safetensors other than MODEL_DIR's")
     p.add_argument("--cc", help="C compiler (default: $CC or cc)")
     p.add_argument("--no-openmp", action="store_true", help="build without OpenMP")
+    p.add_argument("--standalone", action="store_true",
+                   help="also build the command-line programs OUT_DIR/<prefix> (weights embedded: one "
+                        "file) and OUT_DIR/<prefix>-sidecar (maps <prefix>.weights); see `<prefix> --help`")
     p.set_defaults(func=_cmd_compile)
 
 
@@ -108,4 +111,10 @@ def _cmd_compile(args) -> int:
         print(f"  {m[key]:<32} {path.stat().st_size:>12,} bytes")
     print(f"  model hash {m['model_hash']}; layers {m['num_layers']}, labels {m['num_labels']}, "
           f"max length {m['max_length']}; OpenMP {'on' if m['openmp'] else 'off'}")
+    if getattr(args, "standalone", False):
+        from codegen.standalone import build_standalone
+        res = build_standalone(args.out_dir, prefix=m["prefix"], cc=args.cc,
+                               openmp=False if args.no_openmp else None)
+        for exe, what in ((res.embedded, "weights embedded"), (res.sidecar, f"maps {m['weights']}")):
+            print(f"  {exe.name:<32} {exe.stat().st_size:>12,} bytes  (program; {what})")
     return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -73,10 +74,15 @@ def sources(tmp_path_factory):
 def test_warning_free_pedantic_c99(cc, sources, tmp_path):
     if shutil.which(cc) is None:
         pytest.skip(f"{cc} is not installed (.ci/run installs clang; apt-get install -y clang)")
-    for (kind, pol, C), c_path in sources.items():
-        for omp in ([None, False] if (kind, pol, C) == COMBOS[0] else [None]):
-            build.compile_c(c_path, tmp_path / f"{c_path.stem}_{omp}.so", cc,
-                            build.flags(cc, omp, ["-pedantic"]))
+    x86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "i386")
+    for i, ((kind, pol, C), c_path) in enumerate(sources.items()):
+        # the portable build for every combination; the SIMD builds (compiling needs no such CPU)
+        # for one combination of each head kind
+        isas = ["scalar"] + (["avx2", "avx512"] if x86 and i < len(KINDS) else [])
+        for isa in isas:
+            for omp in ([None, False] if (kind, pol, C) == COMBOS[0] else [None]):
+                build.compile_c(c_path, tmp_path / f"{c_path.stem}_{omp}_{isa}.so", cc,
+                                build.flags(cc, omp, ["-pedantic"], isa=isa))
 
 
 def test_every_exported_symbol_is_prefixed(tmp_path):
@@ -198,6 +204,7 @@ def test_two_prefixes_link_into_one_c_program(tmp_path):
     exe = tmp_path / "prog"
     cmd = ["cc", "-O2", "-std=c99", "-pedantic", "-Wall", "-Wextra", "-Werror", "-I", str(tmp_path),
            str(tmp_path / "main.c"), str(tmp_path / "alpha.c"), str(tmp_path / "beta.c"), "-o", str(exe), "-lm"]
+    cmd[1:1] = build.ISA_FLAGS[a.manifest["isa"]]          # the instruction set the libraries use
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     out = subprocess.run([str(exe), str(a.weights_path), str(b.weights_path)], capture_output=True,
                          text=True, check=True).stdout.split("\n")

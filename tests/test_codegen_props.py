@@ -11,6 +11,10 @@ are cut between the oracle's per-layer scores (traced with a policy that never e
 One library is compiled per (config, head kind, policy) and cached for the session; thresholds and
 counts change at run time (set_policy), so examples reuse it. The libraries are compiled with a tiny
 max_batch / max_tokens so batches are split into chunks too.
+
+Instruction sets: the full matrix runs on the default build (the best this compiler and CPU have);
+every other instruction set the CPU has (scalar, AVX2, AVX-512) runs a reduced one
+(test_other_instruction_sets: every layer of two configs, and real exits of an entropy policy).
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ import refexit
 from refexit.synthetic import random_model
 
 import codegen
+from codegen import build
 
 RTOL, ATOL, NEAR = 1e-4, 1e-5, 1e-4
 EXAMPLES = int(os.environ.get("REFEXIT_PROPS_EXAMPLES", "6"))      # per head kind x policy
@@ -48,6 +53,9 @@ FASTBERT = {"a": (20, 2), "b": (12, 4), "c": (20, 4), "d": (9, 3), "r": (12, 2),
 HEAD_KINDS = ("pooler_linear", "shared_pooler", "mean_linear", "fastbert")
 POLICIES = ("entropy", "norm_entropy", "max_prob", "learned", "ponder", "patience", "window", "static")
 REGRESSION_OK = ("learned", "ponder", "patience", "window", "static")
+
+DEFAULT_ISA = build.resolve_isa(build.compiler())
+OTHER_ISAS = [i for i in build.host_isas(build.compiler()) if i != DEFAULT_ISA]
 
 STATS = Counter()
 _MODELS: dict = {}
@@ -115,16 +123,16 @@ def base_policy(name: str, C: int, L: int):
             "static": lambda: refexit.Static(L)}[name]()
 
 
-def get_compiled(cfg: str, kind: str, policy: str, build_root):
-    key = (cfg, kind, policy)
+def get_compiled(cfg: str, kind: str, policy: str, build_root, isa: str | None = None):
+    key = (cfg, kind, policy, isa)
     if key not in _COMPILED:
         model = get_model(cfg, kind)
         pol = base_policy(policy, model.num_labels, model.num_layers)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", refexit.ExitWarning)
-            _COMPILED[key] = codegen.compile_model(model, pol, build_root / f"{cfg}_{kind}_{policy}",
+            _COMPILED[key] = codegen.compile_model(model, pol, build_root / f"{cfg}_{kind}_{policy}_{isa}",
                                                    prefix=f"p{cfg}_{kind}_{policy}", max_length=MAX_LEN,
-                                                   max_batch=MAX_BATCH, max_tokens=MAX_TOKENS)
+                                                   max_batch=MAX_BATCH, max_tokens=MAX_TOKENS, isa=isa)
         STATS["compiles"] += 1
     return _COMPILED[key]
 
@@ -264,6 +272,36 @@ def test_every_layer_matches_oracle(kind, build_root):
         for k in range(1, model.num_layers + 1):
             got = compare(cm, model, refexit.Static(k), enc, f"config {cfg} {kind} layer {k}")
             assert np.all(got.exit_layers == k)
+
+
+@pytest.mark.parametrize("isa", OTHER_ISAS)
+@pytest.mark.parametrize("kind", HEAD_KINDS)
+def test_other_instruction_sets(kind, isa, build_root):
+    """The reduced matrix on an instruction set other than the default: Static(k) at every layer of
+    two configs, then an entropy policy with thresholds between the oracle's scores."""
+    for cfg in ("c", "r"):
+        model = get_model(cfg, kind)
+        cm = get_compiled(cfg, kind, "static", build_root, isa)
+        assert cm.ffi.string(getattr(cm.lib, f"{cm.prefix}_isa")()).decode() == isa
+        rng = np.random.default_rng(7)
+        lengths = np.array([MAX_LEN, 1, 9, 4])
+        mask = (np.arange(MAX_LEN)[None] < lengths[:, None]).astype(np.int64)
+        enc = {"input_ids": rng.integers(0, model.config.vocab_size, mask.shape) * mask,
+               "attention_mask": mask, "token_type_ids": rng.integers(0, 2, mask.shape) * mask}
+        for k in range(1, model.num_layers + 1):
+            got = compare(cm, model, refexit.Static(k), enc, f"{isa} config {cfg} {kind} layer {k}")
+            assert np.all(got.exit_layers == k)
+    cfg = "c"
+    model = get_model(cfg, kind)
+    cm = get_compiled(cfg, kind, "entropy", build_root, isa)
+    rng = np.random.default_rng(11)
+    mask = (np.arange(MAX_LEN)[None] < rng.integers(1, MAX_LEN + 1, 12)[:, None]).astype(np.int64)
+    enc = {"input_ids": rng.integers(0, model.config.vocab_size, mask.shape) * mask, "attention_mask": mask}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", refexit.ExitWarning)
+        scores = oracle_scores(model.astype(np.float64), enc, refexit.Entropy(-1.0))
+    thr = [float(np.quantile(scores[:, i], 0.5)) for i in range(model.num_layers - 1)]
+    compare(cm, model, refexit.Entropy(thr), enc, f"{isa} entropy")
 
 
 def test_exits_happen_at_various_layers(build_root):
