@@ -11,14 +11,13 @@ version is written in the provenance comment of both files, because the tokens d
 """
 from __future__ import annotations
 
-import importlib.resources
 import re
 import sys
 from pathlib import Path
 
-import jinja2
 
 from . import unicode_tables
+from .emit import _environment           # the one jinja2 set-up (templates/ or package data)
 
 TOKENIZER_FORMAT = 1   # bump when the generated C or its API changes
 
@@ -40,26 +39,6 @@ ERRORS = [
 CODES = {name: code for name, code, _ in ERRORS}
 
 _PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-
-
-def templates_root():
-    """The templates folder: package data `codegen.templates` when installed, else the source
-    tree's top-level templates/ folder."""
-    try:
-        root = importlib.resources.files("codegen.templates")
-        if root.joinpath("tokenizer.c.j2").is_file():
-            return root
-    except ModuleNotFoundError:
-        pass
-    return Path(__file__).resolve().parent.parent / "templates"
-
-
-def _environment() -> jinja2.Environment:
-    root = templates_root()
-    return jinja2.Environment(
-        loader=jinja2.FunctionLoader(lambda name: root.joinpath(name).read_text(encoding="utf-8")),
-        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-        keep_trailing_newline=True, autoescape=False)
 
 
 def provenance(prefix: str, what: str) -> str:
