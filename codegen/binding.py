@@ -24,6 +24,7 @@ import numpy as np
 import refexit
 from refexit.errors import CheckpointError, InputError
 from refexit.results import ClassifyResult
+from refexit.tokenizer import unpack
 
 from . import build as _build
 from . import emit as _emit
@@ -187,27 +188,8 @@ class CompiledModel:
     # ------------------------------------------------------------------ inference
     def _pack_input(self, enc):
         """Encoding / dict / [B, T] ids -> (ids, type_ids, lengths) int32, real tokens back to back."""
-        get = enc.get if isinstance(enc, dict) else (lambda k, d=None: getattr(enc, k, d))
-        ids = get("input_ids") if not isinstance(enc, np.ndarray) else enc
-        if ids is None:
-            raise InputError("input has no 'input_ids'")
-        ids = np.asarray(ids)
-        if ids.ndim == 1:
-            ids = ids[None]
-        if ids.ndim != 2 or (ids.size and ids.dtype.kind not in "iu"):
-            raise InputError(f"input_ids must be a [B, T] integer array, got {ids.dtype} {ids.shape}")
-        B, T = ids.shape
-        mask = None if isinstance(enc, np.ndarray) else get("attention_mask")
-        real = np.ones((B, T), bool) if mask is None else (np.asarray(mask).reshape(B, -1) != 0)
-        types_ = None if isinstance(enc, np.ndarray) else get("token_type_ids")
-        types_ = np.zeros((B, T), np.int64) if types_ is None else np.asarray(types_).reshape(B, -1)
-        if real.shape != (B, T) or types_.shape != (B, T):
-            raise InputError(f"attention_mask {real.shape} / token_type_ids {types_.shape} must match "
-                             f"input_ids {ids.shape}")
+        ids, real, types_ = unpack(enc)                               # [B, T] each, checked
         lengths = real.sum(axis=1)
-        if not np.array_equal(real, np.arange(T)[None, :] < lengths[:, None]):
-            bad = int(np.argmax(np.any(real != (np.arange(T)[None, :] < lengths[:, None]), axis=1)))
-            raise InputError(f"sample {bad}: attention_mask must be 1 for the real tokens then 0 (right padding)")
 
         def int32(a):                         # out-of-range values become -1: the C code rejects them
             a = np.asarray(a)

@@ -19,6 +19,7 @@ from .errors import InputError
 from .heads import ExitParams
 from .policies import Policy, Static
 from .results import ClassifyResult, LayerTrace
+from .tokenizer import unpack
 
 
 class Model:
@@ -60,32 +61,13 @@ class Model:
     def rows(self, enc) -> list[tuple[np.ndarray, np.ndarray]]:
         """Encoding (or dict with input_ids [B,T], attention_mask, token_type_ids) -> per sample
         (ids [n], type_ids [n]) of its real tokens, validated."""
-        get = enc.get if isinstance(enc, dict) else (lambda k, d=None: getattr(enc, k, d))
-        ids = get("input_ids")
-        if ids is None:
-            raise InputError("input has no 'input_ids'")
-        ids = np.asarray(ids)
-        if ids.ndim == 1:
-            ids = ids[None]
-        if ids.ndim != 2 or (ids.size and ids.dtype.kind not in "iu"):
-            raise InputError(f"input_ids must be a [B, T] integer array, got {ids.dtype} {ids.shape}")
-        B, T = ids.shape
-        mask = get("attention_mask")
-        mask = np.ones((B, T), np.int64) if mask is None else np.asarray(mask).reshape(B, -1)
-        types = get("token_type_ids")
-        types = np.zeros((B, T), np.int64) if types is None else np.asarray(types).reshape(B, -1)
-        if mask.shape != (B, T) or types.shape != (B, T):
-            raise InputError(f"attention_mask {mask.shape} / token_type_ids {types.shape} must match "
-                             f"input_ids {ids.shape}")
+        ids, real, types = unpack(enc)                                 # [B, T] each
         cfg = self.config
         out = []
-        for b in range(B):
-            n = int(np.sum(mask[b] != 0))
+        for b in range(len(ids)):
+            n = int(np.sum(real[b]))
             if n == 0:
                 raise InputError(f"sample {b} has no tokens (attention_mask is all 0)")
-            if not np.all(mask[b, :n] != 0) or np.any(mask[b, n:] != 0):
-                raise InputError(f"sample {b}: attention_mask must be 1 for the real tokens then 0 "
-                                 f"(right padding)")
             if n > cfg.max_position_embeddings:
                 raise InputError(f"sample {b} has {n} tokens; the model accepts at most "
                                  f"{cfg.max_position_embeddings}")

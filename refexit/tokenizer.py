@@ -117,6 +117,36 @@ def _split_on_punc(word: str) -> list[str]:
 
 # ---------------------------------------------------------------- batch of encoded texts
 
+def unpack(enc) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Encoding, dict of arrays, or a bare [B, T] / [T] id array -> (ids [B, T] int, real [B, T]
+    bool, type_ids [B, T] int), checked: integer ids, matching shapes, right padding (mask 1 for the
+    real tokens, then 0). The one place every forward path reads its input from."""
+    bare = isinstance(enc, np.ndarray)
+    get = enc.get if isinstance(enc, dict) else (lambda k, d=None: getattr(enc, k, d))
+    ids = enc if bare else get("input_ids")
+    if ids is None:
+        raise InputError("input has no 'input_ids'")
+    ids = np.asarray(ids)
+    if ids.ndim == 1:
+        ids = ids[None]
+    if ids.ndim != 2 or (ids.size and ids.dtype.kind not in "iu"):
+        raise InputError(f"input_ids must be a [B, T] integer array, got {ids.dtype} {ids.shape}")
+    B, T = ids.shape
+    mask = None if bare else get("attention_mask")
+    real = np.ones((B, T), bool) if mask is None else np.asarray(mask).reshape(B, -1) != 0
+    types = None if bare else get("token_type_ids")
+    types = np.zeros((B, T), np.int64) if types is None else np.asarray(types).reshape(B, -1)
+    if real.shape != (B, T) or types.shape != (B, T):
+        raise InputError(f"attention_mask {real.shape} / token_type_ids {types.shape} must match "
+                         f"input_ids {ids.shape}")
+    lengths = real.sum(axis=1)
+    right = np.arange(T)[None, :] < lengths[:, None]
+    if not np.array_equal(real, right):
+        bad = int(np.argmax(np.any(real != right, axis=1)))
+        raise InputError(f"sample {bad}: attention_mask must be 1 for the real tokens then 0 (right padding)")
+    return ids, real, types
+
+
 @dataclass
 class Encoding:
     """A right-padded batch: int64 arrays [B, T]; attention_mask is 1 on real tokens, 0 on padding."""
