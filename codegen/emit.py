@@ -195,6 +195,7 @@ def _context(plan) -> dict:
     return dict(
         p=plan, prefix=plan.prefix, PREFIX=plan.prefix.upper(), errors=[e[:3] for e in ERRORS],
         fb=plan.fastbert, kinds=kinds, head_layers=head_layers,
+        last_reads_cls=plan.heads[L - 1].kind in ("pooler_linear", "shared_pooler"),
         slots=[(c_lvalue(s.name), s) for s in plan.tensors],
         shared_pooler_layers=[i for i, h in head_layers if h.kind == "shared_pooler"],
         missing_head_layers=[(i, h) for i, h in enumerate(plan.heads[:L - 1]) if h.kind == "none"],

@@ -221,8 +221,10 @@ def test_two_prefixes_link_into_one_c_program(tmp_path):
     assert bad.returncode == 1 and "another model" in bad.stdout
 
 
-def test_two_handles_in_parallel_threads(tmp_path):
-    model = model_for("fastbert", 3, num_layers=4, hidden=30, heads=2, intermediate=40)
+@pytest.mark.parametrize("kind", ["fastbert", "pooler_linear"])
+def test_two_handles_in_parallel_threads(kind, tmp_path):
+    """pooler_linear: the last layer runs on [CLS] rows only (moved to the front of a chunk)."""
+    model = model_for(kind, 3, num_layers=4, hidden=30, heads=2, intermediate=40)
     pol = refexit.NormEntropy(0.6)
     quiet(codegen.compile_model, model, pol, tmp_path / "t", prefix="thr", max_length=20, max_batch=2, max_tokens=30)
     handles = [codegen.load_compiled(tmp_path / "t") for _ in range(2)]

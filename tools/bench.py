@@ -204,6 +204,31 @@ def measure_sgemm(models: dict, cases, threads: int, blas: BlasThreads, peak_siz
     return out
 
 
+def measure_fma_peak(threads: int, workdir: Path) -> dict:
+    """The fp32 FMA peak (register-only FMAs, tools/fma_peak.c) at `threads` threads: what a GEMM
+    kernel could reach at best. {"gflops": ...} or {"gflops": None, "why": ...} (no compiler, no
+    AVX2/AVX-512)."""
+    src = Path(__file__).resolve().parent / "fma_peak.c"
+    exe = Path(workdir) / "fma_peak"
+    try:
+        from codegen import build
+        cc = build.compiler()
+        isa = build.resolve_isa(cc)
+        if isa == "scalar":
+            return {"gflops": None, "why": "no AVX2/AVX-512 (or the compiler cannot target it)"}
+        if not exe.exists():
+            arch = ["-mavx512f"] if isa == "avx512" else ["-mavx2", "-mfma"]
+            omp = ["-fopenmp"] if build.openmp_supported(cc) else []
+            r = subprocess.run(shlex.split(cc) + ["-O2", *omp, *arch, str(src), "-o", str(exe)],
+                               capture_output=True, text=True, timeout=120)
+            if r.returncode != 0:
+                return {"gflops": None, "why": f"{cc} failed on {src.name}: {r.stderr.strip()[:300]}"}
+        out = subprocess.run([str(exe), str(threads)], capture_output=True, text=True, timeout=120)
+        return {"gflops": float(out.stdout.split()[0]), "isa": isa, "source": "tools/fma_peak.c"}
+    except Exception as e:              # noqa: BLE001 - the peak is context, never a reason to stop
+        return {"gflops": None, "why": f"{type(e).__name__}: {e}"}
+
+
 # ====================================================================== contenders
 @dataclass
 class Contender:
@@ -631,9 +656,9 @@ def measure_case(model, contenders: list[Contender], batch: int, seq: int, reps:
 
 
 def run_bench(models: dict, cases, threads: list[int], contender_names=None, contenders_by_model=None,
-              reps: int = 20, warmup: int = 3, gap_ms: float = 20.0, peak_size: int = 2048,
+              reps: int = 20, warmup: int = 3, gap_ms: float = 100.0, peak_size: int = 2048,
               sgemm_samples: int = 5, baseline: str = "ours", workdir: Path | None = None,
-              blas: BlasThreads | None = None, log=print) -> dict:
+              blas: BlasThreads | None = None, fma_peak: bool = True, log=print) -> dict:
     """Measure everything; returns the results document (see write_json / the JSON format in docs).
 
     models: name -> refexit.Model. contender_names: which of CONTENDERS to build, or
@@ -660,15 +685,16 @@ def run_bench(models: dict, cases, threads: list[int], contender_names=None, con
         doc["models"][name] = {"layers": c.num_hidden_layers, "hidden": c.hidden_size,
                                "heads": c.num_attention_heads, "intermediate": c.intermediate_size,
                                "vocab": c.vocab_size, "labels": m.num_labels, "final_head": m.exits.heads[-1].kind}
-    for n in threads:
-        log(f"sgemm peak at {n} thread(s) ...")
-        doc["sgemm"].append(measure_sgemm(models, cases, n, blas, peak_size, sgemm_samples))
-    sgemm = {s["threads"]: s for s in doc["sgemm"]}
-
     tmp = None
     if workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="refexit-bench-")
         workdir = Path(tmp.name)
+    for n in threads:
+        log(f"sgemm peak at {n} thread(s) ...")
+        doc["sgemm"].append(measure_sgemm(models, cases, n, blas, peak_size, sgemm_samples))
+        if fma_peak:
+            doc["sgemm"][-1]["fma_peak"] = measure_fma_peak(n, Path(workdir))
+    sgemm = {s["threads"]: s for s in doc["sgemm"]}
     try:
         for mname, model in models.items():
             log(f"{mname}: setting up contenders ...")
@@ -778,7 +804,10 @@ def format_table(doc: dict) -> str:
     base = doc["settings"]["baseline"]
     lines.append("sgemm (NumPy/OpenBLAS fp32, x @ w.T), GFLOP/s:")
     for s in doc["sgemm"]:
-        lines.append(f"  threads={s['threads']}: {s['square']['size']}^3 {s['square']['gflops']:.1f}")
+        fma = s.get("fma_peak") or {}
+        peak = (f"; fp32 FMA peak (registers only, tools/fma_peak.c) {fma['gflops']:.1f}" if fma.get("gflops")
+                else f"; FMA peak not measured ({fma['why']})" if fma.get("why") else "")
+        lines.append(f"  threads={s['threads']}: {s['square']['size']}^3 {s['square']['gflops']:.1f}{peak}")
         for sh in s["shapes"]:
             parts = ", ".join(f"{g['gemm']} {g['M']}x{g['K']}x{g['N']} {g['gflops']:.1f}" for g in sh["gemms"])
             lines.append(f"    {sh['model']} {sh['batch']}x{sh['seq']}: layer mix {sh['layer_mix_gflops']:.1f} ({parts})")
@@ -855,8 +884,9 @@ def add_arguments(p: argparse.ArgumentParser):
                    help=f"subset of {','.join(CONTENDERS)} (default: all; missing peers are skipped)")
     p.add_argument("--reps", type=int, default=None, help="timed repetitions per case (default 20)")
     p.add_argument("--warmup", type=int, default=None, help="untimed repetitions first (default 3)")
-    p.add_argument("--gap-ms", type=float, default=20.0,
-                   help="sleep before each timed call so other runtimes' spinning threads idle (default 20)")
+    p.add_argument("--gap-ms", type=float, default=100.0,
+                   help="sleep before each timed call so other runtimes' spinning threads idle (default 100: "
+                        "ONNX Runtime's workers spin ~40 ms after a call)")
     p.add_argument("--peak-size", type=int, default=None, help="square sgemm size for the peak (default 2048)")
     p.add_argument("--baseline", default="ours",
                    help="contender the ratios are taken against (default ours; numpy when ours is unavailable)")
