@@ -101,6 +101,24 @@ def test_document_structure_and_json_roundtrip(doc, tmp_path):
     assert "copy" in table and "numpy/x" in table and "skipped: not installed here" in table
 
 
+def test_markdown_summary_is_computed_from_the_document(doc):
+    """Rename the two measured contenders to ours and a fp32 peer: the summary's ratio and share of
+    the FMA peak are the document's own numbers."""
+    d = json.loads(json.dumps(doc))
+    for r in d["results"]:
+        r["contender"] = {"numpy": "ours", "copy": "onnxruntime"}[r["contender"]]
+    d["sgemm"][0]["fma_peak"] = {"gflops": 50.0}
+    lines = bench.markdown_summary(d).splitlines()
+    assert lines[0] == "**tiny, 1 thread** (median ms)"
+    med = {(r["batch"], r["seq"], r["contender"]): r for r in d["results"]}
+    for b, t in [(1, 5), (2, 7)]:
+        row = next(line for line in lines if line.startswith(f"| {b}x{t} |")).strip("| ").split(" | ")
+        ours, peer = med[(b, t, "ours")], med[(b, t, "onnxruntime")]
+        assert row[1] == f"{ours['median_ms']:.1f}" and row[2] == f"{peer['median_ms']:.1f}"
+        assert row[3] == f"{ours['median_ms'] / peer['median_ms']:.2f} (onnxruntime)"
+        assert row[4] == f"{100 * ours['gflops'] / 50.0:.0f}%"
+
+
 def test_interleaved_round_robin(tiny):
     calls = []
     a, b = OracleCopy("a", calls), OracleCopy("b", calls)
@@ -167,3 +185,18 @@ def test_peers_compute_the_same_logits(tiny, tmp_path):
 def _importable(mod):
     import importlib.util
     return importlib.util.find_spec(mod) is not None
+
+
+def test_gemm_tool_times_our_kernel_and_numpy(capsys):
+    """tools/bench_gemm.py: one row per GEMM shape, with both rates measured and their ratio."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench_gemm", bench_cli.TOOL.parent / "bench_gemm.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.main(["--model", "minilm-l12", "--rows", "4"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.split()[:1] in (["qkvo"], ["up"], ["down"])]
+    assert [(r[0], int(r[1]), int(r[2]), int(r[3])) for r in rows] == [
+        ("qkvo", 4, 384, 384), ("up", 4, 384, 1536), ("down", 4, 1536, 384)]
+    for r in rows:
+        ours, numpy_rate, ratio = float(r[4]), float(r[5]), float(r[6])
+        assert ours > 0 and numpy_rate > 0 and ratio == pytest.approx(ours / numpy_rate, rel=0.02)  # printed rounded

@@ -896,6 +896,8 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--workdir", default=None, help="keep compiled/exported models here (default: a temp dir)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: minilm-l12, 1x16, threads 1, 3 reps, 1 warm-up, 512^3 peak")
+    p.add_argument("--summary", metavar="JSON", default=None,
+                   help="print the markdown summary tables of an earlier run's JSON, and measure nothing")
     p.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -944,9 +946,48 @@ def merge(docs: list[dict]) -> dict:
     return out
 
 
+FP32_PEERS = ("torch", "onnxruntime", "onnxruntime-bertopt", "openvino-f32")
+
+
+def markdown_summary(doc: dict) -> str:
+    """Per model and thread count: a row per case with every contender's median ms, ours / the best
+    fp32 peer, and ours as a share of the fp32 FMA peak (model FLOPs; docs/benchmarks.md)."""
+    rows = {(r["model"], r["threads"], r["batch"], r["seq"], r["contender"]): r for r in doc["results"]}
+    names = [c for c in ("ours", "numpy", *FP32_PEERS, "openvino-default")
+             if any(k[4] == c for k in rows)]
+    peaks = {s["threads"]: (s.get("fma_peak") or {}).get("gflops") for s in doc["sgemm"]}
+    out = []
+    for model in doc["settings"]["models"]:
+        for n in doc["settings"]["threads"]:
+            cases = [(b, t) for b, t in (map(int, c.split("x")) for c in doc["settings"]["cases"])
+                     if (model, n, b, t, "ours") in rows]
+            if not cases:
+                continue
+            out.append(f"**{model}, {n} thread{'s' if n > 1 else ''}** (median ms)\n")
+            head = ["case", *[c.replace("openvino-default", "openvino bf16") for c in names],
+                    "ours / best fp32 peer", "ours, % of FMA peak"]
+            out.append("| " + " | ".join(head) + " |")
+            out.append("|" + "---|" + "---:|" * (len(head) - 1))
+            for b, t in cases:
+                cells, ours = [f"{b}x{t}"], rows[(model, n, b, t, "ours")]
+                for c in names:
+                    r = rows.get((model, n, b, t, c))
+                    cells.append(f"{r['median_ms']:.1f}" if r else "-")
+                peers = [rows[(model, n, b, t, c)] for c in FP32_PEERS if (model, n, b, t, c) in rows]
+                best = min(peers, key=lambda r: r["median_ms"]) if peers else None
+                cells.append(f"{ours['median_ms'] / best['median_ms']:.2f} ({best['contender']})" if best else "-")
+                cells.append(f"{100 * ours['gflops'] / peaks[n]:.0f}%" if peaks.get(n) else "-")
+                out.append("| " + " | ".join(cells) + " |")
+            out.append("")
+    return "\n".join(out)
+
+
 def run(args) -> int:
     """Parent: run the measurement in child process(es) with CHILD_ENV (one child, or one per thread
     count with OPENBLAS_NUM_THREADS=n when threadpoolctl is missing), merge, print, write JSON."""
+    if args.summary:
+        print(markdown_summary(json.loads(Path(args.summary).read_text())))
+        return 0
     args = resolve(args)
     if args._child:
         return _measure(args)
