@@ -256,6 +256,41 @@ def test_two_handles_in_parallel_threads(kind, tmp_path):
     assert not errors, errors
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux CPU affinity and 2 CPUs")
+def test_threads_on_one_allowed_cpu_and_on_several(tmp_path):
+    """The worker nudge (apart_from_master) in a process allowed a single CPU (nowhere to move: the
+    2-thread team shares it) and in one allowed every CPU (a worker found on the master's CPU moves,
+    when the kernel put it there). Each subprocess
+    classifies a batch with 1 and then 2 threads; the results are bitwise the same everywhere."""
+    model = model_for("pooler_linear", 3, num_layers=3, hidden=30, heads=2, intermediate=40)
+    pol = refexit.NormEntropy(0.6)
+    quiet(codegen.compile_model, model, pol, tmp_path / "t", prefix="aff", max_length=20, max_batch=4, max_tokens=40)
+    script = (
+        "import os, sys, numpy as np, codegen\n"
+        "if sys.argv[1] == 'one':\n"
+        "    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+        "cm = codegen.load_compiled(%r)\n"
+        "rng = np.random.default_rng(4)\n"
+        "mask = (np.arange(20)[None] < rng.integers(1, 21, 9)[:, None]).astype(np.int64)\n"
+        "enc = {'input_ids': rng.integers(0, 50, mask.shape) * mask, 'attention_mask': mask}\n"
+        "out = []\n"
+        "for n in (1, 2, 2):\n"
+        "    cm.set_threads(n)\n"
+        "    r = cm.classify(enc)\n"
+        "    out.append(np.concatenate([r.logits.ravel(), r.exit_layers]))\n"
+        "assert all(np.array_equal(out[0], o) for o in out[1:]), 'threads changed the result'\n"
+        "np.save(sys.argv[2], out[0])\n"
+    ) % str(tmp_path / "t")
+    got = {}
+    for where in ("one", "all"):
+        r = subprocess.run([sys.executable, "-c", script, where, str(tmp_path / f"{where}.npy")], cwd=ROOT,
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        got[where] = np.load(tmp_path / f"{where}.npy")
+    np.testing.assert_array_equal(got["one"], got["all"])
+
+
 def test_pyproject_ships_the_templates():
     cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())
     st = cfg["tool"]["setuptools"]
