@@ -256,6 +256,35 @@ def test_two_handles_in_parallel_threads(kind, tmp_path):
     assert not errors, errors
 
 
+@pytest.mark.parametrize("kind", ["mean_linear", "pooler_linear"])
+def test_layers_split_by_rows_match_one_thread_and_the_oracle(kind, tmp_path):
+    """Chunks of 60-160 rows: with 2 and 3 threads (>= ROWS_PER_THREAD = 16 rows each) the output
+    projection, FFN and LayerNorms of a layer run split by rows; with 1 thread, and for the
+    [CLS]-only last layer of pooler_linear (a few rows), split by weight panels. hidden 40: the
+    last weight panel is partial (NR = 32). Same bits for every thread count; the oracle's logits
+    (float64) within rtol 1e-4 / atol 1e-5 where the exit layer agrees."""
+    model = model_for(kind, 5, num_layers=3, hidden=40, heads=2, intermediate=72, max_position=40)
+    pol = refexit.NormEntropy(0.6)
+    quiet(codegen.compile_model, model, pol, tmp_path / "t", prefix="rows", max_length=40, max_batch=8,
+          max_tokens=160)
+    cm = codegen.load_compiled(tmp_path / "t")
+    rng = np.random.default_rng(7)
+    lengths = rng.integers(10, 41, 20)
+    mask = (np.arange(40)[None] < lengths[:, None]).astype(np.int64)
+    enc = {"input_ids": rng.integers(0, 50, mask.shape) * mask, "attention_mask": mask}
+    got = {}
+    for n in (1, 2, 3):
+        cm.set_threads(n)
+        got[n] = cm.classify(enc)
+    for n in (2, 3):
+        np.testing.assert_array_equal(got[n].logits, got[1].logits)
+        np.testing.assert_array_equal(got[n].exit_layers, got[1].exit_layers)
+    ref = quiet(model.astype(np.float64).classify, enc, pol)
+    same = got[1].exit_layers == ref.exit_layers
+    assert same.sum() >= len(same) - 1
+    np.testing.assert_allclose(got[1].logits[same], ref.logits[same], rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
                     reason="needs Linux CPU affinity and 2 CPUs")
 def test_threads_on_one_allowed_cpu_and_on_several(tmp_path):
