@@ -119,31 +119,42 @@ def _split_on_punc(word: str) -> list[str]:
 
 def unpack(enc) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Encoding, dict of arrays, or a bare [B, T] / [T] id array -> (ids [B, T] int, real [B, T]
-    bool, type_ids [B, T] int), checked: integer ids, matching shapes, right padding (mask 1 for the
-    real tokens, then 0). The one place every forward path reads its input from."""
+    bool, type_ids [B, T] int), checked: integer ids, types and mask, each of the ids' shape, right
+    padding (mask 1 for the real tokens, then 0). The one place every forward path reads its input
+    from; it runs before every compiled call, so it keeps to a few NumPy operations."""
     bare = isinstance(enc, np.ndarray)
     get = enc.get if isinstance(enc, dict) else (lambda k, d=None: getattr(enc, k, d))
     ids = enc if bare else get("input_ids")
     if ids is None:
         raise InputError("input has no 'input_ids'")
     ids = np.asarray(ids)
-    if ids.ndim == 1:
+    one_row = ids.ndim == 1
+    if one_row:
         ids = ids[None]
     if ids.ndim != 2 or (ids.size and ids.dtype.kind not in "iu"):
         raise InputError(f"input_ids must be a [B, T] integer array, got {ids.dtype} {ids.shape}")
-    B, T = ids.shape
-    mask = None if bare else get("attention_mask")
-    real = np.ones((B, T), bool) if mask is None else np.asarray(mask).reshape(B, -1) != 0
-    types = None if bare else get("token_type_ids")
-    types = np.zeros((B, T), np.int64) if types is None else np.asarray(types).reshape(B, -1)
-    if real.shape != (B, T) or types.shape != (B, T):
-        raise InputError(f"attention_mask {real.shape} / token_type_ids {types.shape} must match "
-                         f"input_ids {ids.shape}")
-    lengths = real.sum(axis=1)
-    right = np.arange(T)[None, :] < lengths[:, None]
-    if not np.array_equal(real, right):
-        bad = int(np.argmax(np.any(real != right, axis=1)))
-        raise InputError(f"sample {bad}: attention_mask must be 1 for the real tokens then 0 (right padding)")
+
+    def like_ids(name):                                    # [B, T] integer array, or None if absent
+        a = None if bare else get(name)
+        if a is None:
+            return None
+        a = np.asarray(a)
+        if one_row and a.ndim == 1:
+            a = a[None]
+        if a.shape != ids.shape or (a.size and a.dtype.kind not in "iub"):
+            raise InputError(f"{name} must match input_ids: an integer array of shape {ids.shape}, "
+                             f"got {a.dtype} {a.shape}")
+        return a
+    mask, types = like_ids("attention_mask"), like_ids("token_type_ids")
+    real = np.ones(ids.shape, bool) if mask is None else mask != 0
+    if types is None:
+        types = np.zeros(ids.shape, np.int64)
+    if mask is not None and not real.all():
+        after_pad = real[:, 1:] > real[:, :-1]             # [B, T-1]: a real token after padding
+        if after_pad.any():
+            bad = int(np.argmax(after_pad.any(axis=1)))
+            raise InputError(f"sample {bad}: attention_mask must be 1 for the real tokens then 0 "
+                             f"(right padding)")
     return ids, real, types
 
 

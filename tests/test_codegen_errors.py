@@ -11,6 +11,7 @@ import pytest
 
 import refexit
 from refexit.synthetic import random_model
+from refexit.tokenizer import unpack
 
 import codegen
 from codegen import pack
@@ -122,9 +123,12 @@ def test_too_long_sequence(compiled):
 
 
 def test_token_id_out_of_range(compiled):
-    for bad in (60, 61, 10**6, -1, 2**40):
+    for bad in (60, 61, 10**6, -1, 2**40, 2**32 + 5, -2**32 + 5):      # the last two wrap to 5 in int32
         with pytest.raises(refexit.InputError, match="outside the vocabulary.*ERR_TOKEN"):
             compiled.classify(enc_of([[2, 5, 3], [2, bad, 3]]))
+    for dtype, bad in ((np.uint32, 2**32 - 1), (np.uint64, 2**63 + 5)):
+        with pytest.raises(refexit.InputError, match="outside the vocabulary.*ERR_TOKEN"):
+            compiled.classify({"input_ids": np.array([[2, bad, 3]], dtype)})
     still_works(compiled)
 
 
@@ -133,6 +137,25 @@ def test_type_id_out_of_range(compiled):
         compiled.classify(enc_of([[2, 5, 3]], types=[[0, 2, 0]]))
     with pytest.raises(refexit.InputError, match="type id"):
         compiled.classify(enc_of([[2, 5, 3]], types=[[0, -1, 0]]))
+    with pytest.raises(refexit.InputError, match="type id"):
+        compiled.classify(enc_of([[2, 5, 3]], types=[[0, 2**32, 0]]))         # 0 in int32
+    still_works(compiled)
+
+
+@pytest.mark.parametrize("enc", [
+    {"input_ids": np.ones((2, 3), np.int64), "attention_mask": np.ones(5, np.int64)},
+    {"input_ids": np.ones((2, 3), np.int64), "attention_mask": np.ones(6, np.int64)},
+    {"input_ids": np.ones((2, 3), np.int64), "token_type_ids": np.zeros((3, 2), np.int64)},
+    {"input_ids": np.ones(3, np.int64), "attention_mask": np.ones((3, 1), np.int64)},
+    {"input_ids": np.ones((1, 3), np.int64), "token_type_ids": np.array([[0.0, 0.5, 0.0]])},
+])
+def test_mask_and_types_must_match_the_ids(compiled, enc):
+    """A mask or type array of another shape (even one that reshapes to the ids' shape, as a
+    transposed one does) or a non-integer one is refused, by the compiled model and the oracle."""
+    with pytest.raises(refexit.InputError, match="must match input_ids"):
+        compiled.classify(enc)
+    with pytest.raises(refexit.InputError, match="must match input_ids"):
+        unpack(enc)
     still_works(compiled)
 
 

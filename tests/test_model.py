@@ -106,6 +106,8 @@ def test_flops_are_counted_from_layers_and_heads():
     ({"input_ids": [[2] * 65]}, "at most 64"),
     ({"input_ids": [[2.5, 3.0]]}, "integer"),
     ({"input_ids": [[2, 3]], "attention_mask": [[1, 1, 1]]}, "must match"),
+    ({"input_ids": [[2, 3, 4], [2, 3, 4]], "token_type_ids": [[0, 0], [0, 0], [0, 0]]}, "must match"),
+    ({"input_ids": [[2, 3]], "token_type_ids": [[0.0, 1.0]]}, "must match"),
     ({}, "no 'input_ids'"),
 ])
 def test_bad_input_raises_clear_error(bad, match):
