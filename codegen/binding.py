@@ -24,7 +24,7 @@ import numpy as np
 import refexit
 from refexit.errors import CheckpointError, InputError
 from refexit.results import ClassifyResult
-from refexit.tokenizer import unpack
+from refexit.tokenizer import input_arrays, unpack
 
 from . import build as _build
 from . import emit as _emit
@@ -67,7 +67,7 @@ class CompiledModel:
         self.ffi, self.lib = _open_library(lib_path, self.out_dir / manifest["header"], p)
         self._fn = types.SimpleNamespace(**{n: getattr(self.lib, f"{p}_{n}") for n in (
             "open", "close", "set_threads", "set_threshold", "set_thresholds", "get_thresholds",
-            "classify_batch", "strerror", "model_hash")})
+            "classify_batch", "classify_padded", "strerror", "model_hash")})
         lib_hash = self.ffi.string(self._fn.model_hash()).decode()
         if lib_hash != manifest["model_hash"]:
             raise CheckpointError(f"{lib_path}: library was built for model {lib_hash[:12]}, the manifest "
@@ -89,8 +89,7 @@ class CompiledModel:
         self.policy_repr = manifest["policy"]["repr"]
         self.warnings = list(manifest["warnings"])
         self._count = manifest["policy"]["count"]
-        self._flops_by_exit, self._flops_full = flops_polynomials(manifest["flops"], self.num_layers,
-                                                                  self.policy_name)
+        self._flops = flops_table(manifest["flops"], self.num_layers, self.policy_name, self.max_length)
         C = self.num_labels
         self._dtype = np.dtype([("logits", "<f4", (C,)), ("label", "<i4"), ("exit_layer", "<i4"),
                                 ("score", "<f4"), ("margin", "<f4")])
@@ -188,20 +187,6 @@ class CompiledModel:
         return msgs
 
     # ------------------------------------------------------------------ inference
-    def _pack_input(self, enc):
-        """Encoding / dict / [B, T] ids -> (ids, type_ids, lengths) int32, real tokens back to back."""
-        ids, real, types_ = unpack(enc)                               # [B, T] each, checked
-        lengths = real.sum(axis=1, dtype=np.int32)                    # [B]
-
-        def int32(a):                         # out-of-range values become -1: the C code rejects them
-            if a.dtype.itemsize > 4 or a.dtype == np.uint32:
-                if a.size and (a.min() < -2**31 or a.max() >= 2**31):
-                    a = np.where((a < -2**31) | (a >= 2**31), -1, a)
-            return a.astype(np.int32)
-        if real.all():                        # no padding: [B, T] is already back to back
-            return int32(ids.ravel()), int32(types_.ravel()), lengths
-        return int32(ids[real]), int32(types_[real]), lengths
-
     def _input_context(self, status, ids, types_, lengths) -> str:
         """Which sample is at fault (for the exception message)."""
         name = _ERR_BY_CODE.get(status, ("",))[0]
@@ -237,18 +222,33 @@ class CompiledModel:
         return out
 
     def classify(self, enc) -> ClassifyResult:
-        """Per-sample early-exit classification of a batch, as Model.classify (no trace)."""
-        ids, type_ids, lengths = self._pack_input(enc)
-        out = self.classify_raw(ids, type_ids, lengths)
+        """Per-sample early-exit classification of a batch, as Model.classify (no trace). The padded
+        [B, T] arrays go to the C code as they are when they are int64 in C order (no copy); it
+        checks them (right padding, ranges) and gathers the tokens."""
+        ids, mask, types_ = (_int64_c(a) for a in input_arrays(enc))   # [B, T] each (mask, types: or None)
+        B, T = ids.shape
+        if max(B, T) >= 2**31:
+            raise InputError(f"input_ids of shape {ids.shape}: batch and width must be below 2**31")
+        C = self.num_labels
+        out = np.empty((B, C + 4), np.float32)        # [B] results: logits [C], label, exit_layer, score, margin
+        lengths = np.empty(B, np.int32)
+        if B:
+            f, null = self.ffi.from_buffer, self.ffi.NULL
+            with self._lock:
+                st = self._fn.classify_padded(
+                    self._handle(), f("int64_t[]", ids), null if mask is None else f("int64_t[]", mask),
+                    null if types_ is None else f("int64_t[]", types_), B, T, f("int32_t[]", lengths),
+                    f(f"{self.prefix}_result[]", out, require_writable=True))
+            if st:
+                ids, real, types_ = unpack(enc)       # a padding error raises here, naming the sample
+                raise self._error(st, self._input_context(st, ids[real], types_[real], real.sum(axis=1)))
         # The C call leaves the caches cold, and then each NumPy call costs ~10-40 us (a MiniLM 1x16
-        # call is ~4 ms): the FLOPs are plain-int arithmetic (exact) on a few lists.
-        exit_layers = out["exit_layer"].astype(np.int64)
-        n_e = list(zip(lengths.tolist(), exit_layers.tolist()))
-        flops = np.array([_poly(self._flops_by_exit[e - 1], n) for n, e in n_e], np.float64)
-        full = np.array([_poly(self._flops_full, n) for n, _ in n_e], np.float64)
-        return ClassifyResult(np.ascontiguousarray(out["logits"]).reshape(len(out), self.num_labels),
-                              exit_layers, self.num_layers, self.label_names, flops, full,
-                              out["margin"].astype(np.float64), self.policy_repr, None, list(self.warnings))
+        # call is ~4 ms): few of them, plain columns rather than structured fields, the FLOPs looked up.
+        exits = out.view(np.int32)[:, C + 1]                  # [B] 1-based exit layers
+        spent = self._flops[exits, lengths]                   # [B, 2] (spent, full model)
+        return ClassifyResult(out[:, :C].copy(), exits.astype(np.int64), self.num_layers, self.label_names,
+                              spent[:, 0], spent[:, 1], out[:, C + 3].astype(np.float64), self.policy_repr,
+                              None, list(self.warnings))
 
     @property
     def tokenizer(self):
@@ -286,8 +286,22 @@ def flops_polynomials(fl: dict, L: int, policy_name: str):
     return [spent(e) for e in range(1, L + 1)], add(layers(L), heads[L - 1])
 
 
-def _poly(c, n: int) -> int:
-    return c[0] + n * (c[1] + n * c[2])
+def flops_table(fl: dict, L: int, policy_name: str, max_length: int) -> np.ndarray:
+    """[L + 1, max_length + 1, 2] float64: [e, n] = (FLOPs spent on a sample of n tokens that exits
+    after layer e, FLOPs of the full model on it), computed exactly in integers (row 0: unused)."""
+    by_exit, full = flops_polynomials(fl, L, policy_name)
+    c = np.array([by_exit[0], *by_exit, full], np.int64)            # [L + 2, 3] (c0, c1, c2)
+    n = np.arange(max_length + 1, dtype=np.int64)                   # [N]
+    exact = c[:, :1] + n * (c[:, 1:2] + n * c[:, 2:3])              # [L + 2, N] (< 2**63 for any BERT)
+    return np.stack([exact[:-1], np.broadcast_to(exact[-1], exact[:-1].shape)], axis=-1).astype(np.float64)
+
+
+def _int64_c(a):
+    """An integer or bool array as int64 in C order (itself when it already is; None stays None).
+    uint64 values >= 2**63 wrap to negative ids, which the C code refuses."""
+    if a is None or (a.dtype == np.int64 and a.flags.c_contiguous):
+        return a
+    return np.ascontiguousarray(a, dtype=np.int64)
 
 
 # ---------------------------------------------------------------------- compile / reopen

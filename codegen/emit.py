@@ -20,7 +20,7 @@ import refexit
 
 from . import pack
 
-CODEGEN_FORMAT = 2     # bump when the generated C or the binding contract changes
+CODEGEN_FORMAT = 3     # bump when the generated C or the binding contract changes
 
 # (name, code, message, Python exception: "checkpoint" | "input" | "memory")
 ERRORS = [
@@ -36,12 +36,13 @@ ERRORS = [
     ("ERR_TOO_LONG", 9, "a sequence is longer than the compiled maximum length", "input"),
     ("ERR_TOKEN", 10, "a token id is outside the vocabulary", "input"),
     ("ERR_TYPE", 11, "a token type id is outside [0, type_vocab_size)", "input"),
-    ("ERR_EMPTY", 12, "a sequence has no tokens (n_tokens <= 0)", "input"),
+    ("ERR_EMPTY", 12, "a sequence has no tokens", "input"),
     ("ERR_NAN", 13, "a threshold is NaN", "input"),
     ("ERR_ISA", 14, "this library was built for an instruction set the CPU lacks (AVX2 or AVX-512); "
                     "rebuild it with isa=\"scalar\" or for this CPU", "isa"),
     ("ERR_CAPACITY", 15, "the output buffer is too small (*n_tokens holds the size needed)", "input"),
     ("ERR_VOCAB", 16, "the weights file holds no usable vocabulary (the text functions need one)", "checkpoint"),
+    ("ERR_PADDING", 17, "the attention mask is not right padding (nonzero for the tokens, then zero)", "input"),
 ]
 
 POLICY_RULES = {

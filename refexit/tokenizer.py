@@ -117,11 +117,11 @@ def _split_on_punc(word: str) -> list[str]:
 
 # ---------------------------------------------------------------- batch of encoded texts
 
-def unpack(enc) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Encoding, dict of arrays, or a bare [B, T] / [T] id array -> (ids [B, T] int, real [B, T]
-    bool, type_ids [B, T] int), checked: integer ids, types and mask, each of the ids' shape, right
-    padding (mask 1 for the real tokens, then 0). The one place every forward path reads its input
-    from; it runs before every compiled call, so it keeps to a few NumPy operations."""
+def input_arrays(enc) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Encoding, dict of arrays, or a bare [B, T] / [T] id array -> (ids [B, T], mask [B, T] or
+    None, type_ids [B, T] or None): integer arrays (the mask may be bool) of the ids' shape, as
+    given, not yet checked for right padding or ranges (unpack does that; the compiled path leaves
+    it to the C code). It runs before every compiled call, so it keeps to attribute checks."""
     bare = isinstance(enc, np.ndarray)
     get = enc.get if isinstance(enc, dict) else (lambda k, d=None: getattr(enc, k, d))
     ids = enc if bare else get("input_ids")
@@ -145,7 +145,15 @@ def unpack(enc) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             raise InputError(f"{name} must match input_ids: an integer array of shape {ids.shape}, "
                              f"got {a.dtype} {a.shape}")
         return a
-    mask, types = like_ids("attention_mask"), like_ids("token_type_ids")
+    return ids, like_ids("attention_mask"), like_ids("token_type_ids")
+
+
+def unpack(enc) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Encoding, dict of arrays, or a bare [B, T] / [T] id array -> (ids [B, T] int, real [B, T]
+    bool, type_ids [B, T] int), checked: integer ids, types and mask, each of the ids' shape, right
+    padding (mask 1 for the real tokens, then 0). The one place every NumPy forward path reads its
+    input from (input_arrays, then the padding check)."""
+    ids, mask, types = input_arrays(enc)
     real = np.ones(ids.shape, bool) if mask is None else mask != 0
     if types is None:
         types = np.zeros(ids.shape, np.int64)

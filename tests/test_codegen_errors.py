@@ -160,7 +160,7 @@ def test_mask_and_types_must_match_the_ids(compiled, enc):
 
 
 def test_no_tokens(compiled):
-    with pytest.raises(refexit.InputError, match=r"no tokens.*n_tokens <= 0.*ERR_EMPTY"):
+    with pytest.raises(refexit.InputError, match=r"no tokens.*sample 1 has no tokens.*ERR_EMPTY"):
         compiled.classify({"input_ids": np.array([[2, 5, 3], [0, 0, 0]]),
                            "attention_mask": np.array([[1, 1, 1], [0, 0, 0]])})
     ids = np.array([2, 5, 3], np.int32)
@@ -173,6 +173,91 @@ def test_no_tokens(compiled):
 def test_bad_padding(compiled):
     with pytest.raises(refexit.InputError, match="right padding"):
         compiled.classify({"input_ids": np.array([[2, 5, 3]]), "attention_mask": np.array([[1, 0, 1]])})
+
+
+def test_classify_padded_in_c(compiled):
+    """The padded entry straight through the C API: right padding, ranges and arguments are checked
+    by the C code; padding slots are not read; results and lengths match classify_batch."""
+    ffi, p = compiled.ffi, compiled.prefix
+    fn = compiled._fn.classify_padded
+    codes = {name: getattr(compiled.lib, f"{p.upper()}_{name}") for name in
+             ("ERR_ARG", "ERR_PADDING", "ERR_EMPTY", "ERR_TOO_LONG", "ERR_TOKEN", "ERR_TYPE")}
+    m = compiled._handle()
+
+    def call(ids, mask=None, types=None, lengths=True):
+        ids = np.ascontiguousarray(ids, np.int64)
+        arr = lambda a: ffi.NULL if a is None else ffi.from_buffer("int64_t[]", np.ascontiguousarray(a, np.int64))  # noqa: E731
+        out = np.zeros(len(ids), compiled._dtype)
+        lens = np.full(len(ids), -9, np.int32)
+        st = fn(m, arr(ids), arr(mask), arr(types), ids.shape[0], ids.shape[1],
+                ffi.from_buffer("int32_t[]", lens) if lengths else ffi.NULL,
+                ffi.from_buffer(f"{p}_result[]", out, require_writable=True))
+        return st, out, lens
+
+    ids = np.array([[2, 10, 11, 12, 3], [2, 20, 3, -7, 10**12]])           # row 1: 3 tokens, junk after
+    mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    types = np.array([[0, 0, 1, 1, 1], [0, 1, 1, 99, -5]])
+    st, out, lens = call(ids, mask, types)
+    assert st == 0 and lens.tolist() == [5, 3]
+    ref = compiled.classify_raw(np.int32([2, 10, 11, 12, 3, 2, 20, 3]), np.int32([0, 0, 1, 1, 1, 0, 1, 1]),
+                                np.int32([5, 3]))
+    assert out.tobytes() == ref.tobytes()                                  # the same bits
+    st, out2, lens = call(ids[:1], None, None, lengths=False)              # no mask, no types, no lengths
+    assert st == 0 and lens.tolist() == [-9]
+    assert out2.tobytes() == compiled.classify_raw(np.int32([2, 10, 11, 12, 3]), np.zeros(5, np.int32),
+                                                   np.int32([5])).tobytes()
+    assert call(ids, np.array([[1, 1, 1, 1, 1], [1, 0, 1, 0, 0]]))[0] == codes["ERR_PADDING"]
+    assert call(ids, np.array([[1, 1, 1, 1, 1], [0, 0, 0, 0, 0]]))[0] == codes["ERR_EMPTY"]
+    assert call(np.zeros((2, 0)))[0] == codes["ERR_EMPTY"]
+    assert call(np.full((1, MAX_LEN + 1), 5))[0] == codes["ERR_TOO_LONG"]
+    assert call(np.full((1, MAX_LEN + 4), 5), np.int64([[1] * MAX_LEN + [0] * 4]))[0] == 0   # wide, not long
+    assert call(np.array([[2, 60, 3]]))[0] == codes["ERR_TOKEN"]
+    assert call(np.array([[2, -1, 3]]))[0] == codes["ERR_TOKEN"]
+    assert call(np.array([[2, 5, 3]]), None, np.array([[0, 2, 0]]))[0] == codes["ERR_TYPE"]
+    assert fn(ffi.NULL, ffi.NULL, ffi.NULL, ffi.NULL, 0, 0, ffi.NULL, ffi.NULL) == codes["ERR_ARG"]
+    res = ffi.new(f"{p}_result[1]")
+    assert fn(m, ffi.NULL, ffi.NULL, ffi.NULL, 1, 3, ffi.NULL, res) == codes["ERR_ARG"]
+    assert fn(m, ffi.new("int64_t[]", [2, 5, 3]), ffi.NULL, ffi.NULL, 1, -3, ffi.NULL, res) == codes["ERR_ARG"]
+    assert fn(m, ffi.NULL, ffi.NULL, ffi.NULL, 0, 3, ffi.NULL, ffi.NULL) == 0     # empty batch
+    still_works(compiled)
+
+
+def test_classify_takes_any_integer_layout(compiled):
+    """int32, uint8 masks, bool masks, Fortran order and strided views give the int64 C-order
+    result bit for bit (the wrapper converts them; int64 C order goes through without a copy)."""
+    ids = np.array([[2, 10, 11, 12, 3, 0], [2, 20, 21, 3, 0, 0]])
+    mask = (ids != 0) | (np.arange(6) == 0)
+    types = np.zeros_like(ids)
+    want = compiled.classify({"input_ids": ids, "attention_mask": mask.astype(np.int64), "token_type_ids": types})
+    wide = np.zeros((2, 12), np.int64)
+    wide[:, ::2] = ids
+    for enc in ({"input_ids": ids.astype(np.int32), "attention_mask": mask},
+                {"input_ids": np.asfortranarray(ids), "attention_mask": mask.astype(np.uint8),
+                 "token_type_ids": types.astype(np.int16)},
+                {"input_ids": wide[:, ::2], "attention_mask": mask.astype(np.int64)}):
+        got = compiled.classify(enc)
+        assert got.logits.tobytes() == want.logits.tobytes()
+        assert got.exit_layers.tolist() == want.exit_layers.tolist()
+        np.testing.assert_array_equal(got.flops, want.flops)
+
+
+def test_flops_at_every_length(compiled):
+    """The FLOPs table made at load covers every length up to the compiled maximum and equals the
+    oracle's count exactly (lengths 1 and MAX_LEN are its edges)."""
+    model = small_model().astype(np.float64)
+    ids = np.random.default_rng(0).integers(4, 60, (MAX_LEN, MAX_LEN))  # row i: i + 1 tokens
+    mask = (np.arange(MAX_LEN)[None] <= np.arange(MAX_LEN)[:, None]).astype(np.int64)
+    enc = {"input_ids": ids, "attention_mask": mask}
+    compiled.set_threshold(1.08)                 # near ln 3: some samples exit at layer 1, some run on
+    try:
+        got, ref = compiled.classify(enc), model.classify(enc, refexit.Entropy(1.08))
+    finally:
+        compiled.set_threshold(0.8)
+    assert got.flops.dtype == ref.flops.dtype == np.float64
+    same = got.exit_layers == ref.exit_layers
+    assert same.sum() >= MAX_LEN - 1 and len(set(ref.exit_layers[same].tolist())) > 1
+    np.testing.assert_array_equal(got.flops[same], ref.flops[same])
+    np.testing.assert_array_equal(got.full_flops, ref.full_flops)
 
 
 def test_nan_threshold(compiled):

@@ -6,8 +6,8 @@ depth (no early exit), then the final head (pooler + classifier), on fp32 inputs
 sequence T with no padding. Contenders (each optional, skipped with the reason when missing):
 
   ours              the compiled C (`codegen.compile_model(model, policy=None)`), full depth
-  ours-c            the same library called through cffi on input packed beforehand (ours / ours-c:
-                    the cost of the Python API)
+  ours-c            the same library's `classify_padded` called through cffi on int64 arrays prepared
+                    beforehand (ours / ours-c: the cost of the Python API)
   numpy             the NumPy oracle `model.classify(enc)`
   torch             PyTorch eager, transformers BertModel (eager attention) + pooler + classifier
   onnxruntime       that torch module exported to ONNX (opset 17, dynamic batch/sequence),
@@ -316,23 +316,27 @@ class Ours(Contender):
 
 
 class OursC(Ours):
-    """The same compiled library called straight through cffi, on input packed once beforehand:
-    `ours` / `ours-c` is the cost of the Python API (`CompiledModel.classify`)."""
+    """The same compiled library called straight through cffi (`classify_padded`, the C entry
+    `CompiledModel.classify` calls) on buffers prepared once: `ours` / `ours-c` is the cost of the
+    Python API."""
 
     def __init__(self):
         Contender.__init__(self, "ours-c")
 
     def prepare(self, enc):
-        ids, type_ids, lengths = self.cm._pack_input(enc)
-        self.out = np.zeros(len(lengths), self.cm._dtype)
+        ids, mask, types_ = (np.ascontiguousarray(a, dtype=np.int64) for a in
+                             (enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]))
+        B, T = ids.shape
+        self.out = np.zeros(B, self.cm._dtype)
+        self.arrays = (ids, mask, types_, np.zeros(B, np.int32))
         f = self.cm.ffi.from_buffer
-        self.args = (f("int32_t[]", ids), f("int32_t[]", type_ids), f("int32_t[]", lengths), len(lengths),
-                     f(f"{self.cm.prefix}_result[]", self.out, require_writable=True))
-        self.fn, self.handle = self.cm._fn.classify_batch, self.cm._handle()
+        self.args = (f("int64_t[]", ids), f("int64_t[]", mask), f("int64_t[]", types_), B, T,
+                     f("int32_t[]", self.arrays[3]), f(f"{self.cm.prefix}_result[]", self.out, require_writable=True))
+        self.fn, self.handle = self.cm._fn.classify_padded, self.cm._handle()
 
     def call(self):
         if self.fn(self.handle, *self.args):
-            raise RuntimeError("classify_batch failed")
+            raise RuntimeError("classify_padded failed")
         return self.out
 
     def logits(self, out):
