@@ -225,10 +225,11 @@ class CompiledModel:
         """Per-sample early-exit classification of a batch, as Model.classify (no trace). The padded
         [B, T] arrays go to the C code as they are when they are int64 in C order (no copy); it
         checks them (right padding, ranges) and gathers the tokens."""
-        ids, mask, types_ = (_int64_c(a) for a in input_arrays(enc))   # [B, T] each (mask, types: or None)
-        B, T = ids.shape
-        if max(B, T) >= 2**31:
-            raise InputError(f"input_ids of shape {ids.shape}: batch and width must be below 2**31")
+        arrays = input_arrays(enc)                    # ids, mask, types: [B, T] each (mask, types: or None)
+        B, T = arrays[0].shape
+        if max(B, T) >= 2**31:                        # before any conversion copies the arrays
+            raise InputError(f"input_ids of shape {arrays[0].shape}: batch and width must be below 2**31")
+        ids, mask, types_ = (_int64_c(a) for a in arrays)
         C = self.num_labels
         out = np.empty((B, C + 4), np.float32)        # [B] results: logits [C], label, exit_layer, score, margin
         lengths = np.empty(B, np.int32)

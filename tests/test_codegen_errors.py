@@ -241,6 +241,15 @@ def test_classify_takes_any_integer_layout(compiled):
         np.testing.assert_array_equal(got.flops, want.flops)
 
 
+def test_shape_beyond_the_c_int(compiled):
+    """A batch or width that does not fit the C API's int is refused before any copy (these
+    zero-stride views would take 8 TiB as int64 in C order: a copy first would fail)."""
+    for shape in ((1, 2**40), (2**40, 1)):
+        with pytest.raises(refexit.InputError, match="below 2\\*\\*31"):
+            compiled.classify(np.broadcast_to(np.int32(5), shape))
+    still_works(compiled)
+
+
 def test_flops_at_every_length(compiled):
     """The FLOPs table made at load covers every length up to the compiled maximum and equals the
     oracle's count exactly (lengths 1 and MAX_LEN are its edges)."""
