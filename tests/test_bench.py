@@ -200,3 +200,28 @@ def test_gemm_tool_times_our_kernel_and_numpy(capsys):
     for r in rows:
         ours, numpy_rate, ratio = float(r[4]), float(r[5]), float(r[6])
         assert ours > 0 and numpy_rate > 0 and ratio == pytest.approx(ours / numpy_rate, rel=0.02)  # printed rounded
+
+
+@pytest.mark.parametrize("cc", ["gcc", "clang"])
+@pytest.mark.parametrize("tool, isa", [("fma_peak.c", ["-fopenmp", "-mavx2", "-mfma"]),
+                                       ("fma_peak.c", ["-fopenmp", "-mavx512f"]), ("fma_peak.c", ["-mavx512f"]),
+                                       ("tile_ceiling.c", ["-mavx512f", "-mfma"])])
+def test_c_tools_compile_warning_free(cc, tool, isa, tmp_path):
+    """The standalone C tools beside bench.py (the FMA peak, the tile ceiling) build with
+    -Wall -Wextra -Werror, so that the commands quoted in docs/benchmarks.md keep working."""
+    import platform
+    import shutil
+    import subprocess
+
+    from codegen import build
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("the C tools are x86 (AVX2 / AVX-512) code")
+    if shutil.which(cc) is None:
+        pytest.skip(f"{cc} is not installed")
+    if "-fopenmp" in isa and not build.openmp_supported(cc):
+        pytest.skip(f"{cc} cannot build OpenMP code here (as tools/bench.py, which then runs without it)")
+    src = bench_cli.TOOL.parent / tool
+    r = subprocess.run([cc, "-O2", "-Wall", "-Wextra", "-Werror", *isa, "-c", str(src), "-o", str(tmp_path / "t.o")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "t.o").stat().st_size > 0

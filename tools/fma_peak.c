@@ -59,7 +59,9 @@ int main(int argc, char **argv) {
         return 2;
     for (int run = 0; run < 5; run++) {
         double t0 = now();
+#ifdef _OPENMP
 #pragma omp parallel num_threads(threads) reduction(+ : sink)
+#endif
         {
             vf b = SET1(0.999999f), c = SET1(1e-7f);
             vf a0 = SET1(0.0f), a1 = SET1(1.0f), a2 = SET1(2.0f), a3 = SET1(3.0f), a4 = SET1(4.0f),
