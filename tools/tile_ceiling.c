@@ -59,6 +59,13 @@ static double ns_per_op(void (*loop)(long), int ops) {
 }
 
 /* ---------------------------------------------------------------- 2. tiles */
+/* C[mr][32] = acc[mr][2] */
+#define STORE_TILE(MR)                                                                                 \
+    for (int i = 0; i < MR; i++) {                                                                     \
+        _mm512_storeu_ps(C + i * ldc, acc[i][0]);                                                      \
+        _mm512_storeu_ps(C + i * ldc + 16, acc[i][1]);                                                 \
+    }
+
 /* C[mr][32] = A[mr][K] (lda) @ panel B[K][32] */
 #define PLAIN_TILE(MR)                                                                                 \
     static __attribute__((noinline)) void plain_##MR(const float *A, size_t lda, const float *B,       \
@@ -74,10 +81,7 @@ static double ns_per_op(void (*loop)(long), int ops) {
                 acc[i][1] = _mm512_fmadd_ps(a, b1, acc[i][1]);                                         \
             }                                                                                          \
         }                                                                                              \
-        for (int i = 0; i < MR; i++) {                                                                 \
-            _mm512_storeu_ps(C + i * ldc, acc[i][0]);                                                  \
-            _mm512_storeu_ps(C + i * ldc + 16, acc[i][1]);                                             \
-        }                                                                                              \
+        STORE_TILE(MR);                                                                                \
     }
 /* the same tile's main Winograd term; MIX: every MIX-th second add goes through the FMA pipes */
 #define WINO_TILE(MR, NAME, MIX)                                                                       \
@@ -103,10 +107,7 @@ static double ns_per_op(void (*loop)(long), int ops) {
                 }                                                                                      \
             }                                                                                          \
         }                                                                                              \
-        for (int i = 0; i < MR; i++) {                                                                 \
-            _mm512_storeu_ps(C + i * ldc, acc[i][0]);                                                  \
-            _mm512_storeu_ps(C + i * ldc + 16, acc[i][1]);                                             \
-        }                                                                                              \
+        STORE_TILE(MR);                                                                                \
     }
 PLAIN_TILE(11)
 PLAIN_TILE(10)
