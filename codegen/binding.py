@@ -87,6 +87,8 @@ class CompiledModel:
         self.label_names = list(manifest["label_names"])
         self.policy_name = manifest["policy"]["name"]
         self.policy_repr = manifest["policy"]["repr"]
+        self.precision = manifest.get("precision", "fp32")     # what the layer GEMMs compute in
+        self.isa = manifest["isa"]
         self.warnings = list(manifest["warnings"])
         self._count = manifest["policy"]["count"]
         self._flops = flops_table(manifest["flops"], self.num_layers, self.policy_name, self.max_length)
@@ -333,7 +335,7 @@ def _manifest(model, plan, res) -> dict:
         "tool_version": refexit.__version__, "prefix": plan.prefix,
         "header": f"{plan.prefix}.h", "source": f"{plan.prefix}.c", "weights": f"{plan.prefix}.weights",
         "library": res.library.name, "build_key": res.key, "flags": res.flags, "compiler": res.compiler,
-        "openmp": res.openmp, "isa": res.isa, "model_hash": plan.model_hash, "model_source": plan.source,
+        "openmp": res.openmp, "isa": res.isa, "precision": plan.precision, "model_hash": plan.model_hash, "model_source": plan.source,
         "num_layers": plan.num_layers, "hidden": plan.hidden, "num_labels": plan.num_labels,
         "label_names": plan.label_names, "vocab_size": plan.vocab_size, "type_vocab_size": plan.type_vocab,
         "max_length": plan.max_length, "max_batch": plan.max_batch, "max_tokens": plan.max_tokens,
@@ -356,20 +358,23 @@ def _manifest(model, plan, res) -> dict:
 def compile_model(model, policy=None, out_dir="build/refexit_model", prefix: str | None = None,
                   max_length: int | None = None, max_batch: int = 32, max_tokens: int | None = None,
                   cc: str | None = None, openmp: bool | None = None, extra_flags=(),
-                  isa: str | None = None) -> CompiledModel:
+                  isa: str | None = None, precision: str | None = None) -> CompiledModel:
     """Lower, pack, emit and build `model` with `policy` into out_dir; -> the opened CompiledModel.
 
     Writes out_dir/<prefix>.h, <prefix>.c, <prefix>.weights (skipped when an identical one is
-    there), lib<prefix>.so and <prefix>.manifest.json. isa: "scalar", "avx2", "avx512" or None (the
-    best this compiler and CPU have; see codegen.build)."""
-    plan = lower(model, policy, prefix, max_length, max_batch, max_tokens)
+    there), lib<prefix>.so and <prefix>.manifest.json. isa: "scalar", "avx2", "avx512",
+    "avx512bf16", "amx" (the last two for bf16) or None (the best this compiler and CPU have; see
+    codegen.build). precision: "fp32" (default) or "bf16" (the layer GEMMs in bf16; None: the
+    model's own, model.precision)."""
+    plan = lower(model, policy, prefix, max_length, max_batch, max_tokens, precision)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _, c_path = _emit.write_sources(plan, out)
     weights = out / f"{plan.prefix}.weights"
     if not _blob_is_current(weights, plan):
         _pack.write_blob(model, plan, weights)
-    res = _build.build(c_path, out, plan.prefix, cc=cc, openmp=openmp, extra_flags=extra_flags, isa=isa)
+    res = _build.build(c_path, out, plan.prefix, cc=cc, openmp=openmp, extra_flags=extra_flags, isa=isa,
+                       precision=plan.precision)
     manifest = _manifest(model, plan, res)
     _emit.write_text_atomic(out / f"{plan.prefix}{MANIFEST_SUFFIX}", json.dumps(manifest, indent=1))
     return CompiledModel(out, manifest)

@@ -30,8 +30,12 @@ from refexit.errors import RefexitError
 
 BASE_FLAGS = ("-O3", "-std=c99", "-fPIC", "-shared", "-Wall", "-Wextra", "-Werror")
 LIBS = ("-lm",)
-ISAS = ("scalar", "avx2", "avx512")                 # portable C99, x86-64 AVX2+FMA, AVX-512F
-ISA_FLAGS = {"scalar": (), "avx2": ("-DREFEXIT_ISA_AVX2",), "avx512": ("-DREFEXIT_ISA_AVX512",)}
+# portable C99, x86-64 AVX2+FMA, AVX-512F; for bf16 builds also AVX512-BF16 (VDPBF16PS) and AMX-BF16
+ISAS = ("scalar", "avx2", "avx512", "avx512bf16", "amx")
+ISA_FLAGS = {"scalar": (), "avx2": ("-DREFEXIT_ISA_AVX2",), "avx512": ("-DREFEXIT_ISA_AVX512",),
+             "avx512bf16": ("-DREFEXIT_ISA_AVX512", "-DREFEXIT_ISA_BF16"),
+             "amx": ("-DREFEXIT_ISA_AVX512", "-DREFEXIT_ISA_AMX")}
+BF16_ISAS = ("avx512bf16", "amx")                   # only bf16 code uses their instructions
 
 
 class BuildError(RefexitError):
@@ -91,6 +95,30 @@ __attribute__((target("avx2,fma"))) static float f2(const float *p) {
 __attribute__((target("avx2,fma,avx512f"))) static float f5(const float *p) {
     return _mm512_reduce_add_ps(_mm512_scalef_ps(_mm512_loadu_ps(p), _mm512_loadu_ps(p)));
 }
+#if defined(__linux__) && (defined(__clang__) || __GNUC__ >= 11)
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+__attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512bf16"))) static float fb(const float *p) {
+    __m512i one = _mm512_set1_epi32(0x3F803F80);            /* bf16 pairs (1, 1) */
+    return _mm512_reduce_add_ps(_mm512_dpbf16_ps(_mm512_loadu_ps(p), (__m512bh)one, (__m512bh)one));
+}
+typedef struct { unsigned char palette, start, r[14]; unsigned short colsb[16]; unsigned char rows[16]; } cfg_t;
+__attribute__((target("amx-tile,amx-bf16"))) static int fa(void) {
+    static float c[16 * 16];
+    cfg_t g;
+    memset(&g, 0, sizeof g);
+    g.palette = 1;
+    for (int t = 0; t < 3; t++) { g.rows[t] = 16; g.colsb[t] = 64; }
+    _tile_loadconfig(&g);
+    _tile_zero(0); _tile_zero(1); _tile_zero(2);
+    _tile_dpbf16ps(0, 1, 2);
+    _tile_stored(0, c, 64);
+    _tile_release();
+    return (int)c[0];
+}
+#define HAVE_BF16_PROBE 1
+#endif
 int main(void) {
     float x[16] = {0};
     __builtin_cpu_init();
@@ -98,6 +126,15 @@ int main(void) {
         printf("avx2 %g\n", f2(x));
         if (__builtin_cpu_supports("avx512f"))
             printf("avx512 %g\n", f5(x));
+#ifdef HAVE_BF16_PROBE
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16")) {
+            printf("avx512bf16 %g\n", fb(x));
+            if (__builtin_cpu_supports("amx-tile") && __builtin_cpu_supports("amx-bf16") &&
+                    syscall(SYS_arch_prctl, 0x1023, 18) == 0)
+                printf("amx %d\n", fa());
+        }
+#endif
     }
     return 0;
 }
@@ -119,19 +156,25 @@ def host_isas(cc: str) -> tuple:
             out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60).stdout
         except (OSError, subprocess.TimeoutExpired):
             return tuple(found)
-    found += [isa for isa in ("avx2", "avx512") if any(l.split()[:1] == [isa] for l in out.splitlines())]
+    found += [isa for isa in ISAS[1:] if any(l.split()[:1] == [isa] for l in out.splitlines())]
     return tuple(found)
 
 
-def resolve_isa(cc: str, isa: str | None = None) -> str:
-    """isa None / "auto" / "native": the best of host_isas(cc); else one of ISAS, as given."""
+def resolve_isa(cc: str, isa: str | None = None, precision: str = "fp32") -> str:
+    """isa None / "auto" / "native": the best of host_isas(cc) for `precision` (fp32 code has no use
+    for avx512bf16 / amx: its best is avx512); else one of ISAS, as given."""
     if isa in (None, "auto", "native"):
         env = os.environ.get("REFEXIT_ISA")
         if env and env not in ("auto", "native"):
-            return resolve_isa(cc, env)
-        return host_isas(cc)[-1]
+            if precision == "fp32" and env in BF16_ISAS:
+                env = "avx512"
+            return resolve_isa(cc, env, precision)
+        usable = [i for i in host_isas(cc) if precision != "fp32" or i not in BF16_ISAS]
+        return usable[-1]
     if isa not in ISAS:
         raise BuildError(f"isa must be one of {', '.join(ISAS)} (or None for this CPU's best), got {isa!r}")
+    if precision == "fp32" and isa in BF16_ISAS:
+        raise BuildError(f"isa {isa!r} is for bf16 builds (precision=\"bf16\"); fp32 code uses avx512")
     return isa
 
 
@@ -187,13 +230,14 @@ def compile_c(c_path: Path, out: Path, cc: str, flag_list: list[str], include_di
 
 
 def build(c_path: str | Path, out_dir: str | Path, prefix: str, cc: str | None = None,
-          openmp: bool | None = None, extra_flags=(), isa: str | None = None) -> BuildResult:
+          openmp: bool | None = None, extra_flags=(), isa: str | None = None,
+          precision: str = "fp32") -> BuildResult:
     """Compile `c_path` (its header beside it) into out_dir/lib<prefix>.so, through the cache.
     isa: "scalar", "avx2", "avx512", or None for the best this compiler and CPU have
     ($REFEXIT_ISA overrides that default)."""
     c_path, out_dir = Path(c_path), Path(out_dir)
     cc = compiler(cc)
-    isa = resolve_isa(cc, isa)
+    isa = resolve_isa(cc, isa, precision)
     flag_list = flags(cc, openmp, extra_flags, isa)
     flag_list += link_flags(flag_list)
     h_path = c_path.with_suffix(".h")

@@ -20,7 +20,7 @@ import refexit
 
 from . import pack
 
-CODEGEN_FORMAT = 3     # bump when the generated C or the binding contract changes
+CODEGEN_FORMAT = 4     # bump when the generated C or the binding contract changes
 
 # (name, code, message, Python exception: "checkpoint" | "input" | "memory")
 ERRORS = [
@@ -43,6 +43,8 @@ ERRORS = [
     ("ERR_CAPACITY", 15, "the output buffer is too small (*n_tokens holds the size needed)", "input"),
     ("ERR_VOCAB", 16, "the weights file holds no usable vocabulary (the text functions need one)", "checkpoint"),
     ("ERR_PADDING", 17, "the attention mask is not right padding (nonzero for the tokens, then zero)", "input"),
+    ("ERR_PRECISION", 18, "the weights file is of another precision (fp32 / bf16) than this library was "
+                          "compiled for", "checkpoint"),
 ]
 
 POLICY_RULES = {
@@ -171,7 +173,7 @@ def provenance(plan, what: str) -> str:
         f"ponder={'hidden ' + str(plan.ponder_hidden) if plan.ponder_hidden else 'no'}",
         f"policy:  {plan.policy.repr}",
         f"options: prefix={plan.prefix} max_length={plan.max_length} max_batch={plan.max_batch} "
-        f"max_tokens={plan.max_tokens}",
+        f"max_tokens={plan.max_tokens} precision={plan.precision}",
         f"weights: {plan.prefix}.weights (format {pack.FORMAT_VERSION}, {pack.file_size(plan)} bytes)",
     ]
     body = "\n".join(" * " + c_comment(line) for line in lines)
@@ -192,9 +194,10 @@ def _context(plan) -> dict:
            "file_size": pack.file_size(plan),
            "magic": ", ".join(f"'{chr(b)}'" for b in pack.MAGIC),
            "hash_bytes": ", ".join(f"0x{b:02x}" for b in hb),
-           "dims": ", ".join(str(d) for d in plan.dims()), "panel": pack.PANEL}
+           "dims": ", ".join(str(d) for d in plan.dims()), "panel": pack.PANEL,
+           "precision_code": pack.PRECISION_CODES[plan.precision], "bf16_k": pack.BF16_K}
     return dict(
-        p=plan, prefix=plan.prefix, PREFIX=plan.prefix.upper(), errors=[e[:3] for e in ERRORS],
+        p=plan, prefix=plan.prefix, bf16=plan.precision == "bf16", PREFIX=plan.prefix.upper(), errors=[e[:3] for e in ERRORS],
         fb=plan.fastbert, kinds=kinds, head_layers=head_layers,
         last_reads_cls=plan.heads[L - 1].kind in ("pooler_linear", "shared_pooler"),
         slots=[(c_lvalue(s.name), s) for s in plan.tensors],

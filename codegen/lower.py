@@ -84,6 +84,8 @@ class Plan:
     max_length: int
     max_batch: int
     max_tokens: int
+    # what the layer GEMMs compute in: "fp32" or "bf16" (refexit.PRECISIONS; pack.PRECISION_CODES)
+    precision: str
     # weights blob
     tensors: list                      # [pack.Slot] in blob order
     vocab_bytes: bytes
@@ -146,10 +148,17 @@ def _head_plan(head) -> HeadPlan:
 
 
 def lower(model, policy: Policy | None = None, prefix: str | None = None, max_length: int | None = None,
-          max_batch: int = DEFAULT_MAX_BATCH, max_tokens: int | None = None) -> Plan:
+          max_batch: int = DEFAULT_MAX_BATCH, max_tokens: int | None = None,
+          precision: str | None = None) -> Plan:
     """Model + policy -> Plan. Validates the policy against the model (as the oracle does) and
-    everything the C code relies on (prefix is a C identifier, one fastbert shape, sizes)."""
+    everything the C code relies on (prefix is a C identifier, one fastbert shape, sizes).
+    precision: "fp32" or "bf16" (None: the model's own, model.precision, fp32 unless it was made by
+    with_precision)."""
+    from refexit.model import PRECISIONS
     from refexit.policies import Static
+    precision = getattr(model, "precision", "fp32") if precision is None else precision
+    if precision not in PRECISIONS or precision not in pack.PRECISION_CODES:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     cfg = model.config
     L = cfg.num_hidden_layers
     policy = policy if policy is not None else Static(L)
@@ -199,7 +208,7 @@ def lower(model, policy: Policy | None = None, prefix: str | None = None, max_le
                 ponder_hidden=int(ep.ponder["hid.w"].shape[0]) if use_ponder else 0,
                 exit_feature_size=int(F), policy=_policy_plan(policy, L),
                 max_length=int(max_length), max_batch=int(max_batch), max_tokens=int(max_tokens),
-                tensors=[], vocab_bytes=vocab_bytes, source=str(model.source or ""), warnings=list(warnings))
+                precision=precision, tensors=[], vocab_bytes=vocab_bytes, source=str(model.source or ""), warnings=list(warnings))
     tok = model.tokenizer if model.tokenizer is not None else cfg
     plan.do_lower_case = bool(tok.do_lower_case)
     plan.strip_accents = tok.strip_accents

@@ -1,17 +1,18 @@
 """Packing: the model's weights -> one blob file `<prefix>.weights` that the C code memory-maps.
 
-Format version 2, all integers little-endian, all arrays little-endian float32:
+Format version 3, all integers little-endian, all arrays little-endian float32 except the layer
+GEMMs' packed weights of a bf16 file (little-endian bfloat16 bits):
 
     offset  size  field
          0     8  magic b"REFEXITW"
-         8     4  format version (2)
+         8     4  format version (3)
         12     4  header size (192)
         16    32  model hash: SHA-256 of the payload (bytes [payload offset, file size))
         48     8  file size
         56     8  payload offset (= header size)
         64     8  payload size
         72     4  checksum: CRC-32 (ISO-HDLC, as zlib.crc32) of the payload
-        76     4  reserved (0)
+        76     4  precision of the layer GEMMs' weights: 0 fp32, 1 bf16 (PRECISION_CODES)
         80     8  vocab offset (absolute) of the trailing vocab.txt section
         88     8  vocab length in bytes (0: no vocabulary)
         96    64  16 x u32 dims: vocab, hidden, layers, attention heads, intermediate, positions,
@@ -35,6 +36,14 @@ k-major, so the kernel reads one contiguous PANEL-float row of weights per step 
 N are zero. The layout does not depend on the instruction set (scalar, AVX2 and AVX-512 code read
 the same file). Every other Linear weight (pooler, exit heads) keeps Hugging Face's [out, in].
 
+bf16 files (precision 1) store those four packed weights as bfloat16 (rounded to nearest even,
+subnormals flushed to zero), in pairs of k: W [N, K] becomes [ceil(N / PANEL)][Kp / 2][PANEL][2]
+with Kp = K rounded up to a multiple of BF16_K (32; zeros past K): out[p, kk, j, e] =
+W[p*PANEL + j, 2 kk + e]. One row of a panel (PANEL pairs, 128 bytes) is then one step of
+VDPBF16PS on two 512-bit registers, and 16 rows of half a panel are one AMX B tile (16 pairs x
+16 outputs, row stride 128 bytes); the scalar and AVX2 code read the same layout. Everything else
+stays float32.
+
 The model hash covers the arrays and the vocabulary, so a weights file made from another model
 (or another tokenizer) is refused by code generated for this one; the checksum catches corruption.
 """
@@ -54,8 +63,10 @@ from refexit.errors import CheckpointError
 from refexit.heads import param_shapes
 
 MAGIC = b"REFEXITW"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 PANEL = 32                 # outputs per packed weight panel (the micro-kernel's NR)
+BF16_K = 32                # bf16 panels: K padded to a multiple of this (one AMX tile of k)
+PRECISION_CODES = {"fp32": 0, "bf16": 1}
 HEADER_SIZE = 192
 ALIGN = 64
 HEADER = struct.Struct("<8sII32sQQQIIQQ16I32x")
@@ -72,6 +83,7 @@ class Slot:
     name: str          # canonical name (refexit.checkpoint), e.g. "layers.0.attn.q.w", "heads.1.fc.b"
     shape: tuple
     offset: int        # absolute byte offset in the file, multiple of ALIGN
+    dtype: str = "<f4"  # "<f4", or "<u2" for bfloat16 bits
 
     @property
     def count(self) -> int:
@@ -79,11 +91,7 @@ class Slot:
 
     @property
     def nbytes(self) -> int:
-        return 4 * self.count
-
-    @property
-    def float_offset(self) -> int:          # index into the blob seen as float[]
-        return self.offset // 4
+        return np.dtype(self.dtype).itemsize * self.count
 
 
 def _align(n: int) -> int:
@@ -117,12 +125,30 @@ def pack_panels(w: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(padded.reshape(p, PANEL, k).transpose(0, 2, 1))
 
 
+def bf16_bits(x: np.ndarray) -> np.ndarray:
+    """float32 -> uint16 bfloat16 bits, as refexit.nn.round_bf16 rounds (nearest even, subnormals 0)."""
+    from refexit.nn import round_bf16
+    return (round_bf16(np.asarray(x, np.float32)).view(np.uint32) >> 16).astype(np.uint16)
+
+
+def pack_panels_bf16(w: np.ndarray) -> np.ndarray:
+    """W [N, K] -> [ceil(N / PANEL), Kp / 2, PANEL, 2] bf16 bits (Kp: K rounded up to BF16_K):
+    out[p, kk, j, e] = bf16(W[p*PANEL + j, 2 kk + e]), zero past N and K."""
+    w = np.asarray(w, dtype=np.float32)
+    n, k = w.shape
+    p, kp = -(-n // PANEL), -(-k // BF16_K) * BF16_K
+    padded = np.zeros((p * PANEL, kp), np.float32)
+    padded[:n, :k] = w
+    return np.ascontiguousarray(bf16_bits(padded).reshape(p, PANEL, kp // 2, 2).transpose(0, 2, 1, 3))
+
+
 def _is_packed(name: str) -> bool:
     return name.startswith("layers.") and name.split(".", 2)[2] in _PACKED
 
 
-def _layer_array(model, name: str) -> np.ndarray:
-    """layers.{i}.attn.qkv.{w,b} (q, k, v concatenated) and the packed weights."""
+def _layer_array(model, name: str, precision: str = "fp32") -> np.ndarray:
+    """layers.{i}.attn.qkv.{w,b} (q, k, v concatenated) and the packed weights (bf16 panels when
+    precision is "bf16")."""
     _, i, part = name.split(".", 2)
     if part.startswith("attn.qkv."):
         suf = part[-1]
@@ -130,11 +156,13 @@ def _layer_array(model, name: str) -> np.ndarray:
                               for x in "qkv"])
     else:
         arr = model.weights[name]
-    return pack_panels(arr) if _is_packed(name) else arr
+    if not _is_packed(name):
+        return arr
+    return pack_panels_bf16(arr) if precision == "bf16" else pack_panels(arr)
 
 
-def array_shape(model, name: str) -> tuple:
-    """The shape of get_array(model, name), without packing anything."""
+def array_shape(model, name: str, precision: str = "fp32") -> tuple:
+    """The shape of get_array(model, name, precision), without packing anything."""
     if not name.startswith("layers."):
         return tuple(int(d) for d in np.shape(get_array(model, name)))
     _, i, part = name.split(".", 2)
@@ -145,15 +173,21 @@ def array_shape(model, name: str) -> tuple:
         shape = np.shape(model.weights[name])
     if _is_packed(name):
         n, k = shape
+        if precision == "bf16":
+            return (-(-int(n) // PANEL), -(-int(k) // BF16_K) * BF16_K // 2, PANEL, 2)
         return (-(-int(n) // PANEL), int(k), PANEL)
     return tuple(int(d) for d in shape)
 
 
-def get_array(model, name: str) -> np.ndarray:
+def array_dtype(name: str, precision: str = "fp32") -> str:
+    return "<u2" if precision == "bf16" and _is_packed(name) else "<f4"
+
+
+def get_array(model, name: str, precision: str = "fp32") -> np.ndarray:
     """Canonical name -> the array stored in the blob (backbone, heads.{i}.*, lte.*, ponder.*);
     layers.{i}.attn.qkv.* are the fused q, k, v, the layer GEMMs' weights come packed."""
     if name.startswith("layers."):
-        return _layer_array(model, name)
+        return _layer_array(model, name, precision)
     ep = model.exits
     if name.startswith("heads."):
         _, i, rest = name.split(".", 2)
@@ -168,10 +202,10 @@ def get_array(model, name: str) -> np.ndarray:
 def layout(model, plan) -> list[Slot]:
     slots, pos = [], HEADER_SIZE
     for name in tensor_order(model, plan):
-        shape = array_shape(model, name)
-        pos = _align(pos)
-        slots.append(Slot(name, shape, pos))
-        pos += 4 * int(np.prod(shape, dtype=np.int64))
+        slot = Slot(name, array_shape(model, name, plan.precision), _align(pos),
+                    array_dtype(name, plan.precision))
+        slots.append(slot)
+        pos = slot.offset + slot.nbytes
     return slots
 
 
@@ -190,7 +224,7 @@ def _payload_chunks(model, plan):
     for slot in plan.tensors:
         if slot.offset > pos:
             yield bytes(slot.offset - pos)
-        arr = np.ascontiguousarray(get_array(model, slot.name), dtype="<f4")
+        arr = np.ascontiguousarray(get_array(model, slot.name, plan.precision), dtype=slot.dtype)
         if arr.shape != slot.shape:
             raise CheckpointError(f"{slot.name}: shape {arr.shape} changed since lowering ({slot.shape})")
         yield memoryview(arr).cast("B")
@@ -211,7 +245,8 @@ def model_hash(model, plan) -> str:
 def header_bytes(plan, checksum: int) -> bytes:
     size = file_size(plan)
     return HEADER.pack(MAGIC, FORMAT_VERSION, HEADER_SIZE, bytes.fromhex(plan.model_hash), size,
-                       HEADER_SIZE, size - HEADER_SIZE, checksum, 0, vocab_offset(plan),
+                       HEADER_SIZE, size - HEADER_SIZE, checksum, PRECISION_CODES[plan.precision],
+                       vocab_offset(plan),
                        len(plan.vocab_bytes), *plan.dims())
 
 
@@ -249,6 +284,7 @@ class Header:
     payload_offset: int
     payload_size: int
     checksum: int
+    precision: str
     vocab_offset: int
     vocab_length: int
     dims: tuple
@@ -260,7 +296,9 @@ def read_header(path: str | Path) -> Header:
     if len(raw) < HEADER_SIZE:
         raise CheckpointError(f"{path}: truncated header ({len(raw)} of {HEADER_SIZE} bytes)")
     f = HEADER.unpack(raw)
-    return Header(f[0], f[1], f[2], f[3].hex(), f[4], f[5], f[6], f[7], f[9], f[10], tuple(f[11:]))
+    names = {code: name for name, code in PRECISION_CODES.items()}
+    return Header(f[0], f[1], f[2], f[3].hex(), f[4], f[5], f[6], f[7], names.get(f[8], f"unknown ({f[8]})"),
+                  f[9], f[10], tuple(f[11:]))
 
 
 def read_vocab(path: str | Path) -> list[str]:

@@ -83,6 +83,12 @@ def add_subcommand(subparsers) -> None:
     p.add_argument("--max-length", type=int, help="longest sequence (default: the model's)")
     p.add_argument("--max-batch", type=int, default=32, help="samples per internal chunk")
     p.add_argument("--exits", type=Path, help="an exits.safetensors other than MODEL_DIR's")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="what the layer GEMMs compute in: fp32 (default) or bf16 (bf16 weights and "
+                        "inputs, fp32 sums; half the weights file)")
+    p.add_argument("--isa", choices=("scalar", "avx2", "avx512", "avx512bf16", "amx"),
+                   help="instruction set (default: the best this compiler and CPU have; "
+                        "avx512bf16 and amx for bf16 only)")
     p.add_argument("--cc", help="C compiler (default: $CC or cc)")
     p.add_argument("--no-openmp", action="store_true", help="build without OpenMP")
     p.add_argument("--standalone", action="store_true",
@@ -101,7 +107,8 @@ def _cmd_compile(args) -> int:
         warnings.simplefilter("always")
         cm = codegen.compile_model(model, policy, args.out_dir, prefix=prefix, max_length=args.max_length,
                                    max_batch=args.max_batch, cc=args.cc,
-                                   openmp=False if args.no_openmp else None)
+                                   openmp=False if args.no_openmp else None, precision=args.precision,
+                                   isa=args.isa)
     for w in caught:
         print(f"warning: {w.message}")
     m = cm.manifest
@@ -110,7 +117,7 @@ def _cmd_compile(args) -> int:
         path = Path(args.out_dir) / m[key]
         print(f"  {m[key]:<32} {path.stat().st_size:>12,} bytes")
     print(f"  model hash {m['model_hash']}; layers {m['num_layers']}, labels {m['num_labels']}, "
-          f"max length {m['max_length']}; OpenMP {'on' if m['openmp'] else 'off'}")
+          f"max length {m['max_length']}; {m['precision']} on {m['isa']}; OpenMP {'on' if m['openmp'] else 'off'}")
     if getattr(args, "standalone", False):
         from codegen.standalone import build_standalone
         res = build_standalone(args.out_dir, prefix=m["prefix"], cc=args.cc,

@@ -22,10 +22,15 @@ from .results import ClassifyResult, LayerTrace
 from .tokenizer import unpack
 
 
+PRECISIONS = ("fp32", "bf16")   # what the layer GEMMs compute in (codegen.compile_model(precision=))
+_GEMM_WEIGHTS = ("attn.q.w", "attn.k.w", "attn.v.w", "attn.o.w", "ffn.up.w", "ffn.down.w")
+
+
 class Model:
     def __init__(self, config: BertConfig, weights: dict, exits: ExitParams, label_names: list,
-                 tokenizer=None, source: str | None = None):
+                 tokenizer=None, source: str | None = None, precision: str = "fp32"):
         self.config = config
+        self.precision = precision      # PRECISIONS: how the six projections of every layer compute
         self.weights = weights          # canonical name -> array (see checkpoint.py)
         self.exits = exits              # exit heads [L], LTE, ponder, temperatures
         self.label_names = list(label_names)
@@ -55,7 +60,28 @@ class Model:
     def astype(self, dtype) -> "Model":
         """The same model computing in `dtype` (np.float64 for tight checks)."""
         return Model(self.config, {k: v.astype(dtype) for k, v in self.weights.items()},
-                     self.exits.astype(dtype), self.label_names, self.tokenizer, self.source)
+                     self.exits.astype(dtype), self.label_names, self.tokenizer, self.source, self.precision)
+
+    def with_precision(self, precision: str) -> "Model":
+        """The model as the compiled C of `precision` computes it (docs/codegen.md, "Precisions").
+
+        "bf16": the six projections of every layer (q, k, v, o, up, down) use bf16 weights (rounded
+        to nearest even) and round their input activations to bf16 where they enter the product;
+        products and sums in this model's dtype (float32, or float64 for tight checks), as the C
+        accumulates exact bf16 products in fp32. Embeddings, biases, residuals, LayerNorm, GELU,
+        attention scores and context, pooler, exit heads and policies are unchanged."""
+        if precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if self.precision != "fp32":
+            raise InputError(f"this model already emulates {self.precision}; call with_precision on "
+                             f"the fp32 model")
+        weights = dict(self.weights)
+        if precision == "bf16":
+            for k in weights:
+                if k.startswith("layers.") and k.split(".", 2)[2] in _GEMM_WEIGHTS:
+                    weights[k] = nn.round_bf16(weights[k])
+        return Model(self.config, weights, self.exits, self.label_names, self.tokenizer, self.source,
+                     precision)
 
     # ------------------------------------------------------------------ input checking
     def rows(self, enc) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -91,7 +117,7 @@ class Model:
             key_mask = np.ones(len(x), dtype=bool)
         c = self.config
         return nn.encoder_layer(x, key_mask, self._layers[i], c.num_attention_heads, c.hidden_act,
-                                c.layer_norm_eps)
+                                c.layer_norm_eps, nn.LINEAR[self.precision])
 
     def head(self, layer: int, x):
         """Exit head after 1-based `layer` on real-token states x [n, H] -> (logits [C], feat [F])."""
@@ -196,6 +222,7 @@ class Model:
         kinds = sorted({h.kind for h in self.exits.heads[:-1] if h is not None}) or ["none"]
         return (f"<refexit.Model L={c.num_hidden_layers} H={c.hidden_size} heads={c.num_attention_heads} "
                 f"labels={self.label_names} exits={'/'.join(kinds)} dtype={np.dtype(self.dtype).name} "
+                f"{'' if self.precision == 'fp32' else 'precision=' + self.precision + ' '}"
                 f"from {self.source}>")
 
 

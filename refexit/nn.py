@@ -69,6 +69,26 @@ def linear(x, w, b):                            # [..., in] @ [out, in].T + [out
     return x @ w.T + b
 
 
+# ---------------------------------------------------------------- reduced precision (emulated)
+def round_bf16(x):
+    """x rounded to bfloat16 (round to nearest even), kept in x's dtype: the value the compiled C
+    feeds to a bf16 GEMM. Float64 input is first rounded to float32 (the C rounds float32 values);
+    subnormal float32 values become signed zero (as VCVTNE2PS2BF16 does); NaN stays NaN."""
+    f = np.ascontiguousarray(x, dtype=np.float32)
+    u = f.view(np.uint32).astype(np.uint64)
+    r = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16                  # round to nearest even
+    r = np.where((u & 0x7F800000) == 0, u & 0x80000000, r)            # subnormal -> signed 0
+    r = np.where(np.isnan(f), (u | 0x00400000) & 0xFFFF0000, r)       # NaN stays a (quiet) NaN
+    return r.astype(np.uint32).view(np.float32).reshape(np.shape(x)).astype(np.asarray(x).dtype)
+
+
+def linear_bf16(x, w, b):                       # w: already bf16 values; x rounded where it enters
+    return round_bf16(x) @ w.T + b
+
+
+LINEAR = {"fp32": linear, "bf16": linear_bf16}  # precision -> the layer GEMMs' linear
+
+
 def softmax(z, axis=-1):                        # max-subtracted
     z = z - z.max(axis=axis, keepdims=True)
     e = np.exp(z)
@@ -95,8 +115,9 @@ def argmax(z):                                  # [N, C] -> [N]; ties go to the 
 
 
 # ---------------------------------------------------------------- attention and the layer
-def attention(x, key_mask, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b, n_heads: int):
-    """Self-attention of one sequence. x [T, D], key_mask [T] bool (False = padded key, skipped)."""
+def attention(x, key_mask, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b, n_heads: int, linear=linear):
+    """Self-attention of one sequence. x [T, D], key_mask [T] bool (False = padded key, skipped).
+    linear: the projections' product (LINEAR[precision]); scores and context stay in x's dtype."""
     T, D = x.shape
     d = D // n_heads
     q = linear(x, q_w, q_b).reshape(T, n_heads, d).transpose(1, 0, 2)   # [nh, T, d]
@@ -109,10 +130,11 @@ def attention(x, key_mask, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b, n_heads: int)
     return linear(ctx, o_w, o_b)                                        # [T, D]
 
 
-def encoder_layer(x, key_mask, p: dict, n_heads: int, act: str, eps: float):
-    """One BERT layer (post-LN). x [T, H], key_mask [T] bool, p: the layer's weights by short name."""
+def encoder_layer(x, key_mask, p: dict, n_heads: int, act: str, eps: float, linear=linear):
+    """One BERT layer (post-LN). x [T, H], key_mask [T] bool, p: the layer's weights by short name.
+    linear: the product of the six projections (LINEAR[precision]); everything else in x's dtype."""
     a = attention(x, key_mask, p["attn.q.w"], p["attn.q.b"], p["attn.k.w"], p["attn.k.b"],
-                  p["attn.v.w"], p["attn.v.b"], p["attn.o.w"], p["attn.o.b"], n_heads)  # [T, H]
+                  p["attn.v.w"], p["attn.v.b"], p["attn.o.w"], p["attn.o.b"], n_heads, linear)  # [T, H]
     x = layer_norm(x + a, p["attn.ln.w"], p["attn.ln.b"], eps)                          # [T, H]
     f = ACTIVATION[act](linear(x, p["ffn.up.w"], p["ffn.up.b"]))                        # [T, I]
     f = linear(f, p["ffn.down.w"], p["ffn.down.b"])                                     # [T, H]

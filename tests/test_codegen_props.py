@@ -55,7 +55,7 @@ POLICIES = ("entropy", "norm_entropy", "max_prob", "learned", "ponder", "patienc
 REGRESSION_OK = ("learned", "ponder", "patience", "window", "static")
 
 DEFAULT_ISA = build.resolve_isa(build.compiler())
-OTHER_ISAS = [i for i in build.host_isas(build.compiler()) if i != DEFAULT_ISA]
+OTHER_ISAS = [i for i in build.host_isas(build.compiler()) if i != DEFAULT_ISA and i not in build.BF16_ISAS]
 
 STATS = Counter()
 _MODELS: dict = {}

@@ -29,7 +29,7 @@ import codegen
 from codegen import build, emit, pack
 from codegen.lower import lower
 
-ISAS = build.host_isas(build.compiler())
+ISAS = [i for i in build.host_isas(build.compiler()) if i not in build.BF16_ISAS]   # fp32 code
 EPS32 = float(np.finfo(np.float32).eps)
 EXP_REL, ERF_ABS, GELU_ABS = 4e-7, 5e-7, 5e-7
 EPI = {"none": 0, "bias": 1, "act": 2, "add": 3}
