@@ -30,12 +30,13 @@ from refexit.errors import RefexitError
 
 BASE_FLAGS = ("-O3", "-std=c99", "-fPIC", "-shared", "-Wall", "-Wextra", "-Werror")
 LIBS = ("-lm",)
-# portable C99, x86-64 AVX2+FMA, AVX-512F; for bf16 builds also AVX512-BF16 (VDPBF16PS) and AMX-BF16
+# portable C99, x86-64 AVX2+FMA, AVX-512F; for bf16 / int8 builds also AVX-512 with BF16 and VNNI
+# (VDPBF16PS, VPDPBUSD: Zen 4, Sapphire Rapids) and AMX (BF16 and INT8 tiles: Sapphire Rapids)
 ISAS = ("scalar", "avx2", "avx512", "avx512bf16", "amx")
 ISA_FLAGS = {"scalar": (), "avx2": ("-DREFEXIT_ISA_AVX2",), "avx512": ("-DREFEXIT_ISA_AVX512",),
              "avx512bf16": ("-DREFEXIT_ISA_AVX512", "-DREFEXIT_ISA_BF16"),
              "amx": ("-DREFEXIT_ISA_AVX512", "-DREFEXIT_ISA_AMX")}
-BF16_ISAS = ("avx512bf16", "amx")                   # only bf16 code uses their instructions
+BF16_ISAS = ("avx512bf16", "amx")                   # only bf16 / int8 code uses their instructions
 
 
 class BuildError(RefexitError):
@@ -99,12 +100,14 @@ __attribute__((target("avx2,fma,avx512f"))) static float f5(const float *p) {
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-__attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512bf16"))) static float fb(const float *p) {
+__attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512bf16,avx512vnni"))) static float fb(const float *p) {
     __m512i one = _mm512_set1_epi32(0x3F803F80);            /* bf16 pairs (1, 1) */
-    return _mm512_reduce_add_ps(_mm512_dpbf16_ps(_mm512_loadu_ps(p), (__m512bh)one, (__m512bh)one));
+    __m512i q = _mm512_dpbusd_epi32(_mm512_setzero_si512(), one, one);
+    return _mm512_reduce_add_ps(_mm512_dpbf16_ps(_mm512_loadu_ps(p), (__m512bh)one, (__m512bh)one)) +
+           (float)_mm512_reduce_add_epi32(q);
 }
 typedef struct { unsigned char palette, start, r[14]; unsigned short colsb[16]; unsigned char rows[16]; } cfg_t;
-__attribute__((target("amx-tile,amx-bf16"))) static int fa(void) {
+__attribute__((target("amx-tile,amx-bf16,amx-int8"))) static int fa(void) {
     static float c[16 * 16];
     cfg_t g;
     memset(&g, 0, sizeof g);
@@ -113,6 +116,7 @@ __attribute__((target("amx-tile,amx-bf16"))) static int fa(void) {
     _tile_loadconfig(&g);
     _tile_zero(0); _tile_zero(1); _tile_zero(2);
     _tile_dpbf16ps(0, 1, 2);
+    _tile_dpbssd(0, 1, 2);
     _tile_stored(0, c, 64);
     _tile_release();
     return (int)c[0];
@@ -128,9 +132,11 @@ int main(void) {
             printf("avx512 %g\n", f5(x));
 #ifdef HAVE_BF16_PROBE
         if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16")) {
+                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16") &&
+                __builtin_cpu_supports("avx512vnni")) {
             printf("avx512bf16 %g\n", fb(x));
             if (__builtin_cpu_supports("amx-tile") && __builtin_cpu_supports("amx-bf16") &&
+                    __builtin_cpu_supports("amx-int8") &&
                     syscall(SYS_arch_prctl, 0x1023, 18) == 0)
                 printf("amx %d\n", fa());
         }
@@ -174,7 +180,8 @@ def resolve_isa(cc: str, isa: str | None = None, precision: str = "fp32") -> str
     if isa not in ISAS:
         raise BuildError(f"isa must be one of {', '.join(ISAS)} (or None for this CPU's best), got {isa!r}")
     if precision == "fp32" and isa in BF16_ISAS:
-        raise BuildError(f"isa {isa!r} is for bf16 builds (precision=\"bf16\"); fp32 code uses avx512")
+        raise BuildError(f"isa {isa!r} is for bf16 and int8 builds (precision=\"bf16\" or \"int8\"); "
+                         f"fp32 code uses avx512")
     return isa
 
 

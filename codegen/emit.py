@@ -43,7 +43,7 @@ ERRORS = [
     ("ERR_CAPACITY", 15, "the output buffer is too small (*n_tokens holds the size needed)", "input"),
     ("ERR_VOCAB", 16, "the weights file holds no usable vocabulary (the text functions need one)", "checkpoint"),
     ("ERR_PADDING", 17, "the attention mask is not right padding (nonzero for the tokens, then zero)", "input"),
-    ("ERR_PRECISION", 18, "the weights file is of another precision (fp32 / bf16) than this library was "
+    ("ERR_PRECISION", 18, "the weights file is of another precision (fp32 / bf16 / int8) than this library was "
                           "compiled for", "checkpoint"),
 ]
 
@@ -195,9 +195,10 @@ def _context(plan) -> dict:
            "magic": ", ".join(f"'{chr(b)}'" for b in pack.MAGIC),
            "hash_bytes": ", ".join(f"0x{b:02x}" for b in hb),
            "dims": ", ".join(str(d) for d in plan.dims()), "panel": pack.PANEL,
-           "precision_code": pack.PRECISION_CODES[plan.precision], "bf16_k": pack.BF16_K}
+           "precision_code": pack.PRECISION_CODES[plan.precision], "bf16_k": pack.BF16_K,
+           "int8_k": pack.INT8_K}
     return dict(
-        p=plan, prefix=plan.prefix, bf16=plan.precision == "bf16", PREFIX=plan.prefix.upper(), errors=[e[:3] for e in ERRORS],
+        p=plan, prefix=plan.prefix, bf16=plan.precision == "bf16", int8=plan.precision == "int8", PREFIX=plan.prefix.upper(), errors=[e[:3] for e in ERRORS],
         fb=plan.fastbert, kinds=kinds, head_layers=head_layers,
         last_reads_cls=plan.heads[L - 1].kind in ("pooler_linear", "shared_pooler"),
         slots=[(c_lvalue(s.name), s) for s in plan.tensors],

@@ -12,7 +12,7 @@ GEMMs' packed weights of a bf16 file (little-endian bfloat16 bits):
         56     8  payload offset (= header size)
         64     8  payload size
         72     4  checksum: CRC-32 (ISO-HDLC, as zlib.crc32) of the payload
-        76     4  precision of the layer GEMMs' weights: 0 fp32, 1 bf16 (PRECISION_CODES)
+        76     4  precision of the layer GEMMs' weights: 0 fp32, 1 bf16, 2 int8 (PRECISION_CODES)
         80     8  vocab offset (absolute) of the trailing vocab.txt section
         88     8  vocab length in bytes (0: no vocabulary)
         96    64  16 x u32 dims: vocab, hidden, layers, attention heads, intermediate, positions,
@@ -44,6 +44,14 @@ VDPBF16PS on two 512-bit registers, and 16 rows of half a panel are one AMX B ti
 16 outputs, row stride 128 bytes); the scalar and AVX2 code read the same layout. Everything else
 stays float32.
 
+int8 files (precision 2) store them quantized per output channel (refexit.nn.quantize_int8:
+symmetric, q in [-127, 127], W ~ q * scale), in groups of four k: [ceil(N / PANEL)][Kp / 4][PANEL][4]
+int8 with Kp = K rounded up to INT8_K (64; zeros past K and N), one 128-byte row per four k (one
+VPDPBUSD step on two registers; 16 rows of half a panel are one AMX B tile). Each such weight is
+followed by two arrays of ceil(N / PANEL) * PANEL values (0 past N): `<name>s`, the float32 scales,
+and `<name>sum`, the int32 sums of q over k (VPDPBUSD multiplies unsigned by signed bytes: the C
+feeds it q_x + 128 and subtracts 128 * sum).
+
 The model hash covers the arrays and the vocabulary, so a weights file made from another model
 (or another tokenizer) is refused by code generated for this one; the checksum catches corruption.
 """
@@ -66,7 +74,8 @@ MAGIC = b"REFEXITW"
 FORMAT_VERSION = 3
 PANEL = 32                 # outputs per packed weight panel (the micro-kernel's NR)
 BF16_K = 32                # bf16 panels: K padded to a multiple of this (one AMX tile of k)
-PRECISION_CODES = {"fp32": 0, "bf16": 1}
+INT8_K = 64                # int8 panels: the same for int8 (64 bytes of k per AMX tile row)
+PRECISION_CODES = {"fp32": 0, "bf16": 1, "int8": 2}
 HEADER_SIZE = 192
 ALIGN = 64
 HEADER = struct.Struct("<8sII32sQQQIIQQ16I32x")
@@ -100,8 +109,11 @@ def _align(n: int) -> int:
 
 def tensor_order(model, plan) -> list[str]:
     names = ["emb.word", "emb.pos", "emb.type", "emb.ln.w", "emb.ln.b"]
+    parts = _LAYER_PARTS
+    if plan.precision == "int8":               # each packed weight, then its scales and sums
+        parts = sum(([p, p + "s", p + "sum"] if p in _PACKED else [p] for p in _LAYER_PARTS), [])
     for i in range(plan.num_layers):
-        names += [f"layers.{i}.{p}" for p in _LAYER_PARTS]
+        names += [f"layers.{i}.{p}" for p in parts]
     if plan.has_pooler:
         names += ["pooler.w", "pooler.b"]
     for i, h in enumerate(plan.heads):
@@ -142,22 +154,42 @@ def pack_panels_bf16(w: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(bf16_bits(padded).reshape(p, PANEL, kp // 2, 2).transpose(0, 2, 1, 3))
 
 
+def quantized(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """W [N, K] -> (packed q [ceil(N/PANEL), Kp/4, PANEL, 4] int8, scales [P*PANEL] float32,
+    sums of q over k [P*PANEL] int32), zeros past N and K (refexit.nn.quantize_int8)."""
+    from refexit.nn import quantize_int8
+    q, scale = quantize_int8(w)
+    n, k = q.shape
+    p, kp = -(-n // PANEL), -(-k // INT8_K) * INT8_K
+    padded = np.zeros((p * PANEL, kp), np.int8)
+    padded[:n, :k] = q
+    packed = np.ascontiguousarray(padded.reshape(p, PANEL, kp // 4, 4).transpose(0, 2, 1, 3))
+    scales = np.zeros(p * PANEL, np.float32)
+    scales[:n] = scale
+    return packed, scales, padded.sum(axis=1, dtype=np.int32)
+
+
 def _is_packed(name: str) -> bool:
     return name.startswith("layers.") and name.split(".", 2)[2] in _PACKED
 
 
 def _layer_array(model, name: str, precision: str = "fp32") -> np.ndarray:
-    """layers.{i}.attn.qkv.{w,b} (q, k, v concatenated) and the packed weights (bf16 panels when
-    precision is "bf16")."""
+    """layers.{i}.attn.qkv.{w,b} (q, k, v concatenated) and the packed weights (bf16 / int8 panels
+    for those precisions; int8 also <weight>s and <weight>sum)."""
     _, i, part = name.split(".", 2)
+    extra = {"ws": 1, "wsum": 2}.get(part.rsplit(".", 1)[-1])          # int8 scales / sums
+    if extra:
+        part = part.rsplit(".", 1)[0] + ".w"
     if part.startswith("attn.qkv."):
         suf = part[-1]
         arr = np.concatenate([np.asarray(model.weights[f"layers.{i}.attn.{x}.{suf}"], np.float32)
                               for x in "qkv"])
     else:
-        arr = model.weights[name]
-    if not _is_packed(name):
+        arr = model.weights[f"layers.{i}.{part}"]
+    if not _is_packed(f"layers.{i}.{part}"):
         return arr
+    if precision == "int8":
+        return quantized(arr)[extra or 0]
     return pack_panels_bf16(arr) if precision == "bf16" else pack_panels(arr)
 
 
@@ -166,6 +198,10 @@ def array_shape(model, name: str, precision: str = "fp32") -> tuple:
     if not name.startswith("layers."):
         return tuple(int(d) for d in np.shape(get_array(model, name)))
     _, i, part = name.split(".", 2)
+    extra = part.rsplit(".", 1)[-1] in ("ws", "wsum")
+    if extra:
+        part = part.rsplit(".", 1)[0] + ".w"
+        name = f"layers.{i}.{part}"
     if part.startswith("attn.qkv."):
         n, *k = np.shape(model.weights[f"layers.{i}.attn.q.{part[-1]}"])
         shape = (3 * n, *k)
@@ -173,6 +209,10 @@ def array_shape(model, name: str, precision: str = "fp32") -> tuple:
         shape = np.shape(model.weights[name])
     if _is_packed(name):
         n, k = shape
+        if extra:
+            return (-(-int(n) // PANEL) * PANEL,)
+        if precision == "int8":
+            return (-(-int(n) // PANEL), -(-int(k) // INT8_K) * INT8_K // 4, PANEL, 4)
         if precision == "bf16":
             return (-(-int(n) // PANEL), -(-int(k) // BF16_K) * BF16_K // 2, PANEL, 2)
         return (-(-int(n) // PANEL), int(k), PANEL)
@@ -180,6 +220,10 @@ def array_shape(model, name: str, precision: str = "fp32") -> tuple:
 
 
 def array_dtype(name: str, precision: str = "fp32") -> str:
+    if name.endswith(".wsum"):
+        return "<i4"
+    if precision == "int8" and _is_packed(name):
+        return "|i1"
     return "<u2" if precision == "bf16" and _is_packed(name) else "<f4"
 
 

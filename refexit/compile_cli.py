@@ -83,12 +83,13 @@ def add_subcommand(subparsers) -> None:
     p.add_argument("--max-length", type=int, help="longest sequence (default: the model's)")
     p.add_argument("--max-batch", type=int, default=32, help="samples per internal chunk")
     p.add_argument("--exits", type=Path, help="an exits.safetensors other than MODEL_DIR's")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                   help="what the layer GEMMs compute in: fp32 (default) or bf16 (bf16 weights and "
-                        "inputs, fp32 sums; half the weights file)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
+                   help="what the layer GEMMs compute in: fp32 (default), bf16 (bf16 weights and "
+                        "inputs, fp32 sums) or int8 (weights per output channel, inputs per token, "
+                        "int32 sums)")
     p.add_argument("--isa", choices=("scalar", "avx2", "avx512", "avx512bf16", "amx"),
                    help="instruction set (default: the best this compiler and CPU have; "
-                        "avx512bf16 and amx for bf16 only)")
+                        "avx512bf16 and amx for bf16 / int8 only)")
     p.add_argument("--cc", help="C compiler (default: $CC or cc)")
     p.add_argument("--no-openmp", action="store_true", help="build without OpenMP")
     p.add_argument("--standalone", action="store_true",

@@ -22,7 +22,7 @@ from .results import ClassifyResult, LayerTrace
 from .tokenizer import unpack
 
 
-PRECISIONS = ("fp32", "bf16")   # what the layer GEMMs compute in (codegen.compile_model(precision=))
+PRECISIONS = ("fp32", "bf16", "int8")   # what the layer GEMMs compute in (codegen.compile_model(precision=))
 _GEMM_WEIGHTS = ("attn.q.w", "attn.k.w", "attn.v.w", "attn.o.w", "ffn.up.w", "ffn.down.w")
 
 
@@ -38,6 +38,9 @@ class Model:
         self.source = source
         self._layers = [{k[len(f"layers.{i}."):]: v for k, v in weights.items() if k.startswith(f"layers.{i}.")}
                         for i in range(config.num_hidden_layers)]
+        if precision != "fp32":         # the six projections' weights as the C of `precision` holds them
+            self._layers = [{k: nn.LOWP_WEIGHT[precision](v) if k in _GEMM_WEIGHTS else v for k, v in p.items()}
+                            for p in self._layers]
 
     # ------------------------------------------------------------------ properties
     @property
@@ -68,19 +71,15 @@ class Model:
         "bf16": the six projections of every layer (q, k, v, o, up, down) use bf16 weights (rounded
         to nearest even) and round their input activations to bf16 where they enter the product;
         products and sums in this model's dtype (float32, or float64 for tight checks), as the C
-        accumulates exact bf16 products in fp32. Embeddings, biases, residuals, LayerNorm, GELU,
-        attention scores and context, pooler, exit heads and policies are unchanged."""
+        accumulates exact bf16 products in fp32.
+        "int8": those weights quantized per output channel (symmetric int8, one float32 scale per
+        output), their inputs per row (per token) where they enter, exact integer sums,
+        dequantized as acc * (x_scale * w_scale) + bias (nn.quantize_int8, nn.linear_int8).
+        Embeddings, biases, residuals, LayerNorm, GELU, attention scores and context, pooler, exit
+        heads and policies are unchanged. `weights` keeps the fp32 originals (what codegen packs)."""
         if precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        if self.precision != "fp32":
-            raise InputError(f"this model already emulates {self.precision}; call with_precision on "
-                             f"the fp32 model")
-        weights = dict(self.weights)
-        if precision == "bf16":
-            for k in weights:
-                if k.startswith("layers.") and k.split(".", 2)[2] in _GEMM_WEIGHTS:
-                    weights[k] = nn.round_bf16(weights[k])
-        return Model(self.config, weights, self.exits, self.label_names, self.tokenizer, self.source,
+        return Model(self.config, self.weights, self.exits, self.label_names, self.tokenizer, self.source,
                      precision)
 
     # ------------------------------------------------------------------ input checking

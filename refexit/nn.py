@@ -6,6 +6,7 @@ Every function computes in the dtype of its input (float32 by default, float64 i
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 from numpy.polynomial import chebyshev as _cheb
@@ -86,7 +87,38 @@ def linear_bf16(x, w, b):                       # w: already bf16 values; x roun
     return round_bf16(x) @ w.T + b
 
 
-LINEAR = {"fp32": linear, "bf16": linear_bf16}  # precision -> the layer GEMMs' linear
+class QuantWeight(NamedTuple):
+    """A Linear weight quantized per output channel: W [out, in] ~ q * scale[:, None]."""
+    q: np.ndarray                               # [out, in] int8 in [-127, 127]
+    scale: np.ndarray                           # [out] float32
+
+    def astype(self, dtype):                    # what the C reads, whatever the oracle's dtype
+        return self
+
+
+def quantize_int8(x):
+    """Symmetric int8 over the last axis, computed in float32 exactly as the compiled C does:
+    amax = max |x|, q = rint(x * (127 / amax)) clipped to [-127, 127], scale = amax / 127
+    (q = 0, scale = 0 for a row of zeros). -> (q int8 [..., K], scale float32 [...])."""
+    x = np.asarray(x, np.float32)
+    amax = np.max(np.abs(x), axis=-1)                                          # [...]
+    inv = np.float32(127) / np.where(amax > 0, amax, np.float32(1))            # float32 division
+    inv = np.where(amax > 0, inv, np.float32(0)).astype(np.float32)
+    q = np.clip(np.rint(x * inv[..., None]), -127, 127).astype(np.int8)        # [..., K]
+    return q, (amax / np.float32(127)).astype(np.float32)
+
+
+def linear_int8(x, w: QuantWeight, b):
+    """x quantized per row where it enters, int32 sums (exact here in float64), then
+    acc * (x_scale * w_scale) + b; the dequantization in x's dtype (float32: as the C, bit for bit)."""
+    q, s = quantize_int8(x)                                                    # [..., in], [...]
+    acc = q.astype(np.float64) @ w.q.astype(np.float64).T                      # [..., out] exact
+    scale = s[..., None] * w.scale                                             # float32 product
+    return acc.astype(x.dtype) * scale.astype(x.dtype) + b
+
+
+LINEAR = {"fp32": linear, "bf16": linear_bf16, "int8": linear_int8}   # precision -> the layer GEMMs'
+LOWP_WEIGHT = {"bf16": round_bf16, "int8": lambda w: QuantWeight(*quantize_int8(w))}   # their weights
 
 
 def softmax(z, axis=-1):                        # max-subtracted

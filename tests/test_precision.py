@@ -1,16 +1,19 @@
-"""Reduced precision (bf16): the oracle's emulation, the weights format, the bf16 GEMM of every
+"""Reduced precision (bf16, int8): the oracle's emulation, the weights format, the GEMM of every
 instruction set this machine has, and compiled models against the emulation.
 
     round_bf16       nearest even, subnormals to signed zero, NaN/inf kept (checked bit by bit)
+    quantize_int8    q = rint(x * 127 / amax) in [-127, 127]; the C's quantize_row gives the same bits
     bf16 GEMM        scalar / AVX2 / AVX-512 / AVX512-BF16: the same bits as a NumPy float32
                      replay of VDPBF16PS's sequence (acc += a_odd w_odd, then a_even w_even, per pair);
                      AMX: |error| <= 4 eps Kp sum_k |a_k w_k| of the exact sum (its own order)
-    compiled model   logits within ATOL + RTOL |z| of the float64 oracle emulating bf16
-                     (model.with_precision("bf16").astype(np.float64)); labels and exit layers
-                     identical unless the oracle's margin to a threshold is below NEAR; and the C is
-                     much closer to that emulation than to the fp32 oracle (it really computes bf16)
-    errors           a weights file of the other precision is refused (ERR_PRECISION), bf16 ISAs
-                     are refused for fp32 code, an unknown precision is an InputError
+    int8 GEMM        every path (AMX, VPDPBUSD with its +128 offset, the emulated ones): the same bits
+                     as NumPy's exact integer sums and float32 dequantization
+    compiled model   logits within ATOL + RTOL |z| of the float64 oracle emulating the precision
+                     (model.with_precision(p).astype(np.float64)); labels and exit layers identical
+                     unless the oracle's margin to a threshold is below NEAR; and the C is much closer
+                     to that emulation than to the fp32 oracle (it really computes in p)
+    errors           a weights file of another precision is refused (ERR_PRECISION), bf16 / int8
+                     ISAs are refused for fp32 code, an unknown precision is an InputError
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ HOST = build.host_isas(build.compiler())
 BF16_BUILDS = list(HOST)                                  # every ISA compiles bf16 code
 EXACT = [i for i in HOST if i != "amx"]                   # the VDPBF16PS sequence, bit for bit
 RTOL, ATOL, NEAR = 2e-3, 2e-4, 1e-3
+LOWP = ("bf16", "int8")
 EPS32 = float(np.finfo(np.float32).eps)
 EPI = {"none": 0, "bias": 1, "act": 2, "add": 3}
 
@@ -72,26 +76,47 @@ def test_round_bf16_special_values():
     assert nn.round_bf16(x.astype(np.float64)).dtype == np.float64
 
 
-def test_with_precision_rounds_the_six_projections_only():
+def test_quantize_int8():
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal((50, 77)) * rng.uniform(0.01, 100, (50, 1))).astype(np.float32)
+    x[3] = 0
+    q, s = nn.quantize_int8(x)
+    assert q.dtype == np.int8 and s.dtype == np.float32 and np.all(np.abs(q) <= 127)
+    assert s[3] == 0 and not q[3].any()
+    assert np.all(np.max(np.abs(q), axis=1)[np.arange(50) != 3] == 127)            # amax -> 127
+    err = np.abs(x - q.astype(np.float64) * s[:, None])
+    assert np.all(err <= s[:, None] * 0.5 * (1 + 1e-5) + 1e-30)                     # half a step
+
+
+@pytest.mark.parametrize("precision", LOWP)
+def test_with_precision_changes_the_six_projections_only(precision):
     m = random_model(num_layers=2, hidden=24, heads=2, intermediate=40, seed=3)
-    b = m.with_precision("bf16")
-    assert b.precision == "bf16" and m.precision == "fp32" and "precision=bf16" in repr(b)
-    for k, v in m.weights.items():
-        gemm = k.startswith("layers.") and k.split(".", 2)[2] in (
-            "attn.q.w", "attn.k.w", "attn.v.w", "attn.o.w", "ffn.up.w", "ffn.down.w")
-        assert np.array_equal(b.weights[k], nn.round_bf16(v) if gemm else v), k
-    assert b.astype(np.float64).precision == "bf16"
+    b = m.with_precision(precision)
+    assert b.precision == precision and m.precision == "fp32" and f"precision={precision}" in repr(b)
+    assert all(b.weights[k] is v for k, v in m.weights.items())      # the fp32 originals: what codegen packs
+    for i, layer in enumerate(b._layers):
+        for k, v in layer.items():
+            orig = m.weights[f"layers.{i}.{k}"]
+            if k in ("attn.q.w", "attn.k.w", "attn.v.w", "attn.o.w", "ffn.up.w", "ffn.down.w"):
+                if precision == "bf16":
+                    assert np.array_equal(v, nn.round_bf16(orig)), k
+                else:
+                    q, scale = nn.quantize_int8(orig)
+                    assert np.array_equal(v.q, q) and np.array_equal(v.scale, scale), k
+            else:
+                assert v is orig, k
+    assert b.astype(np.float64).precision == precision
+    assert b.with_precision("fp32").precision == "fp32"
     with pytest.raises(refexit.InputError, match="precision must be one of"):
         m.with_precision("int4")
-    with pytest.raises(refexit.InputError, match="already emulates bf16"):
-        b.with_precision("bf16")
 
 
-def test_bf16_emulation_differs_from_fp32_only_by_rounding():
+@pytest.mark.parametrize("precision", LOWP)
+def test_emulation_differs_from_fp32_only_by_rounding(precision):
     m = random_model(num_layers=2, hidden=24, heads=2, intermediate=40, seed=4).astype(np.float64)
     x = np.random.default_rng(1).standard_normal((7, 24))
-    y32, y16 = m.layer(0, x), m.with_precision("bf16").layer(0, x)
-    assert 0 < np.max(np.abs(y16 - y32)) < 0.05
+    y32, y = m.layer(0, x), m.with_precision(precision).layer(0, x)
+    assert 0 < np.max(np.abs(y - y32)) < 0.1
 
 
 # ---------------------------------------------------------------------- the weights format
@@ -105,17 +130,29 @@ def test_bf16_panels_hold_the_rounded_weights_in_pairs_of_k():
     assert not back[45:].any() and not back[:, 37:].any()
 
 
-def test_bf16_weights_file_header_and_size(tmp_path):
+def test_int8_panels_hold_the_quantized_weights_in_fours_of_k():
+    rng = np.random.default_rng(3)
+    W = rng.standard_normal((45, 70)).astype(np.float32)
+    P, scales, sums = pack.quantized(W)
+    assert P.shape == (2, 32, 32, 4) and P.dtype == np.int8                 # Kp = 128: 32 fours
+    back = P.transpose(0, 2, 1, 3).reshape(64, 128)
+    q, s = nn.quantize_int8(W)
+    assert np.array_equal(back[:45, :70], q) and not back[45:].any() and not back[:, 70:].any()
+    assert np.array_equal(scales[:45], s) and not scales[45:].any()
+    assert np.array_equal(sums[:45], q.sum(axis=1)) and sums.dtype == np.int32
+
+
+def test_weights_file_header_and_size(tmp_path):
     m = random_model(num_layers=2, hidden=64, heads=2, intermediate=128, seed=5)
-    plans = {p: lower(m, None, prefix="hdr", precision=p) for p in ("fp32", "bf16")}
+    plans = {p: lower(m, None, prefix="hdr", precision=p) for p in ("fp32", "bf16", "int8")}
     for p, plan in plans.items():
         path = pack.write_blob(m, plan, tmp_path / f"{p}.weights")
         h = pack.read_header(path)
         assert (h.version, h.precision) == (3, p)
     gemm = {p: sum(s.nbytes for s in plan.tensors if s.name.endswith(("qkv.w", "o.w", "up.w", "down.w")))
             for p, plan in plans.items()}
-    assert gemm["bf16"] * 2 == gemm["fp32"]                                 # K = 64, 128: no padding
-    assert plans["bf16"].model_hash != plans["fp32"].model_hash
+    assert gemm["bf16"] * 2 == gemm["fp32"] == gemm["int8"] * 4              # K = 64, 128: no padding
+    assert len({plan.model_hash for plan in plans.values()}) == 3
 
 
 # ---------------------------------------------------------------------- the bf16 GEMM kernel
@@ -131,6 +168,76 @@ def gemm_replay(Ab, Wb, bias, epi, C0):
         return acc
     acc = acc + bias
     return acc + C0 if epi == "add" else acc
+
+
+CDEF_INT8 = """
+int {p}_test_gemm_int8(const int8_t *A, int lda, const float *as, const int8_t *Bp, const float *ws,
+                       const int32_t *wsum, int K, int N, float *C, int ldc, const float *bias, int M, int epi,
+                       int nth);
+void {p}_test_quantize(int8_t *q, float *scale, const float *x, int n);
+"""
+
+
+@pytest.fixture(scope="module")
+def int8_kernels(tmp_path_factory):
+    """{isa: (ffi, lib)}: the int8 test entry points of every instruction set of this machine."""
+    root = tmp_path_factory.mktemp("int8k")
+    m = random_model(num_layers=1, hidden=40, heads=2, intermediate=50, num_labels=2, seed=6)
+    plan = lower(m, refexit.Static(1), prefix="qk", max_length=16, precision="int8")
+    _, c_path = emit.write_sources(plan, root)
+    cc, out = build.compiler(), {}
+    for isa in BF16_BUILDS:
+        lib = root / f"libqk_{isa}.so"
+        build.compile_c(c_path, lib, cc, build.flags(cc, False, ["-DREFEXIT_KERNEL_TESTS"], isa=isa))
+        ffi = cffi.FFI()
+        ffi.cdef(CDEF_INT8.format(p="qk"))
+        out[isa] = (ffi, ffi.dlopen(str(lib)))
+    return out
+
+
+@pytest.mark.parametrize("M,K,N", [(1, 1, 1), (1, 45, 96), (5, 64, 31), (12, 33, 32), (13, 64, 33),
+                                   (17, 19, 70), (33, 130, 65), (40, 96, 5), (70, 64, 64)])
+def test_int8_gemm_of_every_isa(int8_kernels, M, K, N):
+    rng = np.random.default_rng(M * 1000 + K * 10 + N)
+    X = (rng.standard_normal((M, K)) * 3).astype(np.float32)
+    q, s = nn.quantize_int8(X)
+    Kp = -(-K // 64) * 64
+    A = np.zeros((M, Kp), np.int8)
+    A[:, :K] = q
+    W = rng.standard_normal((N, K)).astype(np.float32)
+    P, ws, wsum = pack.quantized(W)
+    wq, wscale = nn.quantize_int8(W)
+    bias = rng.standard_normal(N).astype(np.float32)
+    C0 = rng.standard_normal((M, N)).astype(np.float32)
+    acc = (q.astype(np.int64) @ wq.astype(np.int64).T).astype(np.float32)        # exact, then as C converts
+    y = acc * (s[:, None] * wscale[None, :]) + bias                               # float32, as the C
+    want = {"bias": y, "add": y + C0, "act": None}
+    for isa, (ffi, lib) in int8_kernels.items():
+        for epi in ("bias", "add", "act"):
+            C = np.array(C0 if epi == "add" else np.zeros((M, N)), np.float32)
+            for nth in (1, 3):
+                out = C.copy()
+                assert lib.qk_test_gemm_int8(
+                    ffi.from_buffer("int8_t[]", A), Kp, ffi.from_buffer("float[]", s), ffi.from_buffer("int8_t[]", P),
+                    ffi.from_buffer("float[]", ws), ffi.from_buffer("int32_t[]", wsum), K, N,
+                    ffi.from_buffer("float[]", out), N, ffi.from_buffer("float[]", bias), M, EPI[epi], nth) == 0
+                if epi == "act":
+                    assert np.all(np.abs(out - nn.gelu(y.astype(np.float64))) <= 5e-7 * (1 + np.abs(y))), isa
+                else:
+                    assert np.array_equal(bits(out), bits(want[epi])), f"{isa} {epi} nth={nth}"
+
+
+def test_c_quantization_equals_the_oracles(int8_kernels):
+    rng = np.random.default_rng(8)
+    x = (rng.standard_normal((20, 101)) * rng.uniform(1e-3, 1e3, (20, 1))).astype(np.float32)
+    x[4] = 0
+    x[5, 7] = 1e30
+    q, s = nn.quantize_int8(x)
+    for isa, (ffi, lib) in int8_kernels.items():
+        for r in range(len(x)):
+            got, scale = np.zeros(101, np.int8), ffi.new("float *")
+            lib.qk_test_quantize(ffi.from_buffer("int8_t[]", got), scale, ffi.from_buffer("float[]", x[r]), 101)
+            assert np.array_equal(got, q[r]) and scale[0] == s[r], (isa, r)
 
 
 CDEF = """
@@ -249,21 +356,22 @@ def thresholds_between_scores(oracle, enc):
     return [float(np.median(scores[:, i])) for i in range(L - 1)]
 
 
+@pytest.mark.parametrize("precision", LOWP)
 @pytest.mark.parametrize("config", list(CONFIGS))
 @pytest.mark.parametrize("isa", BF16_BUILDS)
-def test_compiled_bf16_matches_the_emulation(config, isa, tmp_path):
+def test_compiled_model_matches_the_emulation(precision, config, isa, tmp_path):
     m = random_model(**CONFIGS[config], max_position=64)
     enc = batch(m)
-    oracle = m.with_precision("bf16").astype(np.float64)
+    oracle = m.with_precision(precision).astype(np.float64)
     fp32 = m.astype(np.float64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", refexit.ExitWarning)
         policy = refexit.Entropy(thresholds_between_scores(oracle, enc))
         cm = codegen.compile_model(m, policy, tmp_path, prefix="pb", max_batch=4, max_tokens=64,
-                                   precision="bf16", isa=isa)
+                                   precision=precision, isa=isa)
         want = oracle.classify(enc, policy)
         full = oracle.classify(enc, None)
-    assert (cm.precision, cm.isa) == ("bf16", isa)
+    assert (cm.precision, cm.isa) == (precision, isa)
     got = cm.classify(enc)
     sure = want.margins >= NEAR
     assert np.array_equal(got.exit_layers[sure], want.exit_layers[sure])
@@ -272,7 +380,7 @@ def test_compiled_bf16_matches_the_emulation(config, isa, tmp_path):
     err = np.abs(got.logits[same] - want.logits[same])
     assert np.all(err <= ATOL + RTOL * np.abs(want.logits[same])), f"max |dz| {err.max():.3g}"
     assert len(set(want.exit_layers)) > 1                                 # exits really happen
-    # at full depth (entropy < 0 never holds): far closer to the bf16 emulation than to fp32
+    # at full depth (entropy < 0 never holds): far closer to the emulation than to fp32
     cm.set_threshold(0.0)
     zc = cm.classify(enc).logits
     d16 = np.median(np.abs(zc - full.logits))
@@ -280,10 +388,11 @@ def test_compiled_bf16_matches_the_emulation(config, isa, tmp_path):
     assert d16 * 10 < d32, (d16, d32)
 
 
-def test_threads_give_the_same_bits(tmp_path):
+@pytest.mark.parametrize("precision", LOWP)
+def test_threads_give_the_same_bits(precision, tmp_path):
     m = random_model(**CONFIGS["wide"], max_position=64)
     enc = batch(m, B=6, T=40)
-    cm = codegen.compile_model(m, None, tmp_path, prefix="pt", precision="bf16")
+    cm = codegen.compile_model(m, None, tmp_path, prefix="pt", precision=precision)
     outs = []
     for n in (1, 2, 3):
         cm.set_threads(n)
@@ -294,11 +403,11 @@ def test_threads_give_the_same_bits(tmp_path):
 # ---------------------------------------------------------------------- errors
 def test_weights_of_the_other_precision_are_refused(tmp_path):
     m = random_model(num_layers=2, hidden=24, heads=2, intermediate=40, seed=8)
-    folders = {p: tmp_path / p for p in ("fp32", "bf16")}
+    folders = {p: tmp_path / p for p in ("fp32", "bf16", "int8")}
     for p, d in folders.items():
         codegen.compile_model(m, None, d, prefix="pp", precision=p)
         shutil.copy(d / "pp.weights", tmp_path / f"{p}.weights")
-    for p, other in (("fp32", "bf16"), ("bf16", "fp32")):
+    for p, other in (("fp32", "bf16"), ("bf16", "fp32"), ("int8", "bf16"), ("fp32", "int8")):
         shutil.copy(tmp_path / f"{other}.weights", folders[p] / "pp.weights")
         with pytest.raises(refexit.CheckpointError, match="another precision.*ERR_PRECISION"):
             codegen.load_compiled(folders[p])
@@ -307,13 +416,14 @@ def test_weights_of_the_other_precision_are_refused(tmp_path):
 
 def test_bad_precision_and_isa_requests(tmp_path):
     m = random_model(num_layers=2, hidden=24, heads=2, intermediate=40, seed=9)
-    with pytest.raises(refexit.InputError, match="precision must be one of fp32, bf16"):
-        codegen.compile_model(m, None, tmp_path, precision="int8")
-    with pytest.raises(codegen.BuildError, match="for bf16 builds"):
+    with pytest.raises(refexit.InputError, match="precision must be one of fp32, bf16, int8"):
+        codegen.compile_model(m, None, tmp_path, precision="int4")
+    with pytest.raises(codegen.BuildError, match="for bf16 and int8 builds"):
         codegen.compile_model(m, None, tmp_path, isa="amx")
-    with pytest.raises(codegen.BuildError, match="instruction set.*ERR_ISA"):
-        codegen.compile_model(m, None, tmp_path, prefix="noisa", precision="bf16",
-                              extra_flags=["-DREFEXIT_TEST_NO_ISA"])
+    for p in LOWP:
+        with pytest.raises(codegen.BuildError, match="instruction set.*ERR_ISA"):
+            codegen.compile_model(m, None, tmp_path, prefix="noisa", precision=p,
+                                  extra_flags=["-DREFEXIT_TEST_NO_ISA"])
 
 
 def test_model_precision_is_the_default(tmp_path):
