@@ -97,6 +97,7 @@ __attribute__((target("avx2,fma,avx512f"))) static float f5(const float *p) {
     return _mm512_reduce_add_ps(_mm512_scalef_ps(_mm512_loadu_ps(p), _mm512_loadu_ps(p)));
 }
 #if defined(__linux__) && (defined(__clang__) || __GNUC__ >= 11)
+#include <cpuid.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -135,9 +136,9 @@ int main(void) {
                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16") &&
                 __builtin_cpu_supports("avx512vnni")) {
             printf("avx512bf16 %g\n", fb(x));
-            if (__builtin_cpu_supports("amx-tile") && __builtin_cpu_supports("amx-bf16") &&
-                    __builtin_cpu_supports("amx-int8") &&
-                    syscall(SYS_arch_prctl, 0x1023, 18) == 0)
+            unsigned a, b, c, d;         /* AMX-TILE, -BF16, -INT8: CPUID 7 EDX bits 24, 22, 25 */
+            if (__get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 24 & 1u) && (d >> 22 & 1u) &&
+                    (d >> 25 & 1u) && syscall(SYS_arch_prctl, 0x1023, 18) == 0)
                 printf("amx %d\n", fa());
         }
 #endif
