@@ -2,10 +2,14 @@
 """Side-by-side latency of refexit and the CPU runtimes a user would pick instead.
 
 Every contender computes the same thing on the same random weights: the BERT backbone at full
-depth (no early exit), then the final head (pooler + classifier), on fp32 inputs of batch B x
-sequence T with no padding. Contenders (each optional, skipped with the reason when missing):
+depth (no early exit), then the final head (pooler + classifier), on inputs of batch B x sequence
+T with no padding, in fp32 unless its name says otherwise. Contenders (each optional, skipped with
+the reason when missing):
 
   ours              the compiled C (`codegen.compile_model(model, policy=None)`), full depth
+  ours-bf16         the same with `precision="bf16"`; its max|dz| is taken against the oracle's
+                    bf16 emulation (`model.with_precision("bf16")`), every other row's against fp32
+  ours-int8         the same with `precision="int8"`, checked against `model.with_precision("int8")`
   ours-c            the same library's `classify_padded` called through cffi on int64 arrays prepared
                     beforehand (ours / ours-c: the cost of the Python API)
   numpy             the NumPy oracle `model.classify(enc)`
@@ -16,13 +20,21 @@ sequence T with no padding. Contenders (each optional, skipped with the reason w
                     Attention, SkipLayerNormalization, BiasGelu), then as above
   openvino-f32      the same ONNX file in OpenVINO, INFERENCE_PRECISION_HINT=f32
   openvino-default  OpenVINO with its default precision (bf16 on CPUs with AVX512-BF16)
+  onnxruntime-int8  the ONNX file through `onnxruntime.quantization.quantize_dynamic` (int8
+                    weights, weight_type QInt8; activations quantized per call), then as onnxruntime
+  openvino-int8     the OpenVINO model through `nncf.quantize` (int8, model_type TRANSFORMER,
+                    calibrated on random inputs of the benchmark's kind); needs `pip install nncf`
 
 Measured in one run and interleaved: for each case, every repetition calls each contender once
 (round robin, the starting contender rotating), after warm-up; the median, p10 and p90 of the
 repetitions are reported. Achieved GFLOP/s counts the model's matmul FLOPs
 (`L * model.layer_flops(T) + final_head.flops(T)` per sample) and is set against NumPy/OpenBLAS
 sgemm measured in the same run: 2048^3, and the model's own GEMM shapes (M = B*T; the layer's
-q, k, v, o [HxH], up [HxI] and down [IxH] products), at the same thread count.
+q, k, v, o [HxH], up [HxI] and down [IxH] products), at the same thread count. Each row also
+says its share of its own instruction peak (registers only, same thread count): fp32 rows of the
+FMA peak (tools/fma_peak.c), bf16 rows of the AMX TDPBF16PS peak when the runtime's GEMMs run on
+AMX tiles and of the VDPBF16PS peak otherwise, int8 rows of the AMX TDPBUSD peak when the CPU has
+AMX-INT8 and of the VPDPBUSD peak otherwise (tools/lowp_peak.c).
 
 Threads: ours `cm.set_threads(n)`, torch `torch.set_num_threads(n)`, ORT intra_op_num_threads,
 OpenVINO INFERENCE_NUM_THREADS, NumPy through threadpoolctl (BLAS pool) when installed; without
@@ -33,13 +45,15 @@ measurement always runs in a child process started with OPENBLAS_THREAD_TIMEOUT=
     python tools/bench.py --quick                 # smoke run
     python tools/bench.py --models bert-base --cases 1x128,1x16 --threads 2 --json out.json
 
-Peers: `pip install .[bench]` (torch==2.13.0 pinned, transformers, onnx, onnxruntime, openvino).
+Peers: `pip install .[bench]` (torch==2.13.0 pinned, transformers, onnx, onnxruntime, openvino);
+`pip install nncf` for openvino-int8.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import gc
+import io
 import json
 import os
 import platform
@@ -72,7 +86,12 @@ SHAPES = {
 DEFAULT_MODELS = ["bert-base", "minilm-l12"]
 DEFAULT_CASES = [(1, 16), (1, 64), (1, 128), (1, 512), (8, 128)]
 DEFAULT_THREADS = [1, 2]
-CONTENDERS = ["ours", "ours-c", "numpy", "torch", "onnxruntime", "onnxruntime-bertopt", "openvino-f32", "openvino-default"]
+CONTENDERS = ["ours", "ours-bf16", "ours-int8", "ours-c", "numpy", "torch", "onnxruntime", "onnxruntime-bertopt", "openvino-f32",
+              "openvino-default", "onnxruntime-int8", "openvino-int8"]
+# the instruction peaks of tools/lowp_peak.c, in the order it prints them
+LOWP_PEAK_NAMES = {"vdpbf16ps": "AVX512-BF16", "tdpbf16ps": "AMX-BF16", "vpdpbusd": "AVX512-VNNI int8",
+                   "tdpbusd": "AMX-INT8"}
+LOWP_PEAKS = tuple(LOWP_PEAK_NAMES)
 
 
 class Skip(Exception):
@@ -231,6 +250,64 @@ def measure_fma_peak(threads: int, workdir: Path) -> dict:
         return {"gflops": None, "why": f"{type(e).__name__}: {e}"}
 
 
+def parse_lowp_peaks(text: str) -> dict:
+    """tools/lowp_peak.c's output ("NAME GFLOPS" or "NAME skip: WHY" per line) ->
+    {name: {"gflops": float} or {"gflops": None, "why": str}}."""
+    out = {}
+    for line in text.splitlines():
+        name, _, rest = line.strip().partition(" ")
+        if name not in LOWP_PEAKS:
+            continue
+        if rest.startswith("skip:"):
+            out[name] = {"gflops": None, "why": rest[len("skip:"):].strip()}
+        else:
+            try:
+                out[name] = {"gflops": float(rest)}
+            except ValueError:
+                out[name] = {"gflops": None, "why": f"unreadable output: {line.strip()!r}"}
+    return out
+
+
+def measure_lowp_peaks(threads: int, workdir: Path) -> dict:
+    """The bf16 and int8 peaks (register/tile-only dot products, tools/lowp_peak.c) at `threads`
+    threads: {"vdpbf16ps": {"gflops": ...}, "tdpbf16ps": ..., "vpdpbusd": ..., "tdpbusd": ...},
+    each {"gflops": None, "why": ...} when the compiler, the CPU or the kernel lacks it. Built
+    without -m flags: each kernel has its own __attribute__((target)) and runtime CPU check."""
+    src = Path(__file__).resolve().parent / "lowp_peak.c"
+    exe = Path(workdir) / "lowp_peak"
+
+    def everywhere(why):
+        return {name: {"gflops": None, "why": why} for name in LOWP_PEAKS}
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return everywhere(f"not an x86-64 CPU ({platform.machine()})")
+    try:
+        from codegen import build
+        cc = build.compiler()
+        if not exe.exists():
+            omp = ["-fopenmp"] if build.openmp_supported(cc) else []
+            r = subprocess.run(shlex.split(cc) + ["-O2", *omp, str(src), "-o", str(exe)],
+                               capture_output=True, text=True, timeout=120)
+            if r.returncode != 0:
+                return everywhere(f"{cc} failed on {src.name}: {r.stderr.strip()[:300]}")
+        out = subprocess.run([str(exe), str(threads)], capture_output=True, text=True, timeout=300)
+        peaks = parse_lowp_peaks(out.stdout)
+        if out.returncode != 0 or set(peaks) != set(LOWP_PEAKS):
+            return everywhere(f"{src.name} exited {out.returncode}: {(out.stderr or out.stdout).strip()[:300]}")
+        for p in peaks.values():
+            p["source"] = "tools/lowp_peak.c"
+        return peaks
+    except Exception as e:              # noqa: BLE001 - the peaks are context, never a reason to stop
+        return everywhere(f"{type(e).__name__}: {e}")
+
+
+def peak_gflops(sgemm_entry: dict, kind: str | None):
+    """The measured peak `kind` ("fma" or one of LOWP_PEAKS) of one thread count's sgemm entry,
+    or None when it was not measured."""
+    if kind == "fma":
+        return (sgemm_entry.get("fma_peak") or {}).get("gflops")
+    return ((sgemm_entry.get("lowp_peaks") or {}).get(kind) or {}).get("gflops")
+
+
 # ====================================================================== contenders
 @dataclass
 class Contender:
@@ -238,6 +315,9 @@ class Contender:
     `call` is what is timed, `logits` turns its result into [B, C] for the agreement check."""
     name: str
     info: dict = field(default_factory=dict)
+    precision = "fp32"      # what its GEMMs compute in: fp32, bf16 or int8
+    oracle = "fp32"         # the oracle its logits are checked against: model.with_precision(oracle)
+    isa = None              # "amx" when its GEMMs are known to run on AMX tiles, else what is known
 
     def setup(self, model, workdir: Path, shared: dict):
         pass
@@ -254,6 +334,18 @@ class Contender:
 
     def logits(self, out) -> np.ndarray:
         return np.asarray(getattr(out, "logits", out))
+
+    def observe(self, batch: int, seq: int, threads: int):
+        """After a case, untimed: learn what ran (e.g. which GEMM primitives a runtime picked)."""
+
+    def peak_kinds(self) -> tuple:
+        """The instruction peaks ("fma" or LOWP_PEAKS) to set the GFLOP/s against, the first one
+        measured wins: the AMX peak when the GEMMs run on AMX tiles, the vector one otherwise."""
+        if self.precision == "bf16":
+            return ("tdpbf16ps",) if self.isa == "amx" else ("vdpbf16ps",)
+        if self.precision == "int8":        # unknown: the best int8 instruction this CPU has
+            return ("tdpbusd",) if self.isa == "amx" else ("vpdpbusd",) if self.isa else ("tdpbusd", "vpdpbusd")
+        return ("fma",)
 
     def close(self):
         pass
@@ -285,8 +377,12 @@ class NumpyOracle(Contender):
 
 
 class Ours(Contender):
-    def __init__(self):
-        super().__init__("ours")
+    """The compiled C at `precision` ("fp32": `ours`; "bf16": `ours-bf16`, checked against the
+    oracle's bf16 emulation)."""
+
+    def __init__(self, precision: str = "fp32"):
+        super().__init__("ours" if precision == "fp32" else f"ours-{precision}")
+        self.precision = self.oracle = precision
 
     def setup(self, model, workdir, shared):
         try:
@@ -295,18 +391,34 @@ class Ours(Contender):
             raise Skip(f"codegen is not importable: {type(e).__name__}: {e}") from None
         if not hasattr(codegen, "compile_model"):
             raise Skip("codegen has no compile_model yet")
+        fp32 = self.precision == "fp32"
+        if not fp32 and self.precision not in getattr(refexit, "PRECISIONS", ("fp32",)):
+            raise Skip(f"the oracle cannot emulate {self.precision} (refexit.PRECISIONS)")
+        key = "ours_cm" if fp32 else f"ours_{self.precision}_cm"
         t0 = time.perf_counter()
         try:
-            self.cm = shared.get("ours_cm") or codegen.compile_model(model, None, out_dir=str(workdir / "ours"))
+            if fp32:
+                self.cm = shared.get(key) or codegen.compile_model(model, None, out_dir=str(workdir / "ours"))
+            else:
+                self.cm = shared.get(key) or codegen.compile_model(model, None, out_dir=str(workdir / self.name),
+                                                                   precision=self.precision)
         except Exception as e:
-            raise Skip(f"codegen.compile_model failed: {type(e).__name__}: {e}") from None
-        shared["ours_cm"] = self.cm          # ours-c calls the same library
+            what = "" if fp32 else f"(precision={self.precision!r}) "
+            raise Skip(f"codegen.compile_model {what}failed: {type(e).__name__}: {e}") from None
+        built = getattr(self.cm, "precision", "fp32")
+        if built != self.precision:
+            raise Skip(f"codegen.compile_model(precision={self.precision!r}) built a {built} library")
+        shared[key] = self.cm                # ours-c calls the same library as ours
         self.info = {"compile_s": round(time.perf_counter() - t0, 2)}
         manifest = getattr(self.cm, "manifest", None) or {}
         for key in ("tool_version", "codegen_format", "compiler", "flags", "openmp", "isa", "max_length",
-                    "max_batch"):
+                    "max_batch", "precision"):
             if key in manifest:
                 self.info[key] = manifest[key]
+        self.isa = getattr(self.cm, "isa", None) or self.info.get("isa")
+        if not fp32:
+            self.info.update(precision=self.precision, isa=self.isa,
+                             oracle=f"model.with_precision({self.precision!r})")
 
     def set_threads(self, n):
         self.cm.set_threads(n)
@@ -498,9 +610,12 @@ class OnnxRuntime(Contender):
     EmbedLayerNormalization, Attention, SkipLayerNormalization and BiasGelu: what a user chasing
     speed would run. ORT_ENABLE_ALL alone does not fuse attention on this export."""
 
-    def __init__(self, bert_fusion: bool = False):
-        super().__init__("onnxruntime-bertopt" if bert_fusion else "onnxruntime")
+    def __init__(self, bert_fusion: bool = False, int8: bool = False):
+        super().__init__("onnxruntime-bertopt" if bert_fusion else "onnxruntime-int8" if int8 else "onnxruntime")
         self.bert_fusion = bert_fusion
+        self.int8 = int8
+        if int8:
+            self.precision = "int8"
         self.sessions = {}
 
     def setup(self, model, workdir, shared):
@@ -523,6 +638,15 @@ class OnnxRuntime(Contender):
             opt.save_model_to_file(str(self.path))
             self.info["offline_optimizer"] = "onnxruntime.transformers.optimizer (model_type=bert)"
             self.info["fused"] = {k: v for k, v in opt.get_fused_operator_statistics().items() if v}
+        if self.int8:
+            # what a user gets from the documented one-liner: int8 weights (per tensor, symmetric),
+            # activations quantized at run time (DynamicQuantizeLinear / MatMulInteger)
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+            path = workdir / "model_int8.onnx"
+            with warnings_quiet():
+                quantize_dynamic(str(self.path), str(path), weight_type=QuantType.QInt8)
+            self.path = path
+            self.info["quantization"] = "onnxruntime.quantization.quantize_dynamic(weight_type=QuantType.QInt8)"
 
     def _session(self, n):
         ort = self.ort
@@ -565,9 +689,15 @@ def _onnx_op_counts(path: Path) -> dict:
 
 
 class OpenVino(Contender):
-    def __init__(self, precision: str | None):
-        super().__init__("openvino-f32" if precision == "f32" else "openvino-default")
-        self.precision = precision
+    """OpenVINO on the exported ONNX file: hint "f32" (`openvino-f32`), None (`openvino-default`:
+    bf16 where the CPU has it), or int8=True (`openvino-int8`: quantized by NNCF first)."""
+
+    def __init__(self, hint: str | None, int8: bool = False):
+        super().__init__("openvino-int8" if int8 else "openvino-f32" if hint == "f32" else "openvino-default")
+        self.hint = hint
+        self.int8 = int8
+        if int8:
+            self.precision = "int8"
         self.compiled = {}
 
     def setup(self, model, workdir, shared):
@@ -582,13 +712,32 @@ class OpenVino(Contender):
         self.ov_model = shared.get("ov_model") or self.core.read_model(str(path))
         shared["ov_model"] = self.ov_model
         self.info = {"openvino": openvino.__version__, "exporter": shared.get("onnx_exporter"),
-                     "precision_hint": self.precision or "default"}
+                     "precision_hint": self.hint or "default"}
+        if self.int8:
+            self.ov_model = self.quantize(model, self.core.read_model(str(path)))
+
+    def quantize(self, model, ov_model):
+        """nncf.quantize (post-training int8, OpenVINO's documented path for BERT), calibrated on
+        random inputs like the benchmark's but with other seeds and lengths."""
+        try:
+            import nncf
+        except ImportError as e:
+            raise Skip(f"not installed: {e.name} (pip install nncf)") from None
+        top = model.config.max_position_embeddings
+        calib = [make_input(model, 1, min(t, top), seed=100 + i)
+                 for i, t in enumerate((8, 16, 32, 48, 64, 96, 128, 128))]
+        with warnings_quiet(), contextlib.redirect_stdout(io.StringIO()):    # its progress bars
+            q = nncf.quantize(ov_model, nncf.Dataset(calib, lambda e: {k: e[k] for k in INPUT_NAMES}),
+                              model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calib))
+        self.info.update(nncf=nncf.__version__, quantization="nncf.quantize(model_type=TRANSFORMER), "
+                         f"{len(calib)} random calibration inputs of 8-128 tokens")
+        return q
 
     def set_threads(self, n):
         if n not in self.compiled:
             cfg = {"INFERENCE_NUM_THREADS": n}
-            if self.precision:
-                cfg["INFERENCE_PRECISION_HINT"] = self.precision
+            if self.hint:
+                cfg["INFERENCE_PRECISION_HINT"] = self.hint
             cm = self.core.compile_model(self.ov_model, "CPU", cfg)
             for prop in ("INFERENCE_PRECISION_HINT", "PERFORMANCE_HINT", "NUM_STREAMS", "INFERENCE_NUM_THREADS"):
                 with contextlib.suppress(Exception):
@@ -596,7 +745,23 @@ class OpenVino(Contender):
                     v = v.get_type_name() if hasattr(v, "get_type_name") else str(v)
                     self.info.setdefault("effective", {}).setdefault(str(n), {})[prop] = v
             self.compiled[n] = (cm, cm.create_infer_request())
-        self.request = self.compiled[n][1]
+        if not self.int8:                   # what the default hint resolved to on this CPU
+            hint = self.info.get("effective", {}).get(str(n), {}).get("INFERENCE_PRECISION_HINT", "")
+            self.precision = "bf16" if "bf16" in hint.lower() else "fp32"
+        self.cm, self.request = self.compiled[n]
+
+    def observe(self, batch, seq, threads):
+        """The primitives OpenVINO's CPU plugin picked for the model's matrix products in this case
+        (e.g. brgemm_avx512_amx_bf16): known only after an inference, shapes being dynamic."""
+        kinds = {}
+        for op in self.cm.get_runtime_model().get_ops():
+            rt = op.get_rt_info()
+            if "layerType" in rt and rt["layerType"].astype(str) in ("FullyConnected", "MatMul"):
+                prim = rt["primitiveType"].astype(str)
+                kinds[prim] = kinds.get(prim, 0) + 1
+        self.info.setdefault("gemm_primitives", {})[f"{threads}thr {batch}x{seq}"] = kinds
+        if kinds:
+            self.isa = "amx" if any("amx" in k for k in kinds) else "vector"
 
     def prepare(self, enc):
         self.feed = {k: enc[k] for k in INPUT_NAMES}
@@ -612,7 +777,9 @@ def make_contender(name: str, blas: BlasThreads) -> Contender:
     return {"ours": Ours, "ours-c": OursC, "numpy": lambda: NumpyOracle(blas), "torch": TorchEager,
             "onnxruntime": OnnxRuntime, "onnxruntime-bertopt": lambda: OnnxRuntime(bert_fusion=True),
             "openvino-f32": lambda: OpenVino("f32"),
-            "openvino-default": lambda: OpenVino(None)}[name]()
+            "openvino-default": lambda: OpenVino(None),
+            "ours-bf16": lambda: Ours("bf16"), "ours-int8": lambda: Ours("int8"), "onnxruntime-int8": lambda: OnnxRuntime(int8=True),
+            "openvino-int8": lambda: OpenVino(None, int8=True)}[name]()
 
 
 # ====================================================================== measurement
@@ -642,23 +809,48 @@ def percentiles(times_ms: list[float]) -> dict:
     return {"median_ms": float(p50), "p10_ms": float(p10), "p90_ms": float(p90)}
 
 
+def oracle_logits(model, enc: dict, precisions, oracles: dict | None = None) -> dict:
+    """{precision: [B, C] float64 logits of the oracle emulating it, or the exception}; `oracles`
+    caches the emulating models (precision -> refexit.Model) across cases."""
+    oracles = {} if oracles is None else oracles
+    out = {}
+    for p in precisions:
+        try:
+            if p not in oracles:
+                oracles[p] = model if p == "fp32" else model.with_precision(p)
+            out[p] = np.asarray(oracles[p].classify(enc).logits, np.float64)
+        except Exception as e:
+            out[p] = e
+    return out
+
+
 def measure_case(model, contenders: list[Contender], batch: int, seq: int, reps: int, warmup: int,
-                 gap_ms: float = 0.0, reference=None) -> dict:
+                 gap_ms: float = 0.0, reference=None, oracles: dict | None = None) -> dict:
     """Time every contender on one input, interleaved: rep r calls contenders[r % k:] + [:r % k].
-    Returns {name: {"times_ms": [...], "median_ms", "p10_ms", "p90_ms", "max_abs_diff"}}; a
-    contender whose first (untimed) call raises gets {"error": ...} instead and is left out."""
+    Returns {name: {"times_ms": [...], "median_ms", "p10_ms", "p90_ms", "max_abs_diff", "oracle"}};
+    a contender whose first (untimed) call raises gets {"error": ...} instead and is left out.
+    max_abs_diff is against the oracle at the contender's `oracle` precision (`reference`: the fp32
+    logits, if already known; `oracles`: see oracle_logits)."""
     enc = make_input(model, batch, seq)
-    if reference is None:
-        reference = np.asarray(model.classify(enc).logits, np.float64)
+    wanted = sorted({"fp32"} | {c.oracle for c in contenders})
+    references = oracle_logits(model, enc, [p for p in wanted if p != "fp32" or reference is None], oracles)
+    if reference is not None:
+        references["fp32"] = np.asarray(reference, np.float64)
+    if isinstance(references["fp32"], Exception):
+        raise references["fp32"]
     failed = {}
     for c in list(contenders):
+        ref = references[c.oracle]
+        if isinstance(ref, Exception):
+            failed[c.name] = {"error": f"the {c.oracle} oracle failed: {type(ref).__name__}: {ref}"}
+            continue
         try:
             c.prepare(enc)
             c.call()
         except Exception as e:
             failed[c.name] = {"error": f"{type(e).__name__}: {e}"}
     contenders = [c for c in contenders if c.name not in failed]
-    out = {c.name: {"times_ms": []} for c in contenders}
+    out = {c.name: {"times_ms": [], "oracle": c.oracle} for c in contenders}
     k = len(contenders)
     gc.collect()
     gc_was = gc.isenabled()
@@ -675,9 +867,9 @@ def measure_case(model, contenders: list[Contender], batch: int, seq: int, reps:
                 if r >= warmup:
                     out[c.name]["times_ms"].append(dt)
                 if r == warmup + reps - 1:
-                    z = np.asarray(c.logits(res), np.float64)
-                    out[c.name]["max_abs_diff"] = (float(np.max(np.abs(z - reference)))
-                                                   if z.shape == reference.shape else None)
+                    z, ref = np.asarray(c.logits(res), np.float64), references[c.oracle]
+                    out[c.name]["max_abs_diff"] = (float(np.max(np.abs(z - ref)))
+                                                   if z.shape == ref.shape else None)
     finally:
         if gc_was:
             gc.enable()
@@ -725,6 +917,8 @@ def run_bench(models: dict, cases, threads: list[int], contender_names=None, con
         doc["sgemm"].append(measure_sgemm(models, cases, n, blas, peak_size, sgemm_samples))
         if fma_peak:
             doc["sgemm"][-1]["fma_peak"] = measure_fma_peak(n, Path(workdir))
+            log(f"bf16 / int8 peaks at {n} thread(s) ...")
+            doc["sgemm"][-1]["lowp_peaks"] = measure_lowp_peaks(n, Path(workdir))
     sgemm = {s["threads"]: s for s in doc["sgemm"]}
     try:
         for mname, model in models.items():
@@ -740,13 +934,15 @@ def run_bench(models: dict, cases, threads: list[int], contender_names=None, con
             if any(c.name == "torch" or c.name.startswith(("onnx", "openvino")) for c in ready):
                 with contextlib.suppress(Exception):
                     doc["models"][mname]["hf_folder_check"] = check_hf_folder(model, mdir)
+            oracles = {"fp32": model}               # the oracle per precision, emulated once per model
+            by_name = {c.name: c for c in ready}
             try:
                 for n in threads:
                     for c in ready:
                         c.set_threads(n)
                     for B, T in cases:
                         log(f"{mname} {B}x{T} threads={n}: {reps} reps x {len(ready)} contenders ...")
-                        res = measure_case(model, ready, B, T, reps, warmup, gap_ms)
+                        res = measure_case(model, ready, B, T, reps, warmup, gap_ms, oracles=oracles)
                         for cname in [k for k, d in res.items() if "error" in d]:
                             log(f"  {cname} failed on {B}x{T}: {res[cname]['error']}")
                             doc["failures"].append({"model": mname, "batch": B, "seq": T, "threads": n,
@@ -755,7 +951,11 @@ def run_bench(models: dict, cases, threads: list[int], contender_names=None, con
                         shape = next(s for s in sgemm[n]["shapes"] if s["model"] == mname
                                      and (s["batch"], s["seq"]) == (B, T))
                         for cname, d in res.items():
+                            c = by_name[cname]
+                            with contextlib.suppress(Exception):
+                                c.observe(B, T, n)
                             g = flops / (d["median_ms"] / 1e3) / 1e9
+                            peak = next((k for k in c.peak_kinds() if peak_gflops(sgemm[n], k)), None)
                             doc["results"].append({
                                 "model": mname, "batch": B, "seq": T, "threads": n, "contender": cname,
                                 **{k: d[k] for k in ("median_ms", "p10_ms", "p90_ms")},
@@ -763,6 +963,8 @@ def run_bench(models: dict, cases, threads: list[int], contender_names=None, con
                                 "pct_sgemm_square": 100 * g / sgemm[n]["square"]["gflops"],
                                 "pct_sgemm_model_shapes": 100 * g / shape["layer_mix_gflops"],
                                 "max_abs_diff_vs_oracle": d.get("max_abs_diff"),
+                                "oracle": d["oracle"], "precision": c.precision, "peak": peak,
+                                "pct_peak": 100 * g / peak_gflops(sgemm[n], peak) if peak else None,
                                 "times_ms": d["times_ms"]})
                         doc["ratios"] += ratios_for(res, baseline, mname, B, T, n)
             finally:
@@ -796,7 +998,8 @@ def machine_info(blas: BlasThreads | None = None) -> dict:
         info["cpu"] = fields.get("Model name", "").strip()
         flags = set(fields.get("Flags", "").split())
         info["flags"] = {f: f in flags for f in ("avx2", "fma", "avx512f", "avx512bw", "avx512vl",
-                                                 "avx512_vnni", "avx512_bf16", "amx_tile")}
+                                                 "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16",
+                                                 "amx_int8")}
         for k in ("Thread(s) per core", "Core(s) per socket", "L2 cache", "L3 cache"):
             if k in fields:
                 info[k.lower().replace("(s)", "s").replace(" ", "_")] = fields[k].strip()
@@ -820,7 +1023,7 @@ def machine_info(blas: BlasThreads | None = None) -> dict:
         info["blas_runtime"] = blas.info()
     peers = {}
     from importlib import metadata
-    for p in ("torch", "transformers", "onnx", "onnxruntime", "openvino", "onnxscript", "threadpoolctl"):
+    for p in ("torch", "transformers", "onnx", "onnxruntime", "openvino", "onnxscript", "nncf", "threadpoolctl"):
         try:
             peers[p] = metadata.version(p)
         except metadata.PackageNotFoundError:
@@ -839,6 +1042,11 @@ def format_table(doc: dict) -> str:
         peak = (f"; fp32 FMA peak (registers only, tools/fma_peak.c) {fma['gflops']:.1f}" if fma.get("gflops")
                 else f"; FMA peak not measured ({fma['why']})" if fma.get("why") else "")
         lines.append(f"  threads={s['threads']}: {s['square']['size']}^3 {s['square']['gflops']:.1f}{peak}")
+        if s.get("lowp_peaks"):
+            lines.append("    bf16 / int8 peaks (registers or AMX tiles only, tools/lowp_peak.c, 2 per multiply-add): "
+                         + ", ".join(f"{k} ({LOWP_PEAK_NAMES[k]}) " + (f"{p['gflops']:.1f}" if p.get("gflops")
+                                                                       else f"skipped: {p.get('why')}")
+                                     for k, p in s["lowp_peaks"].items()))
         for sh in s["shapes"]:
             parts = ", ".join(f"{g['gemm']} {g['M']}x{g['K']}x{g['N']} {g['gflops']:.1f}" for g in sh["gemms"])
             lines.append(f"    {sh['model']} {sh['batch']}x{sh['seq']}: layer mix {sh['layer_mix_gflops']:.1f} ({parts})")
@@ -850,7 +1058,7 @@ def format_table(doc: dict) -> str:
         lines.append(f"{f['model']} {f['batch']}x{f['seq']} threads={f['threads']}: {f['contender']} failed: {f['error']}")
     ratio = {(r["model"], r["batch"], r["seq"], r["threads"], r["peer"]): r["ratio"] for r in doc["ratios"]}
     head = (f"{'model':<11} {'case':>6} {'thr':>3}  {'contender':<20} {'median ms':>10} {'p10':>9} {'p90':>9} "
-            f"{'GFLOP/s':>8} {'%sq':>5} {'%shape':>6} {base + '/x':>8} {'max|dz|':>8}")
+            f"{'GFLOP/s':>8} {'%sq':>5} {'%shape':>6} {'%peak':>16} {base + '/x':>8} {'max|dz|':>8} {'oracle':>6}")
     lines += ["", head, "-" * len(head)]
     prev = None
     for r in doc["results"]:
@@ -861,15 +1069,31 @@ def format_table(doc: dict) -> str:
         rt = ratio.get(key + (r["contender"],))
         rts = f"{rt:.2f}" if rt is not None else ("1.00" if r["contender"] == base else "-")
         dz = r.get("max_abs_diff_vs_oracle")
+        pk = f"{r['pct_peak']:.0f}% {r['peak']}" if r.get("pct_peak") is not None else "-"
         lines.append(f"{r['model']:<11} {str(r['batch']) + 'x' + str(r['seq']):>6} {r['threads']:>3}  "
                      f"{r['contender']:<20} {r['median_ms']:>10.2f} {r['p10_ms']:>9.2f} {r['p90_ms']:>9.2f} "
                      f"{r['gflops']:>8.1f} {r['pct_sgemm_square']:>5.0f} {r['pct_sgemm_model_shapes']:>6.0f} "
-                     f"{rts:>8} {('%.1e' % dz) if dz is not None else '-':>8}")
+                     f"{pk:>16} {rts:>8} {('%.1e' % dz) if dz is not None else '-':>8} {r.get('oracle', 'fp32'):>6}")
+    bf16 = bf16_ratios(doc)
+    if bf16:
+        lines += ["", "bf16: ours-bf16 / openvino-default (medians; < 1: ours-bf16 faster):"]
+        lines += [f"  {m} {b}x{t} threads={n}: {q:.2f}" for (m, n, b, t), q in bf16.items()]
     lines.append("")
     lines.append(f"%sq / %shape: achieved GFLOP/s as % of sgemm at {doc['settings']['peak_size']}^3 / on the "
-                 f"model's own GEMM shapes, same thread count. {base}/x: median ratio (< 1: {base} faster). "
-                 f"max|dz|: largest logit difference from the NumPy oracle.")
+                 f"model's own GEMM shapes, same thread count. %peak: of the row's own instruction peak (fma: "
+                 f"fp32 FMA; {', '.join(f'{k}: {v}' for k, v in LOWP_PEAK_NAMES.items())}). {base}/x: median "
+                 f"ratio (< 1: {base} faster). max|dz|: largest logit difference from the NumPy oracle; oracle: "
+                 f"which one (bf16 / int8: ours against the oracle's emulation of that precision, "
+                 f"model.with_precision(p); the peers' int8 and bf16 rows against fp32).")
     return "\n".join(lines)
+
+
+def bf16_ratios(doc: dict) -> dict:
+    """{(model, threads, batch, seq): ours-bf16 median / openvino-default median} for the cases
+    where both ran (< 1: ours-bf16 faster)."""
+    med = {(r["model"], r["threads"], r["batch"], r["seq"], r["contender"]): r["median_ms"] for r in doc["results"]}
+    return {k[:4]: v / med[k[:4] + ("openvino-default",)] for k, v in med.items()
+            if k[4] == "ours-bf16" and k[:4] + ("openvino-default",) in med}
 
 
 def write_json(doc: dict, path: str | Path):
@@ -978,11 +1202,15 @@ def merge(docs: list[dict]) -> dict:
 
 
 FP32_PEERS = ("torch", "onnxruntime", "onnxruntime-bertopt", "openvino-f32")
+LOWP_CONTENDERS = ("ours-bf16", "ours-int8", "openvino-default", "onnxruntime-int8", "openvino-int8")
+BF16_ROWS = ("ours-bf16", "openvino-default")
 
 
 def markdown_summary(doc: dict) -> str:
     """Per model and thread count: a row per case with every contender's median ms, ours / the best
-    fp32 peer, and ours as a share of the fp32 FMA peak (model FLOPs; docs/benchmarks.md)."""
+    fp32 peer, and ours as a share of the fp32 FMA peak (model FLOPs; docs/benchmarks.md). When
+    bf16 / int8 contenders ran, a second table: their medians, ours-bf16 / openvino-default, and
+    each bf16 row's share of its own bf16 peak (the row's `pct_peak`: AMX or AVX512-BF16)."""
     rows = {(r["model"], r["threads"], r["batch"], r["seq"], r["contender"]): r for r in doc["results"]}
     names = [c for c in ("ours", "numpy", *FP32_PEERS, "openvino-default")
              if any(k[4] == c for k in rows)]
@@ -1010,7 +1238,45 @@ def markdown_summary(doc: dict) -> str:
                 cells.append(f"{100 * ours['gflops'] / peaks[n]:.0f}%" if peaks.get(n) else "-")
                 out.append("| " + " | ".join(cells) + " |")
             out.append("")
+    for model in doc["settings"]["models"]:
+        for n in doc["settings"]["threads"]:
+            out += _lowp_table(doc, rows, model, n)
     return "\n".join(out)
+
+
+def _lowp_table(doc: dict, rows: dict, model: str, n: int) -> list[str]:
+    """The bf16 / int8 table of one model and thread count (empty when none of them ran)."""
+    names = [c for c in LOWP_CONTENDERS if any(k[:2] == (model, n) and k[4] == c for k in rows)]
+    cases = [(b, t) for b, t in (map(int, c.split("x")) for c in doc["settings"]["cases"])
+             if any((model, n, b, t, c) in rows for c in names)]
+    if not cases:
+        return []
+    both = all(c in names for c in BF16_ROWS)
+    label = {"openvino-default": "openvino bf16"}
+    head = ["case", *[label.get(c, c) for c in names]]
+    head += ["ours-bf16 / openvino bf16"] if both else []
+    int8_ratios = [(c, label.get(c, c)) for c in ("openvino-default", "onnxruntime-int8")
+                   if "ours-int8" in names and c in names]
+    head += [f"ours-int8 / {lab}" for _, lab in int8_ratios]
+    head += [f"{label.get(c, c)}, % of bf16 peak" for c in BF16_ROWS if c in names]
+    out = [f"**{model}, {n} thread{'s' if n > 1 else ''}, bf16 / int8** (median ms)\n",
+           "| " + " | ".join(head) + " |", "|" + "---|" + "---:|" * (len(head) - 1)]
+    for b, t in cases:
+        got = {c: rows.get((model, n, b, t, c)) for c in names}
+        cells = [f"{b}x{t}"] + [f"{r['median_ms']:.1f}" if r else "-" for r in got.values()]
+        if both:
+            ours, ov = got["ours-bf16"], got["openvino-default"]
+            cells.append(f"{ours['median_ms'] / ov['median_ms']:.2f}" if ours and ov else "-")
+        for c, _ in int8_ratios:
+            q, peer = got["ours-int8"], got[c]
+            cells.append(f"{q['median_ms'] / peer['median_ms']:.2f}" if q and peer else "-")
+        for c in BF16_ROWS:
+            if c in names:
+                r = got[c]
+                ok = r and r.get("pct_peak") is not None
+                cells.append(f"{r['pct_peak']:.0f}% ({r['peak']})" if ok else "-")
+        out.append("| " + " | ".join(cells) + " |")
+    return out + [""]
 
 
 def run(args) -> int:
