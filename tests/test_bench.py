@@ -371,13 +371,14 @@ def test_new_contenders_on_the_command_line():
     bench.add_arguments(p)
     args = bench.resolve(p.parse_args(["--contenders", "ours,ours-bf16,openvino-default,onnxruntime-int8,openvino-int8"]))
     assert args.contenders == ["ours", "ours-bf16", "openvino-default", "onnxruntime-int8", "openvino-int8"]
-    assert {"ours-bf16", "onnxruntime-int8", "openvino-int8"} <= set(bench.resolve(p.parse_args([])).contenders)
-    with pytest.raises(SystemExit, match="unknown contender 'ours-int8'"):
-        bench.resolve(p.parse_args(["--contenders", "ours-int8"]))
-    made = {n: bench.make_contender(n, bench.BlasThreads()) for n in ("ours-bf16", "onnxruntime-int8", "openvino-int8")}
+    assert {"ours-bf16", "ours-int8", "onnxruntime-int8", "openvino-int8"} <= set(bench.resolve(p.parse_args([])).contenders)
+    with pytest.raises(SystemExit, match="unknown contender 'ours-int4'"):
+        bench.resolve(p.parse_args(["--contenders", "ours-int4"]))
+    names = ("ours-bf16", "ours-int8", "onnxruntime-int8", "openvino-int8")
+    made = {n: bench.make_contender(n, bench.BlasThreads()) for n in names}
     assert {n: (c.name, c.precision, c.oracle) for n, c in made.items()} == {
-        "ours-bf16": ("ours-bf16", "bf16", "bf16"), "onnxruntime-int8": ("onnxruntime-int8", "int8", "fp32"),
-        "openvino-int8": ("openvino-int8", "int8", "fp32")}
+        "ours-bf16": ("ours-bf16", "bf16", "bf16"), "ours-int8": ("ours-int8", "int8", "int8"),
+        "onnxruntime-int8": ("onnxruntime-int8", "int8", "fp32"), "openvino-int8": ("openvino-int8", "int8", "fp32")}
 
 
 def _lowp_doc(doc):
