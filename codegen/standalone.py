@@ -110,7 +110,7 @@ def build_standalone(out_dir: str | Path, prefix: str | None = None, cc: str | N
         raise _build.BuildError(f"{weights} is missing (recompile the model)")
     manifest = dict(manifest, weights_size=weights.stat().st_size)
     cc = _build.compiler(cc)
-    isa = _build.resolve_isa(cc, isa if isa is not None else manifest.get("isa"))
+    isa = _build.resolve_isa(cc, isa if isa is not None else manifest.get("isa"), manifest.get("precision", "fp32"))
     if openmp is None:
         openmp = bool(manifest.get("openmp", False)) and _build.openmp_supported(cc)
     flags = [f for f in _build.flags(cc, openmp, list(extra_flags), isa) if f not in DROP_FLAGS]

@@ -433,3 +433,30 @@ def test_model_precision_is_the_default(tmp_path):
     again = codegen.load_compiled(tmp_path)
     assert again.precision == "bf16"
     assert cm.ffi.string(cm.lib.pd_precision()).decode() == "bf16"
+
+
+@pytest.mark.parametrize("precision", LOWP)
+def test_standalone_program_of_a_reduced_precision(precision, tmp_path):
+    """`refexit compile --precision P --standalone`: the program says its precision and classifies
+    text as the compiled library does."""
+    import json
+    import subprocess
+    import sys
+    from refexit.synthetic import save_model
+    from codegen.standalone import build_standalone
+    m = random_model(num_layers=2, hidden=40, heads=2, intermediate=50, num_labels=2, seed=12, max_position=64)
+    src = tmp_path / "model"
+    save_model(m, src)
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "refexit.cli", "compile", str(src), "-o", str(out), "--prefix", "sp",
+                        "--policy", "static", "--precision", precision], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert f"{precision} on" in r.stdout
+    exe = build_standalone(out, prefix="sp").embedded
+    info = json.loads(subprocess.run([str(exe), "--info"], capture_output=True, text=True, check=True).stdout)
+    assert info["precision"] == precision
+    line = json.loads(subprocess.run([str(exe), "a b c"], capture_output=True, text=True, check=True).stdout)
+    cm = codegen.load_compiled(out)
+    want = cm.classify(refexit.load(src).tokenizer(["a b c"], max_length=64))
+    assert line["label_id"] == int(want.labels[0]) and line["exit_layer"] == int(want.exit_layers[0])
+    assert np.allclose(line["logits"], want.logits[0], rtol=1e-5, atol=1e-6)
