@@ -178,21 +178,25 @@ void {p}_test_quantize(int8_t *q, float *scale, const float *x, int n);
 """
 
 
-@pytest.fixture(scope="module")
-def int8_kernels(tmp_path_factory):
-    """{isa: (ffi, lib)}: the int8 test entry points of every instruction set of this machine."""
-    root = tmp_path_factory.mktemp("int8k")
+def kernel_builds(root, precision, prefix, cdef):
+    """{isa: (ffi, lib)}: the test entry points (-DREFEXIT_KERNEL_TESTS) of a small model's source
+    at `precision`, built for every instruction set of this machine."""
     m = random_model(num_layers=1, hidden=40, heads=2, intermediate=50, num_labels=2, seed=6)
-    plan = lower(m, refexit.Static(1), prefix="qk", max_length=16, precision="int8")
+    plan = lower(m, refexit.Static(1), prefix=prefix, max_length=16, precision=precision)
     _, c_path = emit.write_sources(plan, root)
     cc, out = build.compiler(), {}
     for isa in BF16_BUILDS:
-        lib = root / f"libqk_{isa}.so"
+        lib = root / f"lib{prefix}_{isa}.so"
         build.compile_c(c_path, lib, cc, build.flags(cc, False, ["-DREFEXIT_KERNEL_TESTS"], isa=isa))
         ffi = cffi.FFI()
-        ffi.cdef(CDEF_INT8.format(p="qk"))
+        ffi.cdef(cdef.format(p=prefix))
         out[isa] = (ffi, ffi.dlopen(str(lib)))
     return out
+
+
+@pytest.fixture(scope="module")
+def int8_kernels(tmp_path_factory):
+    return kernel_builds(tmp_path_factory.mktemp("int8k"), "int8", "qk", CDEF_INT8)
 
 
 @pytest.mark.parametrize("M,K,N", [(1, 1, 1), (1, 45, 96), (5, 64, 31), (12, 33, 32), (13, 64, 33),
@@ -240,7 +244,7 @@ def test_c_quantization_equals_the_oracles(int8_kernels):
             assert np.array_equal(got, q[r]) and scale[0] == s[r], (isa, r)
 
 
-CDEF = """
+CDEF_BF16 = """
 int {p}_test_gemm_bf16(const uint16_t *A, int lda, const uint16_t *Bp, int K, int N, float *C, int ldc,
                        const float *bias, int M, int epi, uint16_t *Cb, int ldcb, int nth);
 void {p}_test_to_bf16(uint16_t *dst, const float *src, int n);
@@ -249,19 +253,7 @@ void {p}_test_to_bf16(uint16_t *dst, const float *src, int n);
 
 @pytest.fixture(scope="module")
 def bf16_kernels(tmp_path_factory):
-    """{isa: (ffi, lib)}: the bf16 test entry points of every instruction set of this machine."""
-    root = tmp_path_factory.mktemp("bf16k")
-    m = random_model(num_layers=1, hidden=40, heads=2, intermediate=50, num_labels=2, seed=6)
-    plan = lower(m, refexit.Static(1), prefix="bk", max_length=16, precision="bf16")
-    _, c_path = emit.write_sources(plan, root)
-    cc, out = build.compiler(), {}
-    for isa in BF16_BUILDS:
-        lib = root / f"libbk_{isa}.so"
-        build.compile_c(c_path, lib, cc, build.flags(cc, False, ["-DREFEXIT_KERNEL_TESTS"], isa=isa))
-        ffi = cffi.FFI()
-        ffi.cdef(CDEF.format(p="bk"))
-        out[isa] = (ffi, ffi.dlopen(str(lib)))
-    return out
+    return kernel_builds(tmp_path_factory.mktemp("bf16k"), "bf16", "bk", CDEF_BF16)
 
 
 def run_gemm(kernel, Ab, W, bias, epi, C0, nth=1):
