@@ -7,6 +7,10 @@
 4. compile the model + exits + picked policy to C, measure the compiled library's wall-clock
    speed-up on the test split against full depth;
 5. classify example sentences with the compiled library: label, confidence, exit layer, time.
+
+With --precision bf16 the library of steps 4 and 5 computes the layers in bf16, and step 4 also
+compares it with fp32's compiled C at the same threshold: label and exit-layer agreement and
+accuracy on every test text, and wall-clock (the two timed interleaved).
 """
 from __future__ import annotations
 
@@ -99,6 +103,41 @@ def _median_seconds(fn, repeat: int) -> float:
     return statistics.median(runs)
 
 
+def _compile(codegen, model, policy, out_dir, prefix, precision, threads):
+    # a large internal batch: after the early layers most samples have left, and the GEMMs of the
+    # remaining ones stay efficient only if enough of them run together
+    cm = codegen.compile_model(model, policy, out_dir, prefix=prefix, max_batch=256, precision=precision)
+    cm.set_threads(threads)
+    return cm
+
+
+def _compare_with_fp32(codegen, model, policy, libs: dict, ds, timing_enc, args, out):
+    """libs {"early exit", "full"} of another precision against fp32's compiled C at the same
+    threshold: agreement and accuracy on every test text; wall-clock, the two interleaved."""
+    import refexit
+    from . import evaluate as E
+    p, L = libs["full"].precision, model.num_layers
+    ref = {"early exit": _compile(codegen, model, policy, out / "c", "demo", "fp32", args.threads),
+           "full": _compile(codegen, model, refexit.Static(L), out / "c_full", "demo_full", "fp32", args.threads)}
+    enc = model.tokenizer(ds.test.texts, max_length=args.max_length)
+    a = E.agreement(ref["early exit"].classify(enc), libs["early exit"].classify(enc), ds.test.labels)
+    say(f"      {p} vs fp32 (compiled C, the same threshold) on all {a['texts']} test texts: labels agree "
+        f"{100 * a['label_agreement']:.2f}%, exit layers {100 * a['exit_agreement']:.2f}% "
+        f"({a['exits_earlier']} earlier, {a['exits_later']} later)")
+    say(f"      {p} test accuracy {100 * a['accuracy']:.2f}% ({100 * a['accuracy_delta']:+.2f} points vs fp32), "
+        f"mean layers {a['mean_layers']:.2f} (fp32 {a['mean_layers'] - a['mean_layers_delta']:.2f})")
+    by = {"fp32": ref, p: libs}
+    n = len(timing_enc.input_ids)
+    w = E.time_precisions(lambda q, k: lambda: by[q][k].classify(timing_enc), ("fp32", p), libs, n, args.repeat)
+    say(f"      wall-clock of the compiled C on {n} test texts, {args.threads} thread(s), median of "
+        f"{args.repeat}, {p} and fp32 interleaved:")
+    for k in libs:
+        say(f"        {k:<10} {p} {1e3 * w[k][p]['seconds_per_text']:.2f} ms/text, fp32 "
+            f"{1e3 * w[k]['fp32']['seconds_per_text']:.2f} ms/text: speed-up {w[k][p]['speedup_vs_fp32']:.2f}x")
+    say(f"        {p} early exit vs fp32 full depth: speed-up "
+        f"{w['full']['fp32']['seconds_per_text'] / w['early exit'][p]['seconds_per_text']:.2f}x")
+
+
 def run(args) -> int:
     import refexit
     from . import data
@@ -136,18 +175,16 @@ def run(args) -> int:
         say(f"      early exit      test accuracy {100 * t['accuracy']:.2f}%  mean layers "
             f"{t['mean_layers']:.2f}  L/mean {t['layer_speedup']:.2f}x  FLOPs {t['flops_ratio']:.2f}x fewer")
 
-    say(f"[4/5] compile to C: {out / 'c'}")
+    prec, tag = args.precision, "" if args.precision == "fp32" else f"_{args.precision}"
+    say(f"[4/5] compile to C{'' if prec == 'fp32' else ' in ' + prec}: {out / f'c{tag}'}")
     t0 = time.perf_counter()
-    # a large internal batch: after the early layers most samples have left, and the GEMMs of the
-    # remaining ones stay efficient only if enough of them run together
-    cm = codegen.compile_model(model, policy, out / "c", prefix="demo", max_batch=256)
-    cm.set_threads(args.threads)
+    cm = _compile(codegen, model, policy, out / f"c{tag}", f"demo{tag}", prec, args.threads)
     say(f"      {cm!r} ({time.perf_counter() - t0:.1f} s)")
     texts = ds.test.texts[: args.timing_texts]
     enc = cm.tokenizer(texts, max_length=args.max_length)
     early = cm.classify(enc)
-    cm_full = codegen.compile_model(model, refexit.Static(L), out / "c_full", prefix="demo_full", max_batch=256)
-    cm_full.set_threads(args.threads)
+    cm_full = _compile(codegen, model, refexit.Static(L), out / f"c_full{tag}", f"demo_full{tag}", prec,
+                       args.threads)
     t_early = _median_seconds(lambda: cm.classify(enc), args.repeat)
     t_full = _median_seconds(lambda: cm_full.classify(enc), args.repeat)
     ideal = L / early.mean_layers
@@ -155,6 +192,8 @@ def run(args) -> int:
         f"full {1e3 * t_full / len(texts):.2f} ms/text, early exit {1e3 * t_early / len(texts):.2f} ms/text")
     say(f"      measured speed-up {t_full / t_early:.2f}x vs ideal L/mean {ideal:.2f}x "
         f"({100 * (t_full / t_early) / ideal:.0f}% of ideal; FLOPs ratio {early.flops_ratio:.2f}x)")
+    if prec != "fp32":
+        _compare_with_fp32(codegen, model, policy, {"early exit": cm, "full": cm_full}, ds, enc, args, out)
 
     say("[5/5] classify with the compiled library")
     sentences = args.texts or EXAMPLES.get(args.data, EXAMPLES["rotten_tomatoes"])
@@ -167,11 +206,12 @@ def run(args) -> int:
         say(f"      {rec['label']:>10}  p={rec['probability']:.3f}  exit layer {rec['exit_layer']}/{L}  "
             f"{ms:6.2f} ms  {s}")
     say(f"done in {time.perf_counter() - t_start:.0f} s; artifacts in {out}/ "
-        f"(C: {out / 'c'}/demo.h, demo.c, demo.weights)")
+        f"(C: {out / f'c{tag}'}/demo{tag}.h, demo{tag}.c, demo{tag}.weights)")
     return 0
 
 
 def add_subcommand(sub):
+    from .model import PRECISIONS
     p = sub.add_parser("demo", help="train exits on real data, compile to C, classify (the main job)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("texts", nargs="*", help="sentences to classify at the end (default: a few examples)")
@@ -185,6 +225,8 @@ def add_subcommand(sub):
     p.add_argument("--max-length", type=int, default=128, help="tokens per text")
     p.add_argument("--max-drop", type=float, default=1.0, help="accuracy points allowed below the full model")
     p.add_argument("--threads", type=int, default=2, help="threads of the compiled library")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="what the compiled layers compute in; not fp32: also compared with fp32 (default fp32)")
     p.add_argument("--timing-texts", type=int, default=400, help="test texts timed with the compiled C")
     p.add_argument("--repeat", type=int, default=5, help="timing repetitions (median)")
     p.add_argument("--seed", type=int, default=0)

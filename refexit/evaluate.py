@@ -272,3 +272,148 @@ def plot(report: dict, path, split: str = "test") -> bool:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return True
+
+
+# ---------------------------------------------------------------- precisions: exit agreement
+REFERENCE = "fp32"
+
+
+def parse_precisions(spec) -> tuple[str, ...]:
+    """"fp32,bf16" (or a list) -> the precisions to report, the fp32 reference first; an unknown
+    name raises InputError naming the allowed ones (refexit.PRECISIONS)."""
+    from .model import PRECISIONS
+    names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec)]
+    bad = [n for n in names if n not in PRECISIONS]
+    if bad or not names:
+        raise InputError(f"unknown precision {', '.join(map(repr, bad)) or '(none)'}: the allowed ones are "
+                         f"{', '.join(PRECISIONS)} (comma-separated)")
+    return tuple(dict.fromkeys([REFERENCE, *names]))
+
+
+def operating_points(report: dict, threshold=None) -> dict[str, Policy]:
+    """The points a precision report runs, as picked by the fp32 report: "full" (Static(L)) and,
+    per policy, its dev-picked threshold (a sweep) or `threshold` (a single point). A policy
+    with nothing picked within max_drop is left out."""
+    L, C = report["num_layers"], len(report["labels"])
+    points = {"full": Static(L)}
+    for name, entry in report["policies"].items():
+        if "picked" not in entry:
+            points[name] = make_policy(name, threshold)
+        elif entry["picked"]:
+            points[name] = sweep_policies(name, L, C)[entry["picked"]["index"]]
+    return points
+
+
+def emulated_runs(model, precisions, points: dict, texts: list[str], max_length: int) -> dict:
+    """{precision: {point: ClassifyResult}} of the oracle emulating each precision
+    (model.with_precision(p)) on `texts`: one backbone pass per precision, every point replayed
+    from it. Not cached: the feature cache keys on the fp32 weights, which every precision shares."""
+    runs = {}
+    for p in precisions:
+        mp = model.with_precision(p)
+        out = LayerOutputs(mp, F.extract(mp, texts, max_length, use_cache=False, progress=False))
+        runs[p] = {k: simulate(mp, pol, out) for k, pol in points.items()}
+    return runs
+
+
+def agreement(ref: ClassifyResult, res: ClassifyResult, y) -> dict:
+    """`res` against the reference run `ref` on the same texts: label and exit-layer agreement
+    (with the disagreements counted), and res's accuracy, macro-F1 and mean layers with their
+    deltas (res - ref)."""
+    y = np.asarray(y)
+    if not len(ref.exit_layers) == len(res.exit_layers) == len(y):
+        raise InputError(f"runs of {len(ref.exit_layers)} and {len(res.exit_layers)} texts with {len(y)} "
+                         f"labels: compare runs on the same texts")
+    n, C = len(y), ref.logits.shape[1]
+    same = res.labels == ref.labels
+    shift = res.exit_layers - ref.exit_layers
+    out = {"texts": n, "label_agreement": float(np.mean(same)), "label_disagreements": int(n - same.sum()),
+           "exit_agreement": float(np.mean(shift == 0)), "exits_earlier": int(np.sum(shift < 0)),
+           "exits_later": int(np.sum(shift > 0))}
+    for key, f in (("accuracy", lambda r: accuracy(r.labels, y)), ("macro_f1", lambda r: macro_f1(r.labels, y, C)),
+                   ("mean_layers", lambda r: r.mean_layers)):
+        out[key], out[f"{key}_delta"] = f(res), f(res) - f(ref)
+    out["layer_speedup"] = res.layer_speedup
+    out["exit_histogram"] = np.bincount(res.exit_layers, minlength=res.num_layers + 1)[1:].tolist()
+    return out
+
+
+def time_precisions(make_run: Callable[[str, str], Callable], precisions, points, texts: int,
+                    repeat: int = 5, warmup: int = 1) -> dict:
+    """Wall-clock of make_run(precision, point)() (one call classifying `texts` texts) at every
+    point (a name), the precisions interleaved run by run so that a change of machine load hits
+    them alike. -> {point: {precision: {"seconds_per_text": median, "speedup_vs_fp32": fp32's / this}}}"""
+    out = {}
+    for k in points:
+        fns = {p: make_run(p, k) for p in precisions}
+        for _ in range(warmup):
+            for fn in fns.values():
+                fn()
+        runs = {p: [] for p in precisions}
+        for _ in range(repeat):
+            for p, fn in fns.items():
+                t = time.perf_counter()
+                fn()
+                runs[p].append((time.perf_counter() - t) / texts)
+        med = {p: statistics.median(r) for p, r in runs.items()}
+        out[k] = {p: {"seconds_per_text": med[p], "speedup_vs_fp32": med[REFERENCE] / med[p]} for p in precisions}
+    return out
+
+
+def precision_report(points: dict, runs: dict, y, emulated: dict | None = None,
+                     timing: dict | None = None) -> dict:
+    """runs[precision][point]: ClassifyResult on the texts labelled y (runs[REFERENCE] too).
+    -> {"precisions", "reference", "points": {point: {"policy", precision: agreement(...) with,
+    when given, "crosscheck" (this run on the first texts against emulated[precision][point]) and
+    the "wallclock" of timing[point][precision]}}}."""
+    out = {"precisions": list(runs), "reference": REFERENCE, "points": {}}
+    for k, pol in points.items():
+        ref = runs[REFERENCE][k]
+        entry = out["points"][k] = {"policy": repr(pol)}
+        for p, by_point in runs.items():
+            a = entry[p] = agreement(ref, by_point[k], y)
+            if emulated and p in emulated:
+                em = emulated[p][k]
+                m = len(em.exit_layers)
+                a["crosscheck"] = {"texts": m,
+                                   "label_agreement": float(np.mean(by_point[k].labels[:m] == em.labels)),
+                                   "exit_agreement": float(np.mean(by_point[k].exit_layers[:m] == em.exit_layers))}
+            if timing and k in timing:
+                a["wallclock"] = timing[k][p]
+    return out
+
+
+def plot_precisions(prec: dict, path, title: str = "") -> bool:
+    """Bars per operating point and precision: label / exit-layer agreement with fp32, accuracy
+    delta, and (when timed) wall-clock speed-up vs fp32; False (no file) without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    names, precs = list(prec["points"]), prec["precisions"]
+    timed = all("wallclock" in prec["points"][k][p] for k in names for p in precs)
+    panels = [("label agreement with fp32 (%)", lambda a: 100 * a["label_agreement"]),
+              ("exit-layer agreement with fp32 (%)", lambda a: 100 * a["exit_agreement"]),
+              ("test accuracy - fp32's (points)", lambda a: 100 * a["accuracy_delta"])]
+    if timed:
+        panels.append(("compiled C wall-clock speed-up vs fp32", lambda a: a["wallclock"]["speedup_vs_fp32"]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.8))
+    x, w = np.arange(len(names)), 0.8 / len(precs)
+    for ax, (label, f) in zip(axes, panels):
+        for i, p in enumerate(precs):
+            ax.bar(x + (i - (len(precs) - 1) / 2) * w, [f(prec["points"][k][p]) for k in names], w, label=p)
+        ax.set_xticks(x, names, rotation=45, ha="right", fontsize=8)
+        ax.set_title(label, fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+        if "agreement" in label:                 # near 100%: show the differences
+            ax.set_ylim(max(0, min(b.get_height() for b in ax.patches) - 2), 100.5)
+        else:
+            ax.axhline(1 if "speed-up" in label else 0, color="k", lw=0.8)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True

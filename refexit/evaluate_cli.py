@@ -1,6 +1,13 @@
 """`refexit evaluate MODEL_DIR --exits DIR [--data NAME] [--policy P] --sweep`: accuracy / macro-F1
 vs mean layers, L / mean, FLOPs for each policy over a threshold sweep on dev and test, a threshold
-picked on dev (fastest within --max-drop points of the full model), JSON + a PNG plot."""
+picked on dev (fastest within --max-drop points of the full model), JSON + a PNG plot.
+
+--precision fp32,bf16: the exit-agreement report. The compiled C of each precision classifies every
+test text at each fp32-picked operating point (the full model and each policy's dev-picked
+threshold, reused unchanged); against fp32's compiled C on the same texts: label and exit-layer
+agreement, accuracy and macro-F1 with their deltas, mean layers, and with --wallclock the measured
+speed-up. The oracle emulating each precision (Model.with_precision) cross-checks the C on the
+first --crosscheck texts."""
 from __future__ import annotations
 
 import json
@@ -8,6 +15,9 @@ import sys
 from pathlib import Path
 
 from . import evaluate as E
+from .errors import InputError
+from .model import PRECISIONS
+from .policies import Static
 
 
 def add_subcommand(subparsers) -> None:
@@ -34,6 +44,13 @@ def add_subcommand(subparsers) -> None:
                    help="also time the compiled C (full depth and each picked policy) on N test texts "
                         "(default 500); needs the codegen extra and a C compiler")
     p.add_argument("--threads", type=int, default=1, help="threads of the compiled C for --wallclock")
+    p.add_argument("--repeat", type=int, default=3, help="--wallclock: timed runs per measurement (median)")
+    p.add_argument("--precision", metavar="LIST",
+                   help="compare the compiled C of these precisions (comma-separated: "
+                        f"{', '.join(PRECISIONS)}) with fp32's on the test texts, at the fp32-picked thresholds")
+    p.add_argument("--crosscheck", type=int, default=200, metavar="N",
+                   help="--precision: also run the oracle emulating each precision on the first N test "
+                        "texts and report its agreement with the C (default 200; 0: off)")
     p.add_argument("--no-cache", action="store_true", help="recompute features (and do not cache them)")
     p.set_defaults(func=run)
 
@@ -66,6 +83,7 @@ def run(args) -> int:
     threshold = args.threshold
     if not args.sweep and policies and set(policies) <= {"patience", "window", "static"}:
         threshold = int(threshold)
+    precisions = E.parse_precisions(args.precision) if args.precision else None
     max_length = args.max_length or meta.get("max_length") or 128
     model = refexit.load(args.model_dir, exits=file)
     ds = data.load_dataset(name)
@@ -79,9 +97,12 @@ def run(args) -> int:
                    "sizes": {s: len(labels[s]) for s in labels}, "training": {
                        k: meta.get(k) for k in ("head_kind", "objective", "extras", "seed") if k in meta}})
     out = args.out or file.parent
+    compiled = Compiled(model, out / "compiled", args.threads) if args.wallclock or precisions else None
     if args.wallclock and args.sweep:
-        compiled_wallclock(model, report, ds.test.texts[:args.wallclock], max_length, out / "compiled",
-                           args.threads)
+        compiled_wallclock(model, report, ds.test.texts[:args.wallclock], max_length, compiled, args.repeat)
+    if precisions:
+        compiled_precisions(model, report, precisions, ds.test.texts, ds.test.labels, max_length, compiled,
+                            threshold, args.wallclock or 0, args.crosscheck, args.repeat)
     print_report(report)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"evaluate-{name}" + ("" if args.sweep else "-point")
@@ -92,31 +113,89 @@ def run(args) -> int:
             print(f"wrote {out / f'{stem}.png'}")
         else:
             print("matplotlib is not installed (pip install 'refexit[plot]'): no PNG plot", file=sys.stderr)
+    if precisions and not args.no_plot and E.plot_precisions(
+            report["precision"], out / f"{stem}-precision.png",
+            f"{name}: the compiled C of {', '.join(precisions)} vs fp32's, {len(labels['test'])} test texts"):
+        print(f"wrote {out / f'{stem}-precision.png'}")
     return 0
 
 
-def compiled_wallclock(model, report: dict, texts: list[str], max_length: int, build_dir: Path,
-                       threads: int) -> dict:
+class Compiled:
+    """The compiled C of `model`: one library per policy kind and precision, built on demand under
+    build_dir/<policy>[-<precision>] (codegen caches the builds), run at any threshold of its kind."""
+
+    def __init__(self, model, build_dir: Path, threads: int):
+        try:
+            import codegen
+        except ImportError as e:
+            raise InputError(f"--wallclock and --precision run the compiled C and need the codegen extra "
+                             f"(pip install '.[codegen]'): {e}") from None
+        self.codegen, self.model, self.build_dir, self.threads = codegen, model, build_dir, threads
+        self.libs: dict = {}
+
+    def lib(self, policy, precision: str = "fp32"):
+        key = policy.name if precision == "fp32" else f"{policy.name}-{precision}"
+        if key not in self.libs:
+            self.libs[key] = cm = self.codegen.compile_model(
+                self.model, policy, self.build_dir / key, prefix="ev_" + key.replace("-", "_"),
+                max_batch=256, precision=precision)
+            cm.set_threads(self.threads)
+        return self.libs[key]
+
+    def run(self, enc, policy, precision: str = "fp32"):
+        """A callable classifying the encoded batch `enc` at `policy` with that library."""
+        cm = self.lib(policy, precision)
+
+        def classify(*_):
+            if cm.policy_repr != repr(policy):        # the library may be shared by two points
+                cm.set_policy(policy)
+            return cm.classify(enc)
+        return classify
+
+
+def compiled_wallclock(model, report: dict, texts: list[str], max_length: int, compiled: Compiled,
+                       repeat: int = 3) -> dict:
     """Seconds per text of the compiled C at full depth and at each picked threshold (one library
     per policy, cached by codegen), measured on the same texts, batched as the C API allows."""
-    import codegen
-    cache: dict = {}
-
-    def make_classify(policy):
-        key = policy.name
-        if key not in cache:
-            cache[key] = codegen.compile_model(model, policy, build_dir / key, prefix=f"ev_{key}",
-                                               max_batch=256)
-            cache[key].set_threads(threads)
-        cm = cache[key]
-        cm.set_policy(policy)
-        enc = cm.tokenizer(texts, max_length=max_length)
-        return lambda _texts: cm.classify(enc)
-
-    print(f"evaluate: timing the compiled C on {len(texts)} test texts, {threads} thread(s)", file=sys.stderr)
-    out = E.add_wallclock(report, make_classify, texts)       # sets report["wallclock"]
-    out["threads"] = threads
+    enc = model.tokenizer(texts, max_length=max_length)
+    print(f"evaluate: timing the compiled C on {len(texts)} test texts, {compiled.threads} thread(s)",
+          file=sys.stderr)
+    out = E.add_wallclock(report, lambda pol: compiled.run(enc, pol), texts, repeat)   # sets report["wallclock"]
+    out["threads"] = compiled.threads
     return out
+
+
+def compiled_precisions(model, report: dict, precisions, texts: list[str], y, max_length: int,
+                        compiled: Compiled, threshold=None, wallclock: int = 0, crosscheck: int = 0,
+                        repeat: int = 3) -> dict:
+    """report["precision"]: each precision's compiled C on every test text at the fp32-picked
+    operating points, against fp32's (E.precision_report); the oracle's emulation on the first
+    `crosscheck` texts; with `wallclock`, the precisions timed interleaved on that many texts."""
+    points = E.operating_points(report, threshold)
+    print(f"evaluate: compiled C of {', '.join(precisions)} on {len(texts)} test texts at "
+          f"{', '.join(points)}", file=sys.stderr)
+    enc = model.tokenizer(texts, max_length=max_length)
+    runs = {p: {k: compiled.run(enc, pol, p)() for k, pol in points.items()} for p in precisions}
+    emulated = E.emulated_runs(model, precisions, points, texts[:crosscheck], max_length) if crosscheck else None
+    timing, timed = None, texts[:wallclock]
+    if timed:
+        print(f"evaluate: timing {', '.join(precisions)} interleaved on {len(timed)} test texts", file=sys.stderr)
+        tenc = model.tokenizer(timed, max_length=max_length)
+        timing = E.time_precisions(lambda p, k: compiled.run(tenc, points[k], p), precisions, points,
+                                   len(timed), repeat)
+    prec = E.precision_report(points, runs, y, emulated, timing)
+    prec["source"] = (f"labels and exit layers: the compiled C of each precision on all {len(texts)} test texts, "
+                      f"at thresholds picked on dev by the fp32 sweep and reused unchanged")
+    prec["isa"] = {p: compiled.lib(Static(model.num_layers), p).isa for p in precisions}
+    if emulated:
+        prec["crosscheck"] = (f"the oracle emulating each precision (Model.with_precision) on the first "
+                              f"{min(crosscheck, len(texts))} test texts, against that precision's C")
+    if timing:
+        prec["wallclock"] = (f"seconds per text of one classify call of the compiled C on the first {len(timed)} "
+                             f"test texts (padded batch, {compiled.threads} thread(s)), median of {repeat} runs, "
+                             f"precisions interleaved; speed-up = fp32's time / this precision's at the same point")
+    report["precision"] = prec
+    return prec
 
 
 def _short(pt) -> str:
@@ -164,3 +243,32 @@ def print_report(r: dict):
         for name, p in w["policies"].items():
             print(f"{name:<14} {1e3 * p['seconds_per_example']:8.3f} {p['speedup']:7.2f}x "
                   f"{p['ideal_layer_speedup']:6.2f}x {100 * p['fraction_of_ideal']:7.0f}%")
+    if r.get("precision"):
+        print_precision(r["precision"])
+
+
+def print_precision(prec: dict):
+    first = next(iter(prec["points"].values()))
+    n, timed = first["fp32"]["texts"], "wallclock" in prec
+    print(f"\nprecisions vs fp32 on {n} test texts; {prec['source']}; ISA {prec['isa']}")
+    print(f"{'point':<14} {'prec':<5} {'labels=':>7} {'exits=':>7} {'acc%':>6} {'Δacc':>6} {'mF1%':>6} {'ΔmF1':>6} "
+          f"{'layers':>6}" + (f" {'ms/text':>8} {'speed-up':>8}" if timed else ""))
+    for k, e in prec["points"].items():
+        for p in prec["precisions"]:
+            a = e[p]
+            line = (f"{k:<14} {p:<5} {100 * a['label_agreement']:6.2f}% {100 * a['exit_agreement']:6.2f}% "
+                    f"{100 * a['accuracy']:6.2f} {100 * a['accuracy_delta']:+6.2f} {100 * a['macro_f1']:6.2f} "
+                    f"{100 * a['macro_f1_delta']:+6.2f} {a['mean_layers']:6.2f}")
+            if timed:
+                w = a["wallclock"]
+                line += f" {1e3 * w['seconds_per_text']:8.3f} {w['speedup_vs_fp32']:7.2f}x"
+            print(line)
+    print("labels= / exits=: share of test texts with the same label / exit layer as fp32's C; "
+          "Δ: points vs fp32" + (f"\nwall-clock: {prec['wallclock']}" if timed else ""))
+    if "crosscheck" in prec:
+        worst = {p: min(e[p]["crosscheck"]["label_agreement"] for e in prec["points"].values())
+                 for p in prec["precisions"]}
+        worst_exit = {p: min(e[p]["crosscheck"]["exit_agreement"] for e in prec["points"].values())
+                      for p in prec["precisions"]}
+        print(f"cross-check, {prec['crosscheck']}: lowest agreement over the points: " + "; ".join(
+            f"{p} labels {100 * worst[p]:.2f}% exits {100 * worst_exit[p]:.2f}%" for p in prec["precisions"]))

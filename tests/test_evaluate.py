@@ -218,3 +218,177 @@ def test_cli_train_then_evaluate_on_real_sms(minilm_dir, tmp_path, capsys):
     rep = json.loads((out / "evaluate-sms_spam.json").read_text())
     assert rep["max_length"] == 32 and set(rep["policies"]) == {"entropy", "patience"}
     assert "entropy" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- precisions: exit agreement
+def bf16_compile_missing():
+    """Why the compiled bf16 path cannot be tested here (None: it can)."""
+    import inspect
+    try:
+        import codegen
+    except ImportError as e:
+        return f"codegen unavailable: {e}"
+    if "bf16" not in refexit.PRECISIONS or "precision" not in inspect.signature(codegen.compile_model).parameters:
+        return "codegen.compile_model(..., precision='bf16') is not available yet"
+    return None
+
+
+def splits(m, texts, y):
+    h = len(texts) // 2
+    f = {s: F.extract(m, t, 32, use_cache=False, progress=False) for s, t in (("dev", texts[:h]), ("test", texts[h:]))}
+    return f, {"dev": y[:h], "test": y[h:]}
+
+
+ENTROPY = 0.9        # on prec_toy: exits at layers 2, 3 and 4, no decision within 1e-3 of it
+
+
+def prec_toy(n=80):
+    """A model whose exits spread over the layers at Entropy(ENTROPY), its fp32 report at that
+    single point, and the test half of the texts with their labels."""
+    m = synthetic.random_model(num_layers=4, hidden=16, heads=2, intermediate=24, num_labels=3, seed=0,
+                               head_kind="mean_linear", scale=1.0)
+    _, texts, y = toy(n=n)
+    f, labels = splits(m, texts, y)
+    rep = E.evaluate(m, f, labels, ("entropy",), sweep=False, threshold=ENTROPY, progress=False)
+    return m, rep, texts[n // 2:], labels["test"]
+
+
+def check_precision_report(prec, points, runs, y):
+    n = len(y)
+    assert prec["precisions"][0] == "fp32" == prec["reference"] and set(prec["points"]) == set(points)
+    for k, entry in prec["points"].items():
+        assert entry["policy"] == repr(points[k])
+        ref = entry["fp32"]
+        assert ref["label_agreement"] == ref["exit_agreement"] == 1.0          # fp32 against itself
+        assert ref["label_disagreements"] == ref["exits_earlier"] == ref["exits_later"] == 0
+        assert ref["accuracy_delta"] == ref["macro_f1_delta"] == ref["mean_layers_delta"] == 0.0
+        for p in prec["precisions"]:
+            a, r, r0 = entry[p], runs[p][k], runs["fp32"][k]
+            assert a["texts"] == n == sum(a["exit_histogram"])
+            same = int(np.sum(r.labels == r0.labels))
+            assert a["label_agreement"] == pytest.approx(same / n) and a["label_disagreements"] == n - same
+            shift = r.exit_layers - r0.exit_layers
+            assert round(a["exit_agreement"] * n) + a["exits_earlier"] + a["exits_later"] == n
+            assert (a["exits_earlier"], a["exits_later"]) == (np.sum(shift < 0), np.sum(shift > 0))
+            assert a["accuracy"] == pytest.approx(np.mean(r.labels == y), abs=1e-12)
+            assert a["accuracy_delta"] == pytest.approx(a["accuracy"] - ref["accuracy"], abs=1e-12)
+            assert a["macro_f1"] == pytest.approx(my_macro_f1(r.labels, y, r.logits.shape[1]), abs=1e-12)
+            assert a["mean_layers"] == pytest.approx(np.mean(r.exit_layers))
+            assert a["mean_layers_delta"] == pytest.approx(a["mean_layers"] - ref["mean_layers"])
+            assert a["exit_histogram"] == [int(np.sum(r.exit_layers == i)) for i in range(1, r.num_layers + 1)]
+
+
+def test_parse_precisions():
+    assert E.parse_precisions("bf16") == ("fp32", "bf16")                 # the reference always, first
+    assert E.parse_precisions(" bf16 ,fp32,bf16") == ("fp32", "bf16")
+    assert E.parse_precisions(["fp32"]) == ("fp32",)
+    for bad in ("bf17", "fp32,", "", "FP32", []):
+        with pytest.raises(refexit.InputError) as e:
+            E.parse_precisions(bad)
+        assert all(p in str(e.value) for p in refexit.PRECISIONS), str(e.value)
+
+
+def test_operating_points_are_the_fp32_picks():
+    m, texts, y = toy(n=40)
+    rep = E.evaluate(m, *splits(m, texts, y), ("entropy", "max_prob", "static"), max_drop=0.05, progress=False)
+    rep["policies"]["max_prob"]["picked"] = None                       # nothing within max_drop: left out
+    pts = E.operating_points(rep)
+    assert list(pts) == ["full", "entropy", "static"] and repr(pts["full"]) == repr(Static(m.num_layers))
+    for name in ("entropy", "static"):
+        assert repr(pts[name]) == rep["policies"][name]["picked"]["policy"]
+    _, single, _, _ = prec_toy(n=20)
+    assert repr(E.operating_points(single, ENTROPY)["entropy"]) == repr(refexit.Entropy(ENTROPY))
+
+
+def test_agreement_counts_what_changed():
+    m, texts, y = toy(n=30)
+    ref = oracle(m, texts, refexit.Entropy(0.9))
+    res = oracle(m, texts, refexit.Entropy(0.9))
+    res.logits[:4] = res.logits[:4, ::-1]                 # other labels for some of these 4
+    changed = int(np.sum(res.labels != ref.labels))
+    res.exit_layers[5:7] = np.where(ref.exit_layers[5:7] < m.num_layers, ref.exit_layers[5:7] + 1, 1)
+    later = int(np.sum(res.exit_layers > ref.exit_layers))
+    a = E.agreement(ref, res, y)
+    assert a["label_disagreements"] == changed > 0 and a["label_agreement"] == pytest.approx(1 - changed / 30)
+    assert a["exits_later"] == later and a["exits_earlier"] == 2 - later
+    assert a["exit_agreement"] == pytest.approx(28 / 30)
+    assert a["accuracy_delta"] == pytest.approx(np.mean(res.labels == y) - np.mean(ref.labels == y))
+    with pytest.raises(refexit.InputError):
+        E.agreement(ref, oracle(m, texts[:-1], refexit.Entropy(0.9)), y)
+
+
+def test_precision_report_of_the_oracles_emulation():
+    m, rep, test, yt = prec_toy()
+    points = E.operating_points(rep, ENTROPY)
+    runs = E.emulated_runs(m, E.parse_precisions("bf16"), points, test, 32)
+    for k, pol in points.items():                        # the replay is the emulating oracle's run
+        want = oracle(m.with_precision("bf16"), test, pol)
+        assert np.array_equal(runs["bf16"][k].exit_layers, want.exit_layers)
+        assert np.array_equal(runs["bf16"][k].logits, want.logits)
+    assert set(runs["fp32"]["entropy"].exit_layers) == {2, 3, 4}         # the toy exits early
+    prec = E.precision_report(points, runs, yt, emulated=runs)
+    json.dumps(prec)
+    check_precision_report(prec, points, runs, yt)
+    for entry in prec["points"].values():
+        for p in ("fp32", "bf16"):
+            assert entry[p]["crosscheck"] == {"texts": len(yt), "label_agreement": 1.0, "exit_agreement": 1.0}
+
+
+def test_time_precisions_interleaves_the_precisions():
+    calls = []
+    make_run = lambda p, k: lambda: calls.append((p, k))            # noqa: E731
+    t = E.time_precisions(make_run, ("fp32", "bf16"), {"full": None, "entropy": None}, texts=7, repeat=3)
+    assert calls == [(p, k) for k in ("full", "entropy") for _ in range(4) for p in ("fp32", "bf16")]
+    for k in ("full", "entropy"):
+        assert t[k]["fp32"]["speedup_vs_fp32"] == 1.0
+        assert t[k]["bf16"]["speedup_vs_fp32"] == pytest.approx(
+            t[k]["fp32"]["seconds_per_text"] / t[k]["bf16"]["seconds_per_text"])
+
+
+def test_compiled_precision_report(tmp_path):
+    why = bf16_compile_missing()
+    if why:
+        pytest.skip(why)
+    from refexit import evaluate_cli
+    m, rep, test, yt = prec_toy()
+    compiled = evaluate_cli.Compiled(m, tmp_path / "compiled", threads=1)
+    prec = evaluate_cli.compiled_precisions(m, rep, E.parse_precisions("bf16"), test, yt, 32, compiled,
+                                            ENTROPY, wallclock=10, crosscheck=30, repeat=1)
+    assert rep["precision"] is prec and prec["isa"]["bf16"] and "compiled C" in prec["source"]
+    json.dumps(rep)
+    points = E.operating_points(rep, ENTROPY)
+    enc = m.tokenizer(test, max_length=32)
+    runs = {p: {k: compiled.run(enc, pol, p)() for k, pol in points.items()} for p in ("fp32", "bf16")}
+    assert compiled.lib(Static(4), "bf16").precision == "bf16"             # really the bf16 library
+    assert not np.array_equal(runs["bf16"]["full"].logits, runs["fp32"]["full"].logits)
+    check_precision_report(prec, points, runs, yt)
+    em = E.emulated_runs(m, ("fp32", "bf16"), points, test[:30], 32)
+    for k in points:
+        for p in ("fp32", "bf16"):
+            c, o, cc = runs[p][k], em[p][k], prec["points"][k][p]["crosscheck"]
+            assert cc["label_agreement"] == pytest.approx(np.mean(c.labels[:30] == o.labels))
+            assert cc["exit_agreement"] == pytest.approx(np.mean(c.exit_layers[:30] == o.exit_layers))
+            sure = o.margins > 1e-3                      # the C decides as its emulation, off the threshold
+            assert np.array_equal(c.exit_layers[:30][sure], o.exit_layers[sure]), (k, p)
+            assert np.array_equal(c.labels[:30][sure], o.labels[sure]), (k, p)
+            w = prec["points"][k][p]["wallclock"]
+            assert w["seconds_per_text"] > 0 and (p != "fp32" or w["speedup_vs_fp32"] == 1.0)
+    if E.plot_precisions(prec, tmp_path / "p.png"):
+        assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_cli_refuses_an_unknown_precision(tmp_path):
+    import argparse
+
+    from refexit import demo, evaluate_cli
+    parser = argparse.ArgumentParser(prog="refexit")
+    sub = parser.add_subparsers(dest="command")
+    evaluate_cli.add_subcommand(sub)
+    demo.add_subcommand(sub)
+    m, _, _ = toy()
+    model_dir = synthetic.save_model(m, tmp_path / "m")
+    args = parser.parse_args(["evaluate", str(model_dir), "--data", "sms_spam", "--sweep", "--precision", "fp32,int4"])
+    with pytest.raises(refexit.InputError, match="int4.*" + ", ".join(refexit.PRECISIONS)):
+        args.func(args)                                   # before any data or compiler is touched
+    with pytest.raises(SystemExit):
+        parser.parse_args(["demo", "--precision", "int4"])
