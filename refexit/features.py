@@ -79,6 +79,8 @@ def cache_key(model, texts: list[str], max_length: int) -> str:
     tok = model.tokenizer
     h.update("\n".join(tok.vocab).encode())
     h.update(f"|{tok.do_lower_case}|{getattr(tok, 'strip_accents', None)}|{len(texts)}|".encode())
+    if getattr(model, "precision", "fp32") != "fp32":     # with_precision keeps the fp32 weights
+        h.update(f"precision={model.precision}|".encode())
     for t in texts:
         h.update(t.encode("utf-8", "surrogatepass"))
         h.update(b"\0")
