@@ -12,7 +12,8 @@ are the oracle's. Samples are visited shortest first; there is no padding to was
 batching padded rows was measured no faster in NumPy (the exact-erf GELU dominates).
 
 Cache: <$REFEXIT_CACHE or ~/.cache/refexit>/features/<key>.npz, key = sha256 of the backbone
-weights, the tokenizer vocabulary, max_length and the texts. Written atomically.
+weights, the tokenizer vocabulary, settings and behaviour (Tokenizer.behaviour: bumped whenever
+the tokens of some text change), max_length and the texts. Written atomically.
 """
 from __future__ import annotations
 
@@ -79,6 +80,9 @@ def cache_key(model, texts: list[str], max_length: int) -> str:
     tok = model.tokenizer
     h.update("\n".join(tok.vocab).encode())
     h.update(f"|{tok.do_lower_case}|{getattr(tok, 'strip_accents', None)}|{len(texts)}|".encode())
+    # what the tokenizer does (its mode and, for the default mode, the behaviour it copies):
+    # features cached under an older tokenizer are not served for the new one
+    h.update(f"tokenizer={tok.behaviour}|cjk={tok.tokenize_chinese_chars}|".encode())
     if getattr(model, "precision", "fp32") != "fp32":     # with_precision keeps the fp32 weights
         h.update(f"precision={model.precision}|".encode())
     for t in texts:

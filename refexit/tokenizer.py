@@ -1,13 +1,33 @@
-"""WordPiece tokenizer, token for token identical to Hugging Face's Python BERT tokenizer.
+"""WordPiece tokenizer, token for token identical to Hugging Face's `AutoTokenizer` for BERT.
 
-The reference is transformers 5.x `BertTokenizerLegacy` (models/bert/tokenization_bert_legacy.py:
-`BasicTokenizer` + `WordpieceTokenizer`) driven by `PreTrainedTokenizer.tokenize` and
-`PreTrainedTokenizer.truncate_sequences` (tokenization_python.py). In transformers 5 the name
-`BertTokenizer` belongs to the Rust-backed (fast) tokenizer, which differs from the Python one in
-three known corners (final sigma, pair truncation, special tokens broken by control characters);
-tests/golden/minilm_tokens.json records both.
+Two modes, one class:
 
-Pipeline for one text (each step names the HF function it mirrors):
+  "rust" (the default)  the Rust `tokenizers` pipeline that `AutoTokenizer.from_pretrained`,
+                        transformers 5's `BertTokenizer` and every `pipeline` run: added special
+                        tokens matched on the raw text, `BertNormalizer` (clean_text,
+                        handle_chinese_chars, strip_accents, lowercase), `BertPreTokenizer`,
+                        `WordPiece`, the `[CLS] A [SEP] (B [SEP])` template and `longest_first`
+                        truncation as in tokenizers/src/utils/truncation.rs. Every character
+                        class comes from the pinned tables of refexit/tokenizer_unicode.txt
+                        (refexit.unicode_pinned: the tables those Rust crates compile in), never
+                        from the running Python's `unicodedata`: the tokens are the same on every
+                        Python. Checked against `tokenizers` on every code point and on golden
+                        files (tests/golden/, tools/make_golden.py).
+  "legacy"              transformers' Python tokenizer (`BertTokenizerLegacy` in 5.x:
+                        BasicTokenizer + WordpieceTokenizer + PreTrainedTokenizer's truncation).
+                        It reads the running Python's `unicodedata`, as that tokenizer does.
+
+Rust pipeline for one text:
+
+    split out special tokens        AddedVocabulary (on the raw text: "[CL\u200bS]" is no special token)
+    per remaining chunk:
+      clean, space CJK              BertNormalizer do_clean_text, do_handle_chinese_chars
+      NFD + drop Mn                 do_strip_accents (when strip_accents, default: lowercase)
+      lower case                    do_lowercase (char by char: no final sigma)
+      split whitespace, punctuation BertPreTokenizer
+      greedy longest match          WordPiece (max_input_chars_per_word 100)
+
+Legacy pipeline for one text (each step names the HF function it mirrors):
 
     split out special tokens        PreTrainedTokenizer.tokenize (tokens_trie.split)
     per remaining chunk:
@@ -27,14 +47,95 @@ from pathlib import Path
 
 import numpy as np
 
+from . import unicode_pinned
 from .errors import CheckpointError, ConfigError, InputError
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 MAX_INPUT_CHARS_PER_WORD = 100  # WordpieceTokenizer.max_input_chars_per_word
 _CACHE_LIMIT = 1 << 20          # words kept in the per-tokenizer cache before it is cleared
+MODES = ("rust", "legacy")
+# Names what the default tokenizer does; part of the features cache key (refexit/features.py):
+# change it whenever the tokens of some text change.
+BEHAVIOUR = "rust-tokenizers-0.23.3+pinned-unicode-1"
 
 
-# ---------------------------------------------------------------- character classes (HF tokenization_python)
+# ---------------------------------------------------------------- Rust pipeline (pinned tables)
+
+def _char_class(ranges) -> str:
+    return "".join(f"\\U{a:08x}" if a == b else f"\\U{a:08x}-\\U{b:08x}" for a, b in ranges)
+
+
+class _RustChars(dict):
+    """A `str.translate` table: code point -> what BertNormalizer makes of that character alone.
+
+    Every step of BertNormalizer maps characters one by one except the canonical reordering of
+    NFD; that only matters for the marks that survive stripping (combining class > 0 but not
+    Mn), and texts holding a character that decomposes to one go through the reference
+    implementation (`unicode_pinned.PinnedUnicode.normalize`) instead."""
+
+    def __init__(self, lower: bool, strip: bool, cjk: bool):
+        super().__init__()
+        self.u = unicode_pinned.load()
+        self.lower, self.strip, self.cjk = lower, strip, cjk
+
+    def __missing__(self, cp: int) -> str:
+        out = self[cp] = self.u.normalize(chr(cp), self.lower, self.strip, self.cjk)
+        return out
+
+
+class _RustRules:
+    """The compiled pieces of the Rust pipeline for one (lower, strip, cjk) setting, shared."""
+
+    _cache: dict = {}
+
+    def __init__(self, lower: bool, strip: bool, cjk: bool):
+        u = unicode_pinned.load()
+        self.u, self.lower, self.strip, self.cjk = u, lower, strip, cjk
+        self.chars = _RustChars(lower, strip, cjk)
+        punct = _char_class(u.punctuation.ranges) + r"!-/:-@\[-`{-~"
+        space = _char_class(u.whitespace.ranges)
+        self.split = re.compile(f"[{punct}]|[^{punct}{space}]+")   # BertPreTokenizer
+        survivors = {c for c in u.ccc if c not in u.nonspacing}        # reordered, not stripped
+        sensitive = sorted({cp for cp in list(u.ccc) + list(u.decomposition)
+                            if any(x in survivors for x in u.decompose(cp))})
+        self.reorder = re.compile(f"[{_char_class([(c, c) for c in sensitive])}]") if sensitive else None
+
+    @classmethod
+    def get(cls, lower: bool, strip: bool, cjk: bool) -> "_RustRules":
+        key = (lower, strip, cjk)
+        if key not in cls._cache:
+            cls._cache[key] = cls(*key)
+        return cls._cache[key]
+
+    def normalize(self, text: str) -> str:
+        """BertNormalizer.normalize."""
+        if self.strip and self.reorder is not None and not text.isascii() and self.reorder.search(text):
+            return self.u.normalize(text, self.lower, self.strip, self.cjk)
+        return text.translate(self.chars)
+
+    def pre_tokenize(self, text: str) -> list[str]:
+        """BertNormalizer, then BertPreTokenizer: the pieces WordPiece sees."""
+        return self.split.findall(self.normalize(text))
+
+
+def truncate_longest_first(ids: list, pair_ids: list, budget: int) -> tuple[list, list]:
+    """tokenizers' `truncate_encodings`, LongestFirst with a pair, direction right: with n1 <= n2
+    (swapped otherwise), the shorter keeps min(n1, budget // 2), the longer the rest of the
+    budget; so when both are cut and the budget is odd the extra token goes to the longer
+    sequence, or to the second when they are equally long."""
+    n1, n2 = len(ids), len(pair_ids)
+    if n1 + n2 <= budget:
+        return ids, pair_ids
+    swap = n1 > n2
+    first, second = (n2, n1) if swap else (n1, n2)
+    first = min(first, budget // 2)
+    second = min(second, budget - first)
+    if swap:
+        first, second = second, first
+    return ids[:first], pair_ids[:second]
+
+
+# ---------------------------------------------------------------- legacy character classes (HF tokenization_python)
 
 def _is_whitespace(ch: str) -> bool:
     """HF `_is_whitespace`: space, \\t, \\n, \\r and category Zs."""
@@ -203,12 +304,17 @@ class Encoding:
 # ---------------------------------------------------------------- the tokenizer
 
 class Tokenizer:
-    """BERT WordPiece tokenizer; `tok(texts, pairs)` gives an `Encoding` like HF `tokenizer(...)`."""
+    """BERT WordPiece tokenizer; `tok(texts, pairs)` gives an `Encoding` like HF `tokenizer(...)`.
+
+    mode "rust" (default): as `AutoTokenizer` (the Rust `tokenizers` backend), on every Python;
+    mode "legacy": as transformers' Python `BertTokenizerLegacy` on this Python's unicodedata."""
 
     def __init__(self, vocab: list[str], do_lower_case: bool = True, strip_accents: bool | None = None,
                  tokenize_chinese_chars: bool = True, max_length: int = 512, pad_token_id: int = 0,
-                 source: str = "vocabulary"):
+                 source: str = "vocabulary", mode: str = "rust"):
         _check_vocab(vocab, source)
+        if mode not in MODES:
+            raise ConfigError(f"tokenizer mode must be one of {', '.join(MODES)}, got {mode!r}")
         if strip_accents not in (True, False, None):
             raise ConfigError(f"strip_accents must be True, False or None, got {strip_accents!r}")
         if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 3:
@@ -225,12 +331,16 @@ class Tokenizer:
         self.cls_id, self.sep_id, self.unk_id, self.mask_id = (
             self.token_to_id[t] for t in ("[CLS]", "[SEP]", "[UNK]", "[MASK]"))
         self._longest = max(map(len, self.vocab))  # no vocab entry is longer: bounds the match loop
+        self.mode = mode
         self._clean = _CLEAN[self.tokenize_chinese_chars]
+        strip = self.do_lower_case if strip_accents is None else bool(strip_accents)
+        self._rules = (_RustRules.get(self.do_lower_case, strip, self.tokenize_chinese_chars)
+                       if mode == "rust" else None)
         self._special_split = re.compile("(" + "|".join(map(re.escape, SPECIAL_TOKENS)) + ")")
         self._cache: dict[str, list[str]] = {}
 
     @classmethod
-    def from_dir(cls, model_dir: str | Path, config=None) -> "Tokenizer":
+    def from_dir(cls, model_dir: str | Path, config=None, mode: str = "rust") -> "Tokenizer":
         """Read `vocab.txt` of an HF model folder; settings come from `config` (a BertConfig)."""
         if config is None:
             from .config import BertConfig
@@ -248,7 +358,15 @@ class Tokenizer:
                               f"{config.vocab_size}: token ids would run past the embedding table")
         return cls(vocab, do_lower_case=config.do_lower_case, strip_accents=config.strip_accents,
                    tokenize_chinese_chars=config.tokenize_chinese_chars, max_length=config.max_length,
-                   pad_token_id=config.pad_token_id, source=str(path))
+                   pad_token_id=config.pad_token_id, source=str(path), mode=mode)
+
+    @property
+    def behaviour(self) -> str:
+        """Names what this tokenizer does with a text (not the vocabulary or settings): part of
+        the features cache key."""
+        if self.mode == "rust":
+            return BEHAVIOUR
+        return f"legacy+unicodedata-{unicodedata.unidata_version}"
 
     @property
     def vocab_size(self) -> int:
@@ -260,12 +378,22 @@ class Tokenizer:
         """Word pieces of `text`, without [CLS]/[SEP] (HF `tokenizer.tokenize`)."""
         if not isinstance(text, str):
             raise InputError(f"TypeError: text must be a str, got {type(text).__name__}")
-        # PreTrainedTokenizer.tokenize: special tokens in the raw text are kept whole
+        # special tokens in the raw text are kept whole (Rust AddedVocabulary, Python tokens_trie)
         chunks = self._special_split.split(text) if "[" in text else [text]
         pieces: list[str] = []
         for k, chunk in enumerate(chunks):
             if k % 2:                       # odd positions hold the special tokens themselves
                 pieces.append(chunk)
+                continue
+            if self._rules is not None:
+                for word in self._rules.pre_tokenize(chunk):
+                    cached = self._cache.get(word)
+                    if cached is None:
+                        cached = self._wordpiece(word)
+                        if len(self._cache) >= _CACHE_LIMIT:
+                            self._cache.clear()
+                        self._cache[word] = cached
+                    pieces.extend(cached)
                 continue
             for word in self._basic_words(chunk):
                 cached = self._cache.get(word)
@@ -276,6 +404,30 @@ class Tokenizer:
                     self._cache[word] = cached
                 pieces.extend(cached)
         return pieces
+
+    def pre_tokenize(self, text: str) -> list[str]:
+        """The pieces WordPiece sees (special tokens whole, then the normalized, split words):
+        for tests and tools that check normalization without a vocabulary's [UNK]."""
+        chunks = self._special_split.split(text) if "[" in text else [text]
+        out: list[str] = []
+        for k, chunk in enumerate(chunks):
+            if k % 2:
+                out.append(chunk)
+            elif self._rules is not None:
+                out += self._rules.pre_tokenize(chunk)
+            else:
+                for word in self._basic_words(chunk):
+                    if word in SPECIAL_TOKENS:
+                        out.append(word)
+                        continue
+                    if self.do_lower_case:
+                        word = word.lower()
+                        if self.strip_accents is not False:
+                            word = _strip_accents(word)
+                    elif self.strip_accents:
+                        word = _strip_accents(word)
+                    out += " ".join(_split_on_punc(word)).split()
+        return out
 
     def _basic_words(self, text: str) -> list[str]:
         """BasicTokenizer.tokenize up to whitespace_tokenize: clean, space CJK, NFC, split."""
@@ -321,14 +473,19 @@ class Tokenizer:
 
     def encode(self, text: str, pair: str | None = None, max_length: int | None = None
                ) -> tuple[list[int], list[int]]:
-        """[CLS] text [SEP] (pair [SEP]) ids and token type ids, truncated like HF `truncation=True`."""
+        """[CLS] text [SEP] (pair [SEP]) ids and token type ids, truncated like HF `truncation=True`.
+        A pair is a pair even when empty (`[CLS] text [SEP] [SEP]`, as tokenizers' encode and a
+        batch call; `tok("text", "")` follows transformers' single call, which drops it)."""
         max_length = self._check_max_length(max_length, pair is not None)
         ids = self.convert_tokens_to_ids(self.tokenize(text))
         if pair is None:
             ids = ids[:max_length - 2]       # truncate_sequences, single sequence: cut the end
             return [self.cls_id] + ids + [self.sep_id], [0] * (len(ids) + 2)
         pair_ids = self.convert_tokens_to_ids(self.tokenize(pair))
-        ids, pair_ids = _truncate_longest_first(ids, pair_ids, len(ids) + len(pair_ids) + 3 - max_length)
+        if self.mode == "rust":
+            ids, pair_ids = truncate_longest_first(ids, pair_ids, max_length - 3)
+        else:
+            ids, pair_ids = _truncate_longest_first(ids, pair_ids, len(ids) + len(pair_ids) + 3 - max_length)
         return ([self.cls_id] + ids + [self.sep_id] + pair_ids + [self.sep_id],
                 [0] * (len(ids) + 2) + [1] * (len(pair_ids) + 1))
 
@@ -340,6 +497,8 @@ class Tokenizer:
             raise InputError(f"TypeError: texts must be a str or a list of str, got {type(texts).__name__}")
         if not texts:
             raise InputError("texts is empty: nothing to encode")
+        if single and pairs == "" and self.mode == "rust":
+            pairs = None                     # transformers' single call: an empty pair is no pair
         if pairs is not None:
             pairs = [pairs] if single and isinstance(pairs, str) else pairs
             if not isinstance(pairs, (list, tuple)) or len(pairs) != len(texts):
@@ -395,7 +554,7 @@ class Tokenizer:
 
 
 def _truncate_longest_first(ids: list[int], pair_ids: list[int], n_remove: int) -> tuple[list[int], list[int]]:
-    """PreTrainedTokenizer.truncate_sequences, LONGEST_FIRST with a pair, truncation side right:
+    """Legacy mode: PreTrainedTokenizer.truncate_sequences, LONGEST_FIRST with a pair, truncation side right:
     first shorten the longer sequence down to the other's length, then split the rest evenly,
     the extra odd token coming off the second sequence (unless the first is longer)."""
     if n_remove <= 0:

@@ -1,14 +1,17 @@
 """The generated C tokenizer (codegen/tokenizer_emit.py, templates/tokenizer.*.j2) against the
-oracle refexit.tokenizer.Tokenizer (and HF's own outputs in tests/golden/minilm_tokens.json).
+oracle refexit.tokenizer.Tokenizer (default mode: the Rust `tokenizers` pipeline), and against the
+Rust tokenizer's own outputs (tests/golden/minilm_tokens.json, tests/golden/rust_codepoints.jsonl.gz).
 
-Every comparison is exact: one differing id is a failure, reported with the text. Three ways in:
+Every comparison is exact: one differing id is a failure, reported with the text. Four ways in:
   - the real all-MiniLM-L6-v2 vocabulary on the real data sets and on hypothesis text;
   - a "character vocabulary" (every character of the text and "##" + it, nothing longer), under
-    which the ids spell out each piece character by character: any difference in cleaning, NFC,
-    lower-casing, accent stripping or punctuation splitting shows, in all 12 settings of
-    do_lower_case x strip_accents x tokenize_chinese_chars;
-  - a build with a 1-mark run buffer, so the re-reading path for long runs of combining marks
-    runs on every accent.
+    which the ids spell out each piece character by character: any difference in cleaning,
+    decomposition, mark ordering, lower-casing, accent stripping or punctuation splitting shows,
+    in all 12 settings of do_lower_case x strip_accents x tokenize_chinese_chars;
+  - every code point (every 61st by default, all in the slow suite) alone and between two
+    letters against the table dumped from the Rust tokenizer;
+  - a build with a 1-mark run buffer, so the re-reading path for long runs of kept combining
+    marks runs on every pair of them.
 The sanitizer test runs a driver executable built with -fsanitize=address,undefined over a few
 thousand random and adversarial inputs (tools/fuzz_tokenizer.py does the same for longer).
 """
@@ -19,7 +22,6 @@ import random
 import shutil
 import subprocess
 import threading
-import unicodedata
 
 import pytest
 
@@ -47,7 +49,7 @@ def c_build(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def c_build_runbuf1(tmp_path_factory):
-    """A build that re-reads every run of two or more combining marks (the long-run path)."""
+    """A build that re-reads every run of two or more kept marks (the long-run path)."""
     d = tmp_path_factory.mktemp("ctok_runbuf1")
     return te.build_library(d, PREFIX, flags=("-O1",), defines={f"{PREFIX.upper()}_TOK_RUNBUF": 1})
 
@@ -173,13 +175,13 @@ def test_char_vocab_invalid_utf8(c_build, raw, cfg):
 
 
 EDGE_CASES = [
-    # Final_Sigma: both halves of the context, case-ignorable characters skipped on each side
+    # Greek sigma in every context (Rust lower-cases character by character: never a final ς)
     "Σ", "ΑΣ", "ΑΣΑ", "ΣΣΣ", "Α'Σ", "Α'Σ'", "Α'Σ'Α", "Α.Σ.", "Α\u02b0Σ", "Α\u00adΣ", "Α\u0301Σ", "ΑΣ\u0301",
     "'Σ", "1Σ", "aΣ b", "ΑΣ\u200dΑ", "ΑΣ\u2028Α", "ΑΣ\u3000", "ΑΣ1", "ΑΣ'1", "Α" + "'" * 3000 + "Σ",
-    # special tokens: split out of the raw text, or a whole word after cleaning
+    # special tokens: split out of the raw text only (a control inside breaks them)
     "[MA\x00SK]", "[CL\u200bS]", "[SEP\x07]", "[UNK]\u0301", "[PAD\ufffd]", "x[MASK]y", "[[CLS]]", "[CLS",
     "[cls]", "[CLS]]", " [UNK] ", "[CLS\u0301]", "\u0301[SEP]", "[\x00CLS]", "[MASK\x00]x",
-    # compositions: Hangul (U+11A7 is not a trailing consonant), starter + starter, blocked ones
+    # Hangul decomposition, composed and decomposed forms (Rust never composes)
     "\uac00\u11a7", "\u1100\u1161\u11a7", "\u1100\u1161\u11a8", "\uac00\u11a8", "\uac01\u11a8",
     "\u1100\u0301\u1161", "\u0b47\u0b3e", "\u0b47\u0301\u0b3e", "\u09c7\u09be\u09d7", "\u0b47\u0b57",
     "a\u0328\u0301", "a\u0301\u0328", "a\u0301\u0301", "\u0958", "\u0915\u093c", "e\u0323\u0302",
@@ -196,11 +198,12 @@ def test_char_vocab_edge_cases(any_build, cfg):
 
 
 @pytest.mark.parametrize("text", [
-    "a" + "\u0301" * 5000 + "b",                             # one long run, composing first
+    "a" + "\u0301" * 5000 + "b",                             # one long run of stripped marks
+    "a" + "\U0001d16d\u0301\U0001d165\u0316" * 2000 + "b",    # kept marks, sorted past the buffer
     "\u0301\u0316" * 3000,                                   # a run with no starter
     "x" + "".join(chr(0x300 + i % 0x70) for i in range(4000)),
     "\u1100\u1161" + "\u0301" * 500 + "\u11a8",              # Hangul LV blocked from T by marks
-    "ΑΣ" + "'" * 5000 + "Α ΑΣ" + "\u0301" * 3000 + " ΑΣ" + "." * 3000,   # Final_Sigma far context
+    "ΑΣ" + "'" * 5000 + "Α ΑΣ" + "\u0301" * 3000 + " ΑΣ" + "." * 3000,   # sigma, far context
     "İ" + "\u0316\u0323\u0307" * 1000,                       # lower case adds a mark to the run
     "\U0001d16d\U0001d165" * 600 + "a",                      # marks that survive stripping (Mc)
     "word " * 3000,
@@ -216,19 +219,24 @@ def test_char_vocab_long_inputs(any_build, text, cfg):
 # ---------------------------------------------------------------- the real vocabulary
 
 def test_golden_hf(real_pair, golden_dir):
-    """HF's own outputs (transformers' Python tokenizer), recorded by tools/make_golden.py."""
+    """AutoTokenizer's own outputs (the Rust tokenizers backend), recorded by tools/make_golden.py:
+    singles at several max_length, pairs at odd and even budgets (an empty pair: as a batch call,
+    where it stays a pair; the single call drops it)."""
     import json
     c, _ = real_pair
     g = json.loads((golden_dir / "minilm_tokens.json").read_text(encoding="utf-8"))
     for case in g["singles"]:
-        assert c.encode(case["text"], max_length=g["max_length"]) == (case["input_ids"], case["token_type_ids"]), case
-        assert c.encode(case["text"], max_length=g["trunc_max_length"]) == (
-            case["trunc_input_ids"], case["trunc_token_type_ids"]), case
+        for ml in g["single_max_lengths"]:
+            ids = case.get(f"input_ids_{ml}", case["input_ids_512"])
+            assert c.encode(case["text"], max_length=ml) == (ids, [0] * len(ids)), (case["text"], ml)
     for case in g["pairs"]:
-        assert c.encode(case["text"], case["pair"], max_length=g["max_length"]) == (
-            case["input_ids"], case["token_type_ids"]), case
-        assert c.encode(case["text"], case["pair"], max_length=g["trunc_max_length"]) == (
-            case["trunc_input_ids"], case["trunc_token_type_ids"]), case
+        for ml in g["pair_max_lengths"]:
+            want = (case.get(f"input_ids_{ml}", case["input_ids_512"]),
+                    case.get(f"token_type_ids_{ml}", case["token_type_ids_512"]))
+            got = c.encode(case["text"], case["pair"] or None, max_length=ml)
+            assert got == want, (case["text"], case["pair"], ml)
+        want = case.get("batch_input_ids_16", case.get("input_ids_16", case["input_ids_512"]))
+        assert c.encode(case["text"], case["pair"], max_length=16)[0] == want, (case["text"], case["pair"])
 
 
 def test_real_vocab_edge_cases(real_pair):
@@ -495,7 +503,56 @@ def test_sanitizers(tmp_path, real_vocab, minilm_dir):
     assert not bad, f"{len(bad)} mismatches:\n{first_mismatches(bad)}"
 
 
-def test_tables_header_records_unicode_version():
+def test_tables_come_from_the_pinned_file():
+    """The C tables name their source, and nothing of the running Python: the generated C is the
+    same whichever Python generates it."""
+    import sys
     header, source = te.emit_tokenizer("m")
-    assert f"unicodedata {unicodedata.unidata_version}" in source
-    assert f"unicodedata {unicodedata.unidata_version}" in header
+    assert "tokenizer_unicode.txt" in source and "tokenizer_unicode.txt" in header
+    assert sys.version.split()[0] not in source and "unicodedata" not in source
+
+
+# ---------------------------------------------------------------- every code point vs the Rust dump
+
+def check_codepoints_c(lib, step: int):
+    """Each code point alone and as "a" c "b", under a character vocabulary of everything the Rust
+    tokenizer made of them: the ids spell out the pieces, compared with the dump."""
+    from test_tokenizer import codepoint_golden, expand
+    header, rows = codepoint_golden()
+    bad, n = [], 0
+    for name, lower, strip in header["settings"]:
+        cases = list(expand(rows, name, step))
+        chars = sorted({ch for _, alone, between in cases for p in alone + between for ch in p})
+        vocab = list(SPECIAL_TOKENS) + chars + ["##" + ch for ch in chars]
+        assert not {"\n", "\r"} & set(chars)
+        c = te.CTokenizer(lib, "\n".join(vocab).encode("utf-8"), lower, strip, True, prefix=PREFIX)
+
+        def pieces(text):
+            out = []
+            for tok in (vocab[i] for i in c.wordpieces(text)):
+                if tok.startswith("##") and len(tok) > 2:
+                    out[-1] += tok[2:]
+                else:
+                    out.append(tok)
+            return out
+        try:
+            for cp, alone, between in cases:
+                n += 1
+                ch = chr(cp)
+                got = (pieces(ch), pieces("a" + ch + "b"))
+                if got != (alone, between):
+                    bad.append((name, hex(cp), (alone, between), got))
+        finally:
+            c.close()
+    assert n >= 3 * 1112064 // step
+    assert not bad, f"{len(bad)} code points differ from the Rust tokenizer, first: {bad[:5]}"
+
+
+def test_codepoints_sample(any_build):
+    check_codepoints_c(any_build, 61)
+
+
+@pytest.mark.slow
+def test_codepoints_exhaustive(c_build):
+    """All 1,112,064 non-surrogate code points, alone and between two letters, three settings."""
+    check_codepoints_c(c_build, 1)

@@ -37,25 +37,70 @@ def small(words, **kw) -> Tokenizer:
 
 
 # ---------------------------------------------------------------- golden: HF on the real vocabulary
+# singles / pairs: AutoTokenizer (Rust tokenizers), the default mode; legacy_*: BertTokenizerLegacy
+
+def golden_ids(g, ml):
+    """The recorded (ids, type ids) at max_length ml (left out when equal to max_length 512's)."""
+    ids = g.get(f"input_ids_{ml}", g["input_ids_512"])
+    types = g.get(f"token_type_ids_{ml}", g.get("token_type_ids_512", [0] * len(ids)))
+    if f"input_ids_{ml}" in g and "pair" not in g:
+        types = [0] * len(ids)
+    return ids, types
+
+
+@pytest.fixture(scope="module")
+def minilm_legacy(minilm_dir) -> Tokenizer:
+    return Tokenizer.from_dir(minilm_dir, BertConfig.from_dir(minilm_dir), mode="legacy")
+
 
 @pytest.mark.realmodel
 @pytest.mark.parametrize("i", range(len(TOKENS["singles"])), ids=lambda i: f"single{i}")
 def test_golden_single(minilm_tok, i):
     g = TOKENS["singles"][i]
     assert minilm_tok.tokenize(g["text"]) == g["tokens"]
-    assert minilm_tok.encode(g["text"]) == (g["input_ids"], g["token_type_ids"])
-    assert minilm_tok.encode(g["text"], max_length=TOKENS["trunc_max_length"]) == (
-        g["trunc_input_ids"], g["trunc_token_type_ids"])
+    for ml in TOKENS["single_max_lengths"]:
+        assert minilm_tok.encode(g["text"], max_length=ml) == golden_ids(g, ml), ml
+        assert minilm_tok(g["text"], max_length=ml).input_ids[0].tolist() == golden_ids(g, ml)[0], ml
 
 
 @pytest.mark.realmodel
 @pytest.mark.parametrize("i", range(len(TOKENS["pairs"])), ids=lambda i: f"pair{i}")
 def test_golden_pair(minilm_tok, i):
+    """Pairs at odd and even budgets: longest_first as tokenizers (the odd token to the longer
+    text, to the second when equally long); `tok(text, "")` drops an empty pair like
+    transformers' single call, a batch keeps it."""
     g = TOKENS["pairs"][i]
-    assert minilm_tok.tokenize(g["text"]) == g["tokens"]
-    assert minilm_tok.tokenize(g["pair"]) == g["pair_tokens"]
-    assert minilm_tok.encode(g["text"], g["pair"]) == (g["input_ids"], g["token_type_ids"])
-    assert minilm_tok.encode(g["text"], g["pair"], max_length=TOKENS["trunc_max_length"]) == (
+    for ml in TOKENS["pair_max_lengths"]:
+        want = golden_ids(g, ml)
+        enc = minilm_tok(g["text"], g["pair"], max_length=ml)
+        n = int(enc.attention_mask.sum())
+        assert (enc.input_ids[0, :n].tolist(), enc.token_type_ids[0, :n].tolist()) == want, ml
+        if g["pair"]:
+            assert minilm_tok.encode(g["text"], g["pair"], max_length=ml) == want, ml
+    batch = minilm_tok([g["text"]], [g["pair"]], max_length=16)
+    want = g.get("batch_input_ids_16", golden_ids(g, 16)[0])
+    assert batch.input_ids[0, :int(batch.attention_mask.sum())].tolist() == want
+    assert minilm_tok.encode(g["text"], g["pair"], max_length=16)[0] == want
+
+
+@pytest.mark.realmodel
+@pytest.mark.parametrize("i", range(len(TOKENS["legacy_singles"])), ids=lambda i: f"single{i}")
+def test_golden_legacy_single(minilm_legacy, i):
+    g = TOKENS["legacy_singles"][i]
+    assert minilm_legacy.tokenize(g["text"]) == g["tokens"]
+    assert minilm_legacy.encode(g["text"]) == (g["input_ids"], g["token_type_ids"])
+    assert minilm_legacy.encode(g["text"], max_length=TOKENS["trunc_max_length"]) == (
+        g["trunc_input_ids"], g["trunc_token_type_ids"])
+
+
+@pytest.mark.realmodel
+@pytest.mark.parametrize("i", range(len(TOKENS["legacy_pairs"])), ids=lambda i: f"pair{i}")
+def test_golden_legacy_pair(minilm_legacy, i):
+    g = TOKENS["legacy_pairs"][i]
+    assert minilm_legacy.tokenize(g["text"]) == g["tokens"]
+    assert minilm_legacy.tokenize(g["pair"]) == g["pair_tokens"]
+    assert minilm_legacy.encode(g["text"], g["pair"]) == (g["input_ids"], g["token_type_ids"])
+    assert minilm_legacy.encode(g["text"], g["pair"], max_length=TOKENS["trunc_max_length"]) == (
         g["trunc_input_ids"], g["trunc_token_type_ids"])
 
 
@@ -67,15 +112,23 @@ def test_golden_batch_and_vocab(minilm_tok, minilm_dir):
     enc = minilm_tok([g["text"] for g in singles], max_length=16, padding="max_length")
     assert enc.input_ids.shape == (len(singles), 16)
     for b, g in enumerate(singles):
-        n = len(g["trunc_input_ids"])
-        assert enc.input_ids[b, :n].tolist() == g["trunc_input_ids"]
-        assert enc.attention_mask[b].tolist() == [1] * n + [0] * (16 - n)
+        ids = golden_ids(g, 16)[0]
+        assert enc.input_ids[b, :len(ids)].tolist() == ids
+        assert enc.attention_mask[b].tolist() == [1] * len(ids) + [0] * (16 - len(ids))
 
 
 def test_golden_file_is_varied():
-    assert len(TOKENS["singles"]) >= 80 and len(TOKENS["pairs"]) >= 15
-    # the recorded fast/slow differences are all explained
+    assert len(TOKENS["singles"]) >= 200 and len(TOKENS["pairs"]) >= 100
+    assert len(TOKENS["legacy_singles"]) >= 80 and len(TOKENS["legacy_pairs"]) >= 15
+    assert TOKENS["fast_class"] in ("BertTokenizer", "BertTokenizerFast")
+    mls = TOKENS["pair_max_lengths"]
+    assert any(ml % 2 for ml in mls) and any(ml % 2 == 0 and ml < 512 for ml in mls)
+    # truncated pairs whose odd token goes to the second text, and to the first
+    cut = [g for g in TOKENS["pairs"] if "input_ids_8" in g and len(g["input_ids_8"]) == 8]
+    assert len(cut) > 20
+    # the recorded legacy/fast differences are all explained
     assert all(m["expected_reason"] for m in TOKENS["fast_mismatches"])
+    assert {"[", "cl", "##s", "]"} <= {t for g in TOKENS["singles"] for t in g["tokens"]}
 
 
 def test_tiny_golden_batch(tiny):
@@ -109,7 +162,9 @@ def test_special_tokens_kept_whole(tiny):
     assert tiny.tokenize("a[SEP]b [MASK]") == ["a", "[SEP]", "b", "[MASK]"]
     lowered = tiny.tokenize("[sep]")                  # not a special token: lower-cased text, split
     assert lowered[0] == "[" and lowered[-1] == "]" and "[SEP]" not in lowered
-    assert tiny.tokenize("[SE\x00P]") == ["[SEP]"]  # HF Python: never_split after cleaning
+    # Rust: special tokens are matched on the raw text, so a control inside breaks them
+    assert tiny.tokenize("[SE\x00P]") == tiny.tokenize("[sep]")
+    assert Tokenizer(tiny.vocab, mode="legacy").tokenize("[SE\x00P]") == ["[SEP]"]  # legacy: never_split
 
 
 def test_punctuation_and_cjk_split():
@@ -135,13 +190,37 @@ def test_lower_case_and_strip_accents_semantics():
     assert small(words, strip_accents=False).tokenize("Café") == ["café"]
     assert small(words, do_lower_case=False).tokenize("Café") == ["Café"]              # None, cased: keep
     assert small(words, do_lower_case=False, strip_accents=True).tokenize("Café") == ["Cafe"]
-    assert small(words, strip_accents=False).tokenize("Cafe\u0301") == ["café"]        # NFC first (HF)
+    # legacy composes (NFC) first; Rust does not compose, so the decomposed word stays unknown
+    assert small(words, strip_accents=False, mode="legacy").tokenize("Cafe\u0301") == ["café"]
+    assert small(words, strip_accents=False).tokenize("Cafe\u0301") == ["[UNK]"]
+    assert small(words, strip_accents=False).tokenize("Café") == ["café"]
 
 
-def test_final_sigma_like_python_lower():
-    tok = small(["οδος", "οδοσ", "σ", "."])
-    assert tok.tokenize("ΟΔΟΣ.") == ["οδος", "."]
-    assert tok.tokenize("Σ") == ["σ"]
+def test_final_sigma():
+    """Rust lower-cases character by character (σ); legacy uses str.lower (final ς)."""
+    words = ["οδος", "οδοσ", "σ", "."]
+    assert small(words).tokenize("ΟΔΟΣ.") == ["οδοσ", "."]
+    assert small(words, mode="legacy").tokenize("ΟΔΟΣ.") == ["οδος", "."]
+    assert small(words).tokenize("Σ") == small(words, mode="legacy").tokenize("Σ") == ["σ"]
+
+
+def test_unassigned_and_new_characters_kept():
+    """Rust keeps unassigned code points (and later-assigned marks / controls, unknown to its
+    Unicode 8.0 categories) as characters: [UNK], not dropped."""
+    tok = small(["a"])
+    for ch in ("\u0378", "\U0001e900", "\u08d3", "\U000e0080"):
+        assert tok.tokenize("a " + ch) == ["a", "[UNK]"], hex(ord(ch))
+    assert tok.tokenize("a \u200b\U000e0001\u00ad") == ["a"]          # Cf of Unicode 8.0: dropped
+    assert tok.tokenize("\U0002b81f") == ["[UNK]"] and tok.pre_tokenize("a\U0002b820b") == ["a\U0002b820b"]
+    assert tok.pre_tokenize("a\U0002b920b") == ["a", "\U0002b920", "b"]        # CJK range as tokenizers
+
+
+def test_empty_pair_like_transformers(tiny):
+    one = [tiny.cls_id, tiny.token_to_id["the"], tiny.sep_id]
+    assert tiny("the", "").input_ids[0].tolist() == one                     # single call: no pair
+    assert tiny(["the"], [""]).input_ids[0].tolist() == one + [tiny.sep_id]  # batch: a pair
+    assert tiny.encode("the", "")[0] == one + [tiny.sep_id]
+    assert Tokenizer(tiny.vocab, mode="legacy")("the", "").input_ids[0].tolist() == one + [tiny.sep_id]
 
 
 def test_single_truncation(tiny):
@@ -152,11 +231,23 @@ def test_single_truncation(tiny):
 
 
 @pytest.mark.parametrize("n1, n2, first, second", [
+    (10, 10, 6, 7), (9, 10, 6, 7), (10, 9, 7, 6), (7, 8, 6, 7), (20, 3, 10, 3), (3, 20, 3, 10),
+    (5, 5, 5, 5), (0, 20, 0, 13), (20, 0, 13, 0), (6, 7, 6, 7), (7, 7, 6, 7), (8, 7, 7, 6)])
+def test_pair_truncation_longest_first(tiny, n1, n2, first, second):
+    """tokenizers' longest_first (budget 16 - 3 = 13): the shorter keeps min(n, 6), the longer the
+    rest; the odd token goes to the longer text, to the second one when they are equally long."""
+    ids, types = tiny.encode("the " * n1, "the " * n2, max_length=16)
+    assert types.count(0) - 2 == first and types.count(1) - 1 == second
+    assert ids[0] == tiny.cls_id and ids[first + 1] == tiny.sep_id and ids[-1] == tiny.sep_id
+
+
+@pytest.mark.parametrize("n1, n2, first, second", [
     (10, 10, 7, 6), (9, 10, 7, 6), (10, 9, 7, 6), (7, 8, 7, 6), (20, 3, 10, 3), (3, 20, 3, 10),
     (5, 5, 5, 5), (0, 20, 0, 13), (20, 0, 13, 0), (6, 7, 6, 7)])
-def test_pair_truncation_longest_first(tiny, n1, n2, first, second):
-    """HF Python truncate_sequences: cut the longer down to the shorter, then halves, odd one off the
-    second sequence (the Rust tokenizer takes it off the first when the first is not longer)."""
+def test_pair_truncation_legacy(tiny, n1, n2, first, second):
+    """Legacy (HF Python truncate_sequences): cut the longer down to the shorter, then halves, the
+    odd one off the second sequence."""
+    tiny = Tokenizer(tiny.vocab, max_length=64, mode="legacy")
     ids, types = tiny.encode("the " * n1, "the " * n2, max_length=16)
     assert types.count(0) - 2 == first and types.count(1) - 1 == second
     assert ids[0] == tiny.cls_id and ids[first + 1] == tiny.sep_id and ids[-1] == tiny.sep_id
@@ -329,6 +420,8 @@ def test_constructor_checks():
         small([], strip_accents="yes")
     with pytest.raises(ConfigError, match="pad_token_id"):
         small([], pad_token_id=99)
+    with pytest.raises(ConfigError, match="mode"):
+        small([], mode="python")
 
 
 # ---------------------------------------------------------------- properties
@@ -434,10 +527,10 @@ texts = st.one_of(
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=texts, lower=st.booleans(), strip=st.sampled_from([None, True, False]), cjk=st.booleans())
-def test_matches_literal_hf_transcription(tiny, text, lower, strip, cjk):
+def test_legacy_matches_literal_hf_transcription(tiny, text, lower, strip, cjk):
     vocab = tiny.vocab + ["é", "##é", "σ", "##ς", "##σ", "ο", "##δ", "中", "가", "ß", "##ß", "ﬁ", "😀",
                           "\u1100", "##\u1161", "ı", "i̇", "A", "##E", "Σ", "ｶ"]
-    tok = Tokenizer(vocab, do_lower_case=lower, strip_accents=strip, tokenize_chinese_chars=cjk)
+    tok = Tokenizer(vocab, do_lower_case=lower, strip_accents=strip, tokenize_chinese_chars=cjk, mode="legacy")
     expected = reference_tokenize(text, set(vocab), lower, strip, cjk)
     assert tok.tokenize(text) == expected
     assert tok.tokenize(text) == expected  # again, from the word cache
@@ -467,3 +560,185 @@ def test_batch_equals_single_encodes(tiny, batch, with_pairs, max_length, paddin
         r = enc.row(b)
         assert r.input_ids[0].tolist() == ids and r.token_type_ids[0].tolist() == types
         assert enc.input_ids[b, len(ids):].tolist() == [tiny.pad_id] * (width - len(ids))
+
+
+# ---------------------------------------------------------------- the Rust pipeline: reference, tables, every code point
+
+def reference_rust_tokenize(text: str, vocab: set, lower=True, strip=None, cjk=True) -> list[str]:
+    """A literal transcription of the Rust pipeline (AddedVocabulary split on the raw text,
+    BertNormalizer through the pinned tables' reference `normalize`, BertPreTokenizer as a
+    character loop, WordPiece), to check refexit's translate tables and regexes against."""
+    from refexit import unicode_pinned
+    u = unicode_pinned.load()
+    strip = lower if strip is None else strip
+    chunks, i = [], 0
+    while i < len(text):
+        hits = [(text.find(s, i), s) for s in SPECIAL_TOKENS if text.find(s, i) >= 0]
+        if not hits:
+            chunks.append(text[i:])
+            break
+        at, s = min(hits)
+        chunks += [text[i:at], s]
+        i = at + len(s)
+    out = []
+    for c in chunks:
+        if c in SPECIAL_TOKENS:
+            out.append(c)
+            continue
+        words, cur = [], ""
+        for ch in u.normalize(c, lower, strip, cjk):
+            if u.is_whitespace(ord(ch)) or u.is_punctuation(ord(ch)):
+                words.append(cur)
+                words.append("" if u.is_whitespace(ord(ch)) else ch)
+                cur = ""
+            else:
+                cur += ch
+        words.append(cur)
+        for w in filter(None, words):
+            if len(w) > 100:
+                out.append("[UNK]")
+                continue
+            start, subs = 0, []
+            while start < len(w):
+                end = len(w)
+                while end > start and (("##" if start else "") + w[start:end]) not in vocab:
+                    end -= 1
+                if end == start:
+                    subs = ["[UNK]"]
+                    break
+                subs.append(("##" if start else "") + w[start:end])
+                start = end
+            out += subs
+    return out
+
+
+RUST_TRICKY = TRICKY + ["\u0378", "\U0001e944", "\U0001d165", "\U0001d16d", "\U00011442", "\u0f39",
+                        "\U0001d15f", "\u1885", "\u302e", "\u0345", "\u0316", "\U0002b820", "\U0002b920",
+                        "[CL\u200bS]", "[SEP\u0301]", "\u212b", "Ω"]
+rust_texts = st.one_of(
+    st.text(max_size=60),
+    st.lists(st.one_of(st.sampled_from(RUST_TRICKY), st.text(max_size=5)), max_size=15).map("".join),
+    st.lists(st.sampled_from(RUST_TRICKY), min_size=1, max_size=12).map(" ".join),
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=rust_texts, lower=st.booleans(), strip=st.sampled_from([None, True, False]), cjk=st.booleans())
+def test_rust_matches_literal_transcription(tiny, text, lower, strip, cjk):
+    vocab = tiny.vocab + ["é", "##é", "σ", "##ς", "##σ", "ο", "##δ", "中", "가", "ß", "##ß", "ﬁ", "😀",
+                          "\u1100", "##\u1161", "ı", "i̇", "A", "##E", "Σ", "ｶ", "\U0001d165", "##\U0001d16d"]
+    tok = Tokenizer(vocab, do_lower_case=lower, strip_accents=strip, tokenize_chinese_chars=cjk)
+    expected = reference_rust_tokenize(text, set(vocab), lower, strip, cjk)
+    assert tok.tokenize(text) == expected
+    assert tok.tokenize(text) == expected  # again, from the piece cache
+
+
+def test_kept_marks_are_reordered():
+    """Marks that stripping keeps (class > 0, not Mn) are put in canonical order (NFD), which
+    the per-character fast path cannot do: U+1D16D (class 226) after U+1D165 (216)."""
+    tok = small(["a"], do_lower_case=True)
+    assert tok.pre_tokenize("a\U0001d16d\u0301\U0001d165") == ["a\U0001d165\U0001d16d"]
+    assert tok.pre_tokenize("a\U0001d16d\U0001d165", ) == ["a\U0001d165\U0001d16d"]
+    assert small(["a"], do_lower_case=False).pre_tokenize("a\U0001d16d\U0001d165") == ["a\U0001d16d\U0001d165"]
+
+
+def test_no_unicodedata_at_tokenization_time(monkeypatch, tiny):
+    """The default mode reads only the pinned tables: tokens stay the same when this Python's
+    unicodedata would say otherwise (here: every function of it raises)."""
+    import refexit.tokenizer as tk
+    texts_ = ["Ça déjà vu ΟΔΟΣ İstanbul 我 \u0378 \U0001d16d\U0001d165 [CL\u200bS] e\u0301 가 ﬁ",
+              "".join(chr(c) for c in range(0x20, 0x3000, 7))]
+    fresh = Tokenizer(tiny.vocab + ["ç", "é"])
+    want = [reference_rust_tokenize(t, set(fresh.vocab)) for t in texts_]
+
+    class NoUnicodedata:
+        def __getattr__(self, name):
+            raise AssertionError(f"unicodedata.{name} used")
+    monkeypatch.setattr(tk, "unicodedata", NoUnicodedata())
+    monkeypatch.setattr(tk._RustRules, "_cache", {})             # new tables, new caches
+    fresh = Tokenizer(tiny.vocab + ["ç", "é"])
+    assert "unicodedata" not in vars(__import__("refexit.unicode_pinned").unicode_pinned)
+    assert [fresh.tokenize(t) for t in texts_] == want
+
+
+def codepoint_golden():
+    """tests/golden/rust_codepoints.jsonl.gz (tools/make_golden.py --only codepoints): per setting,
+    cp -> (pieces of chr(cp) alone, pieces of "a" + chr(cp) + "b") from the Rust tokenizer, and
+    cp -> MiniLM ids of chr(cp) alone."""
+    import gzip
+    with gzip.open(GOLDEN / "rust_codepoints.jsonl.gz", "rt", encoding="ascii") as f:
+        header = json.loads(f.readline())
+        rows = [json.loads(line) for line in f]
+    return header, rows
+
+
+def expand(rows, setting, step=1):
+    """Yield (cp, alone, between) for the code points of `setting`: every step-th one, and the
+    first and last of every run of alike code points (where the tables change)."""
+    for name, start, count, *rec in rows:
+        if name != setting:
+            continue
+        cps = sorted({start, start + count - 1} | set(range(start + (-start) % step, start + count, step)))
+        for cp in cps:
+            ch = chr(cp)
+            yield cp, *[[p.replace("\uffff", ch) for p in r] for r in rec]
+
+
+def check_codepoints(step: int):
+    header, rows = codepoint_golden()
+    assert header["n_codepoints"] == 1112064
+    bad, n = [], 0
+    for name, lower, strip in header["settings"]:
+        tok = small([], do_lower_case=lower, strip_accents=strip)
+        for cp, alone, between in expand(rows, name, step):
+            n += 1
+            ch = chr(cp)
+            if tok.pre_tokenize(ch) != alone or tok.pre_tokenize("a" + ch + "b") != between:
+                bad.append((name, hex(cp), alone, between, tok.pre_tokenize(ch), tok.pre_tokenize("a" + ch + "b")))
+    assert n >= 3 * 1112064 // step
+    assert not bad, f"{len(bad)} code points differ from the Rust tokenizer, first: {bad[:5]}"
+
+
+def test_codepoints_sample():
+    """Every 61st code point and both ends of every run of alike ones against the Rust dump."""
+    check_codepoints(61)
+
+
+@pytest.mark.slow
+def test_codepoints_exhaustive():
+    """All 1,112,064 non-surrogate code points, alone and between two letters, in three settings,
+    against the table dumped from the Rust tokenizer once (tools/make_golden.py)."""
+    check_codepoints(1)
+
+
+@pytest.mark.realmodel
+@pytest.mark.slow
+def test_codepoints_minilm_ids(minilm_tok):
+    """AutoTokenizer's ids of every code point alone, with the real vocabulary."""
+    _, rows = codepoint_golden()
+    bad = []
+    for name, start, count, *rec in rows:
+        if name != "minilm":
+            continue
+        ids = rec[0]
+        for cp in range(start, start + count):
+            got = minilm_tok.convert_tokens_to_ids(minilm_tok.tokenize(chr(cp)))
+            if got != ids:
+                bad.append((hex(cp), ids, got))
+    assert not bad, f"{len(bad)} differ, first: {bad[:5]}"
+
+
+def test_feature_cache_key_follows_tokenizer_behaviour(monkeypatch):
+    """Features cached under another tokenizer behaviour are not served (refexit/features.py)."""
+    import refexit
+    from refexit import features as F
+    from refexit.synthetic import random_model
+    m = random_model(num_layers=1, hidden=8, heads=2, intermediate=8, num_labels=2, vocab_size=40)
+    legacy = Tokenizer(m.tokenizer.vocab, max_length=m.tokenizer.max_length, mode="legacy")
+    m_legacy = refexit.Model(m.config, m.weights, m.exits, m.label_names, legacy, source=None)
+    key = F.cache_key(m, ["a text"], 16)
+    assert key == F.cache_key(m, ["a text"], 16)
+    assert F.cache_key(m_legacy, ["a text"], 16) != key
+    import refexit.tokenizer as tk
+    monkeypatch.setattr(tk, "BEHAVIOUR", tk.BEHAVIOUR + "-next")
+    assert F.cache_key(m, ["a text"], 16) != key

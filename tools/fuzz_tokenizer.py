@@ -5,12 +5,12 @@ with the oracle refexit.tokenizer.Tokenizer.
     python tools/fuzz_tokenizer.py --batches 50 --seed 7    # a fixed amount, reproducible
 
 Each batch is a few thousand inputs: random bytes, random code points from every plane, text
-from a curated alphabet (combining marks, Hangul, final sigma, CJK, specials, invalid UTF-8
+from a curated alphabet (combining marks, Hangul, Greek sigma, CJK, specials, invalid UTF-8
 pieces) and mutations of real data set texts (byte flips, insertions, deletions, splices, marks
 and controls dropped in). Odd batches use the real all-MiniLM-L6-v2 vocabulary with the model's
 settings; even batches a character vocabulary (every character of the batch, "##" + each) with
 random do_lower_case / strip_accents / tokenize_chinese_chars, under which any difference in
-cleaning, NFC, lower-casing or accent stripping changes the ids. The driver program
+cleaning, decomposition, mark ordering, lower-casing or accent stripping changes the ids. The driver program
 (codegen.tokenizer_emit.driver_source) copies every input into a buffer of exactly its size, so
 an over-read is a sanitizer report.
 

@@ -9,16 +9,22 @@ Runs offline (HF_HUB_OFFLINE=1, local paths only), deterministically (seeded, on
 
     python tools/make_golden.py --model-dir /path/to/all-MiniLM-L6-v2 --out tests/golden
 
-Writes
-  minilm_tokens.json           tokenizer outputs for >= 80 texts and >= 15 pairs (max_length 512 and 16)
-                               from the Python tokenizer; the Rust (fast) tokenizer is checked against it
-                               and every disagreement is recorded under "fast_mismatches"
+Writes (--only tokens / codepoints / models to write a part)
+  minilm_tokens.json           tokenizer outputs of AutoTokenizer (the Rust `tokenizers` backend,
+                               which refexit.tokenizer's default mode mirrors) for >= 80 texts (every
+                               Unicode category, special tokens broken by controls) at max_length
+                               512/16/17 and pairs at 512/8/9/16/17/32/33 (odd and even budgets);
+                               and transformers' Python tokenizer (BertTokenizerLegacy, refexit's
+                               mode="legacy") on the first texts and pairs, every difference between
+                               the two recorded under "fast_mismatches" with its reason
+  rust_codepoints.jsonl.gz     the Rust normalizer + pre-tokenizer on every non-surrogate code point,
+                               alone and between two letters, in three settings (and MiniLM's ids)
   minilm_hidden.npz            all hidden states of all-MiniLM-L6-v2 on a padded batch, float32 and float64
   tiny_seqcls/ + tiny_seqcls_golden.npz          a random 2-layer BertForSequenceClassification (3 labels)
   tiny_regression/ + tiny_regression_golden.npz  the same with 1 label, "regression", gelu_new
 
-In transformers 5.x the class named `BertTokenizer` is the Rust-backed tokenizer; the Python one,
-which refexit.tokenizer mirrors, is `BertTokenizerLegacy` (BertTokenizer before 5.0).
+In transformers 5.x the class named `BertTokenizer` (and AutoTokenizer's choice) is the Rust-backed
+tokenizer; the Python one is `BertTokenizerLegacy` (BertTokenizer before 5.0).
 """
 from __future__ import annotations
 
@@ -41,12 +47,12 @@ import numpy as np
 import tokenizers
 import torch
 import transformers
-from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizer
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, BertModel, BertTokenizer
 from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
 
 SEED = 1234
 TRUNC = 16          # the truncation case (max_length) for singles and pairs
-SIZE_LIMIT = 2_000_000
+SIZE_LIMIT = 2_500_000
 
 FAST_FINAL_SIGMA = "fast lowercases char by char: no final sigma (ς)"
 FAST_SPECIAL_CTRL = "fast matches special tokens before removing control chars"
@@ -211,39 +217,109 @@ def seed_everything():
 
 # ---------------------------------------------------------------- 1. tokenizer golden
 
+SINGLE_MAX_LENGTHS = (512, TRUNC, 17)
+PAIR_MAX_LENGTHS = (512, 8, 9, TRUNC, 17, 32, 33)     # budgets (max_length - 3) odd and even
+CONTROLS = ["\x00", "\x07", "\u200b", "\u00ad", "\ufeff", "\u200d", "\U000e0041", "\u0301", "\ufffd", "\u0378"]
+
+
+def category_texts(n_per_category: int = 4) -> list[str]:
+    """Texts mixing every general category of this Python's unicodedata (only to pick the
+    characters: the golden records what the Rust tokenizer makes of them), seeded."""
+    rng = random.Random(SEED)
+    by_cat: dict[str, list[str]] = {}
+    for cp in range(0x110000):
+        if 0xD800 <= cp < 0xE000:
+            continue
+        by_cat.setdefault(unicodedata.category(chr(cp)), []).append(chr(cp))
+    out = []
+    for cat in sorted(by_cat):
+        pool = by_cat[cat]
+        for _ in range(n_per_category):
+            parts = []
+            for _ in range(rng.randint(3, 10)):
+                r = rng.random()
+                parts.append(rng.choice(pool) if r < 0.5 else rng.choice("aBcÉ Σς[]") if r < 0.8
+                             else rng.choice(by_cat[rng.choice(sorted(by_cat))]))
+            out.append("".join(parts))
+    return out
+
+
+def special_texts() -> list[str]:
+    """Special tokens broken by a control / format / combining character, or lower-cased."""
+    out = []
+    for k, tok in enumerate(("[CLS]", "[SEP]", "[MASK]", "[PAD]", "[UNK]")):
+        for j, ch in enumerate(CONTROLS):
+            pos = 1 + (k + j) % (len(tok) - 1)
+            out.append(f"x {tok[:pos]}{ch}{tok[pos:]} y{tok}z")
+    out += ["[cls] [Sep] [ MASK ]", "[[CLS]]", "[CLS][SEP][MASK]", "\u0301[SEP]\u0300", "ΑΣ[SEP]ΣΑ"]
+    return out
+
+
 def encode(tok, text, pair, max_length):
     enc = tok(text, pair, max_length=max_length, truncation=True, return_token_type_ids=True)
     return list(enc["input_ids"]), list(enc["token_type_ids"])
 
 
 def tokens_golden(model_dir: Path, out: Path) -> None:
+    """minilm_tokens.json: what AutoTokenizer (the Rust `tokenizers` backend, the default that
+    refexit.tokenizer mirrors) gives, singles at SINGLE_MAX_LENGTHS and pairs at
+    PAIR_MAX_LENGTHS, plus the legacy Python tokenizer's outputs (refexit's mode="legacy")."""
     slow = BertTokenizerLegacy.from_pretrained(str(model_dir))
-    fast = BertTokenizer.from_pretrained(str(model_dir))
+    fast = AutoTokenizer.from_pretrained(str(model_dir))
     assert type(slow).__name__ == "BertTokenizerLegacy" and fast.is_fast, (type(slow), type(fast))
-    singles, pairs, mismatches = [], [], []
+    singles, pairs, legacy_singles, legacy_pairs, mismatches = [], [], [], [], []
 
     def compare(kind, index, field, a, b, reason):
         if a != b:
             mismatches.append({"kind": kind, "index": index, "field": field, "slow": a, "fast": b,
                                "expected_reason": reason})
 
+    def fast_case(text, pair=None):
+        e = {"text": text}
+        if pair is not None:
+            e["pair"] = pair
+        e["tokens"] = fast.tokenize(text)
+        for ml in (PAIR_MAX_LENGTHS if pair is not None else SINGLE_MAX_LENGTHS):
+            ids, types = encode(fast, text, pair, ml)
+            e[f"input_ids_{ml}"], e[f"token_type_ids_{ml}"] = ids, types
+        if pair is not None:          # a batch call: an empty pair stays a pair there
+            enc = fast([text], [pair], max_length=TRUNC, truncation=True, return_token_type_ids=True)
+            e["batch_input_ids_16"], e["batch_token_type_ids_16"] = enc["input_ids"][0], enc["token_type_ids"][0]
+        # kept small: a max_length whose output equals max_length 512's is left out (the tests
+        # fall back to it), so are all-zero type ids of single texts
+        mls = PAIR_MAX_LENGTHS if pair is not None else SINGLE_MAX_LENGTHS
+        for ml in mls[1:]:
+            if (e[f"input_ids_{ml}"], e[f"token_type_ids_{ml}"]) == (e["input_ids_512"], e["token_type_ids_512"]):
+                del e[f"input_ids_{ml}"], e[f"token_type_ids_{ml}"]
+        if pair is not None and e["batch_input_ids_16"] == e.get("input_ids_16", e["input_ids_512"]):
+            del e["batch_input_ids_16"], e["batch_token_type_ids_16"]
+        if pair is None:
+            assert not any(any(v) for k, v in e.items() if k.startswith("token_type_ids"))
+            for k in [k for k in e if k.startswith("token_type_ids")]:
+                del e[k]
+        return e
+
     for i, (text, reason) in enumerate(TEXTS):
         e = {"text": text, "tokens": slow.tokenize(text)}
         e["input_ids"], e["token_type_ids"] = encode(slow, text, None, 512)
         e["trunc_input_ids"], e["trunc_token_type_ids"] = encode(slow, text, None, TRUNC)
-        singles.append(e)
+        legacy_singles.append(e)
+        singles.append(fast_case(text))
         compare("single", i, "tokens", e["tokens"], fast.tokenize(text), reason)
         for ml, key in ((512, "input_ids"), (TRUNC, "trunc_input_ids")):
             ids, types = encode(fast, text, None, ml)
             compare("single", i, key, e[key], ids, reason)
             compare("single", i, key.replace("input_ids", "token_type_ids"),
                     e[key.replace("input_ids", "token_type_ids")], types, reason)
+    extra = category_texts() + special_texts()
+    singles += [fast_case(text) for text in extra]
 
     for i, (text, pair) in enumerate(PAIRS):
         e = {"text": text, "pair": pair, "tokens": slow.tokenize(text), "pair_tokens": slow.tokenize(pair)}
         e["input_ids"], e["token_type_ids"] = encode(slow, text, pair, 512)
         e["trunc_input_ids"], e["trunc_token_type_ids"] = encode(slow, text, pair, TRUNC)
-        pairs.append(e)
+        legacy_pairs.append(e)
+        pairs.append(fast_case(text, pair))
         reason = PAIR_REASONS.get(i)
         tokens_agree = (e["tokens"], e["pair_tokens"]) == (fast.tokenize(text), fast.tokenize(pair))
         compare("pair", i, "tokens", [e["tokens"], e["pair_tokens"]],
@@ -256,6 +332,14 @@ def tokens_golden(model_dir: Path, out: Path) -> None:
             compare("pair", i, key, e[key], ids, why)
             compare("pair", i, key.replace("input_ids", "token_type_ids"),
                     e[key.replace("input_ids", "token_type_ids")], types, why)
+    rng = random.Random(SEED)
+    words = "a bb ccc dddd é ΣΑΣ 我 [SEP] x\u200by !?".split()
+    for n1 in range(0, 9):                       # every short/long, odd/even combination
+        for n2 in range(0, 9):
+            pairs.append(fast_case(" ".join(rng.choice(words) for _ in range(n1)),
+                                   " ".join(rng.choice(words) for _ in range(n2))))
+    for k in range(0, len(extra) - 1, 3):
+        pairs.append(fast_case(extra[k], extra[k + 1]))
 
     unexpected = [m for m in mismatches if m["expected_reason"] is None]
     for m in mismatches:
@@ -269,17 +353,75 @@ def tokens_golden(model_dir: Path, out: Path) -> None:
 
     vocab = (model_dir / "vocab.txt").read_bytes()
     doc = {
-        "about": "BERT WordPiece reference outputs of transformers' Python tokenizer "
-                 "(BertTokenizerLegacy in 5.x) for all-MiniLM-L6-v2; written by tools/make_golden.py",
+        "about": "BERT WordPiece reference outputs for all-MiniLM-L6-v2, written by tools/make_golden.py: "
+                 "singles/pairs from AutoTokenizer (Rust tokenizers backend; refexit's default mode), "
+                 "legacy_singles/legacy_pairs from transformers' Python BertTokenizerLegacy (mode='legacy')",
         "transformers_version": transformers.__version__, "tokenizers_version": tokenizers.__version__,
         "python_version": sys.version.split()[0], "unicodedata_version": unicodedata.unidata_version,
         "slow_class": type(slow).__name__, "fast_class": type(fast).__name__,
         "vocab_sha256": hashlib.sha256(vocab).hexdigest(), "max_length": 512, "trunc_max_length": TRUNC,
-        "singles": singles, "pairs": pairs, "fast_mismatches": mismatches,
+        "single_max_lengths": list(SINGLE_MAX_LENGTHS), "pair_max_lengths": list(PAIR_MAX_LENGTHS),
+        "singles": singles, "pairs": pairs, "legacy_singles": legacy_singles, "legacy_pairs": legacy_pairs,
+        "fast_mismatches": mismatches,
     }
     write_json(out / "minilm_tokens.json", doc)
     print(f"minilm_tokens.json: {len(singles)} texts, {len(pairs)} pairs, "
-          f"{len(mismatches)} expected fast/slow differences")
+          f"{len(mismatches)} expected legacy/fast differences")
+
+
+# the settings of the code point table: (name, lowercase, strip_accents)
+CODEPOINT_SETTINGS = (("uncased", True, True), ("cased", False, False), ("lower_only", True, False))
+
+
+def codepoints_golden(model_dir: Path, out: Path) -> None:
+    """rust_codepoints.jsonl.gz: the Rust pipeline (BertNormalizer + BertPreTokenizer of the
+    installed `tokenizers`) on every one of the 1,112,064 non-surrogate code points c, alone and
+    as "a" + c + "b", in three settings; and AutoTokenizer's ids of c alone (all-MiniLM-L6-v2).
+
+    One JSON array per line, runs of code points that behave alike merged:
+        [setting, start, count, pieces of c alone, pieces of "a" c "b"]   chr(cp) written U+FFFF
+        ["minilm", start, count, ids]
+    """
+    import gzip
+    from tokenizers import normalizers, pre_tokenizers
+    fast = AutoTokenizer.from_pretrained(str(model_dir))
+    pre = pre_tokenizers.BertPreTokenizer()
+    cps = [cp for cp in range(0x110000) if not 0xD800 <= cp < 0xE000]
+    lines = []
+
+    def runs(name, records):
+        start, prev, count = None, None, 0
+        for cp, rec in records:
+            if rec == prev and cp == start + count:
+                count += 1
+                continue
+            if prev is not None:
+                lines.append(json.dumps([name, start, count, *prev], ensure_ascii=True))
+            start, prev, count = cp, rec, 1
+        lines.append(json.dumps([name, start, count, *prev], ensure_ascii=True))
+
+    def pieces(norm, s):
+        return [p for p, _ in pre.pre_tokenize_str(norm.normalize_str(s))]
+
+    for name, lower, strip in CODEPOINT_SETTINGS:
+        norm = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=strip,
+                                          lowercase=lower)
+
+        def record(cp):
+            ch = chr(cp)
+            rel = lambda ps: [p.replace(ch, "\uffff") for p in ps]   # noqa: E731
+            return (rel(pieces(norm, ch)), rel(pieces(norm, "a" + ch + "b")))
+        runs(name, ((cp, record(cp)) for cp in cps))
+    runs("minilm", ((cp, (fast.encode(chr(cp), add_special_tokens=False),)) for cp in cps))
+    header = json.dumps({"about": codepoints_golden.__doc__.split("\n\n")[0].strip(),
+                         "tokenizers_version": tokenizers.__version__,
+                         "transformers_version": transformers.__version__,
+                         "settings": CODEPOINT_SETTINGS, "n_codepoints": len(cps)}, ensure_ascii=True)
+    data = (header + "\n" + "\n".join(lines) + "\n").encode()
+    with open(out / "rust_codepoints.jsonl.gz", "wb") as f:       # fixed mtime: identical reruns
+        with gzip.GzipFile(fileobj=f, mode="wb", compresslevel=9, mtime=0, filename="") as gz:
+            gz.write(data)
+    print(f"rust_codepoints.jsonl.gz: {len(lines)} runs, {(out / 'rust_codepoints.jsonl.gz').stat().st_size} bytes")
 
 
 def save_npz(path: Path, **arrays: np.ndarray) -> None:
@@ -440,7 +582,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model-dir", required=True, type=Path, help="local all-MiniLM-L6-v2 folder")
     ap.add_argument("--out", default=Path("tests/golden"), type=Path)
+    ap.add_argument("--only", choices=("tokens", "codepoints", "models"), action="append",
+                    help="write only these parts (repeatable; default: all)")
     args = ap.parse_args(argv)
+    parts = set(args.only or ("tokens", "codepoints", "models"))
     for f in ("config.json", "vocab.txt", "model.safetensors"):
         if not (args.model_dir / f).is_file():
             ap.error(f"{args.model_dir / f} does not exist")
@@ -448,7 +593,12 @@ def main(argv=None) -> int:
     transformers.logging.set_verbosity_error()
     seed_everything()
     print(f"transformers {transformers.__version__}, tokenizers {tokenizers.__version__}, torch {torch.__version__}")
-    tokens_golden(args.model_dir, args.out)
+    if "tokens" in parts:
+        tokens_golden(args.model_dir, args.out)
+    if "codepoints" in parts:
+        codepoints_golden(args.model_dir, args.out)
+    if "models" not in parts:
+        return 0
     hidden_golden(args.model_dir, args.out)
     tiny_golden(args.model_dir, args.out, "tiny_seqcls", seed=SEED + 1, hidden_act="gelu",
                 id2label={0: "neg", 1: "neu", 2: "pos"}, label2id={"neg": 0, "neu": 1, "pos": 2})

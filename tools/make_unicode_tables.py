@@ -1,0 +1,230 @@
+#!/usr/bin/env python
+"""Write refexit/tokenizer_unicode.txt: the pinned Unicode tables of the Rust `tokenizers` BERT
+pipeline, read by refexit.tokenizer (the oracle) and codegen/unicode_tables.py (the C tokenizer).
+
+Run once; the output is committed. Nothing at tokenization time reads Python's `unicodedata`.
+
+    python tools/make_unicode_tables.py \\
+        --categories  unicode_categories-0.1.1/src/tables.rs \\
+        --normalization unicode-normalization-alignments-0.1.12/src/tables.rs
+
+Sources (pinned: the script refuses files whose sha256 differs):
+
+  categories      the `unicode_categories` crate 0.1.1 (github.com/swgillespie/unicode-categories,
+                  commit 92bb24621c20, src/tables.rs; Unicode 8.0), the crate `tokenizers` uses for
+                  `is_other` (Cc | Cf | Co: BertNormalizer clean_text), `is_mark_nonspacing` (Mn:
+                  strip_accents) and `is_punctuation` (P*: BertPreTokenizer). Its lib.rs adds the
+                  private-use ranges E000-F8FF, F0000-FFFFD, 100000-10FFFD to Co (written here).
+  decomposition   the `unicode-normalization-alignments` crate 0.1.12 (github.com/n1t0/
+                  unicode-normalization, commit 9ca696060d7b, src/tables.rs; Unicode 9.0):
+                  CANONICAL_DECOMPOSED_KV (full canonical decompositions; Hangul syllables are
+                  algorithmic) and CANONICAL_COMBINING_CLASS_KV (canonical ordering), i.e. what
+                  NormalizedString::nfd uses.
+  lower case      Rust std `char::to_lowercase` as compiled into the `tokenizers` wheel (0.23.3):
+                  read off `tokenizers.normalizers.Lowercase()` on every code point (per character,
+                  no context: no final sigma).
+  whitespace      Rust std `char::is_whitespace` (the White_Space property, the same since Unicode
+                  6.3), written out below and checked against the wheel.
+
+After writing, every table is checked against the installed `tokenizers` on all 1,112,064
+non-surrogate code points (BertNormalizer in three settings, BertPreTokenizer); any difference
+fails the run.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+CATEGORIES_SHA256 = "162393c222be7f49425f232abef890da4ccf7a45e2c43df34830d32c979f5bd8"
+NORMALIZATION_SHA256 = "83736e2488e7f5e513317e035dfd476611248227efe0a456fddb8a641fe9ade6"
+TOKENIZERS_VERSION = "0.23.3"
+
+PRIVATE_USE = [(0xE000, 0xF8FF), (0xF0000, 0xFFFFD), (0x100000, 0x10FFFD)]   # unicode_categories lib.rs
+WHITE_SPACE = [(0x9, 0xD), (0x20, 0x20), (0x85, 0x85), (0xA0, 0xA0), (0x1680, 0x1680), (0x2000, 0x200A),
+               (0x2028, 0x2029), (0x202F, 0x202F), (0x205F, 0x205F), (0x3000, 0x3000)]
+CJK = [(0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
+       (0x2B920, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F)]                # tokenizers bert.rs
+PUNCT_TABLES = ["PUNCTUATION_CONNECTOR", "PUNCTUATION_DASH", "PUNCTUATION_CLOSE", "PUNCTUATION_FINAL_QUOTE",
+                "PUNCTUATION_INITIAL_QUOTE", "PUNCTUATION_OTHER", "PUNCTUATION_OPEN"]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def rust_char_table(text: str, name: str) -> list[int]:
+    m = re.search(rf"pub static {name} : &'static \[char\] = &\[(.*?)\];", text, re.S)
+    if not m:
+        raise SystemExit(f"table {name} not found")
+    return [int(x, 16) for x in re.findall(r"\\u\{([0-9A-Fa-f]+)\}", m.group(1))]
+
+
+def ranges(cps) -> list[tuple[int, int]]:
+    out: list[list[int]] = []
+    for cp in sorted(set(cps)):
+        if out and out[-1][1] == cp - 1:
+            out[-1][1] = cp
+        else:
+            out.append([cp, cp])
+    return [tuple(r) for r in out]
+
+
+def fmt_ranges(rs) -> list[str]:
+    return [f"{a:X}" if a == b else f"{a:X}-{b:X}" for a, b in rs]
+
+
+def wrap(items: list[str], width: int = 100) -> list[str]:
+    lines, cur = [], ""
+    for it in items:
+        if cur and len(cur) + 1 + len(it) > width:
+            lines.append(cur)
+            cur = it
+        else:
+            cur = f"{cur} {it}" if cur else it
+    if cur:
+        lines.append(cur)
+    return lines
+
+
+def lower_runs(lower: dict[int, tuple[int, ...]]) -> list[str]:
+    """Single-code-point lower cases as runs start-end/step:+delta; longer ones as cp:seq."""
+    single = sorted((cp, v[0] - cp) for cp, v in lower.items() if len(v) == 1)
+    out, i = [], 0
+    while i < len(single):
+        cp, d = single[i]
+        j, step = i, None
+        if i + 1 < len(single) and single[i + 1][1] == d:
+            step = single[i + 1][0] - cp
+            j = i + 1
+            while j + 1 < len(single) and single[j + 1][1] == d and single[j + 1][0] - single[j][0] == step:
+                j += 1
+        end = single[j][0]
+        out.append(f"{cp:X}:{d:+d}" if j == i else f"{cp:X}-{end:X}/{step}:{d:+d}")
+        i = j + 1
+    multi = [f"{cp:X}:" + ",".join(f"{x:X}" for x in v) for cp, v in sorted(lower.items()) if len(v) > 1]
+    return out + multi
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--categories", type=Path, required=True, help="unicode_categories 0.1.1 src/tables.rs")
+    ap.add_argument("--normalization", type=Path, required=True,
+                    help="unicode-normalization-alignments 0.1.12 src/tables.rs")
+    ap.add_argument("--out", type=Path, default=ROOT / "refexit" / "tokenizer_unicode.txt")
+    args = ap.parse_args(argv)
+    for path, want in ((args.categories, CATEGORIES_SHA256), (args.normalization, NORMALIZATION_SHA256)):
+        got = sha256(path)
+        if got != want:
+            raise SystemExit(f"{path}: sha256 {got}, expected {want} (not the pinned source)")
+    import tokenizers
+    if tokenizers.__version__ != TOKENIZERS_VERSION:
+        raise SystemExit(f"tokenizers {tokenizers.__version__} installed; the tables pin {TOKENIZERS_VERSION}")
+
+    cat = args.categories.read_text(encoding="utf-8")
+    other = set(rust_char_table(cat, "OTHER_CONTROL")) | set(rust_char_table(cat, "OTHER_FORMAT"))
+    other |= set(rust_char_table(cat, "OTHER_PRIVATE_USE"))
+    other_r = ranges(other | {cp for a, b in PRIVATE_USE for cp in range(a, b + 1)})
+    mn = rust_char_table(cat, "MARK_NONSPACING")
+    punct = [cp for name in PUNCT_TABLES for cp in rust_char_table(cat, name)]
+
+    norm = args.normalization.read_text(encoding="utf-8")
+    m = re.search(r"CANONICAL_COMBINING_CLASS_KV: &\[u32\] = &\[(.*?)\];", norm, re.S)
+    ccc = {v >> 8: v & 0xFF for v in (int(x, 16) for x in re.findall(r"0x([0-9A-Fa-f]+)", m.group(1)))}
+    ccc = {cp: c for cp, c in ccc.items() if c}
+    m = re.search(r"CANONICAL_DECOMPOSED_KV: &\[\(u32, &'static \[char\]\)\] = &\[(.*?)\n\];", norm, re.S)
+    dec = {}
+    for key, body in re.findall(r"\(0x([0-9a-fA-F]+), &\[([^\]]*)\]\)", m.group(1)):
+        dec[int(key, 16)] = [int(x, 16) for x in re.findall(r"\\u\{([0-9A-Fa-f]+)\}", body)]
+    assert len(dec) > 2000 and len(ccc) > 800, (len(dec), len(ccc))
+
+    from tokenizers import normalizers
+    low = normalizers.Lowercase()
+    lower = {}
+    for cp in range(0x110000):
+        if 0xD800 <= cp < 0xE000:
+            continue
+        s = low.normalize_str(chr(cp))
+        if s != chr(cp):
+            lower[cp] = tuple(ord(c) for c in s)
+
+    ccc_runs, cur = [], None
+    for cp in sorted(ccc):
+        if cur and cur[1] == cp - 1 and cur[2] == ccc[cp]:
+            cur[1] = cp
+        else:
+            cur = [cp, cp, ccc[cp]]
+            ccc_runs.append(cur)
+    lines = [
+        "# Pinned Unicode tables of the Rust `tokenizers` BERT pipeline (BertNormalizer, BertPreTokenizer).",
+        "# Written by tools/make_unicode_tables.py; do not edit. Code points in hex; a-b = a range.",
+        f"# other, nonspacing, punctuation: unicode_categories 0.1.1 (Unicode 8.0) src/tables.rs sha256 {CATEGORIES_SHA256}",
+        f"# ccc, decomposition: unicode-normalization-alignments 0.1.12 (Unicode 9.0) src/tables.rs sha256 "
+        f"{NORMALIZATION_SHA256}",
+        f"# lowercase: Rust std char::to_lowercase in tokenizers {TOKENIZERS_VERSION}; whitespace: char::is_whitespace",
+        "@other          Cc Cf Co: dropped by clean_text (except \\t \\n \\r, which are whitespace)",
+    ]
+    lines += wrap(fmt_ranges(other_r))
+    lines.append("@whitespace     becomes ' ' (clean_text) and separates words (pre-tokenizer)")
+    lines += wrap(fmt_ranges(WHITE_SPACE))
+    lines.append("@cjk            spaced out (handle_chinese_chars)")
+    lines += wrap(fmt_ranges(sorted(CJK)))
+    lines.append("@nonspacing     Mn: dropped after NFD (strip_accents)")
+    lines += wrap(fmt_ranges(ranges(mn)))
+    lines.append("@punctuation    P*: a piece of its own (pre-tokenizer; ASCII punctuation too, not listed)")
+    lines += wrap(fmt_ranges(ranges(punct)))
+    lines.append("@ccc            canonical combining class (not 0): a-b:class")
+    lines += wrap([(f"{a:X}" if a == b else f"{a:X}-{b:X}") + f":{c}" for a, b, c in ccc_runs])
+    lines.append("@decomposition  full canonical decomposition, cp:seq (Hangul syllables algorithmic)")
+    lines += wrap([f"{cp:X}:" + ",".join(f"{x:X}" for x in dec[cp]) for cp in sorted(dec)])
+    lines.append("@lowercase      a-b/step:+delta (every step-th code point from a to b), cp:seq when longer")
+    lines += wrap(lower_runs(lower))
+    args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"{args.out}: {args.out.stat().st_size} bytes; {len(dec)} decompositions, {len(ccc)} combining "
+          f"classes, {len(lower)} lower cases")
+    return verify(args.out)
+
+
+def verify(path: Path) -> int:
+    """Every code point through the Rust normalizer / pre-tokenizer vs the tables."""
+    from tokenizers import normalizers, pre_tokenizers
+    from refexit import unicode_pinned as up
+    t = up.load(path)
+    settings = [(True, True), (False, False), (True, False), (False, True)]     # (lowercase, strip_accents)
+    rust = [normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=s, lowercase=lo)
+            for lo, s in settings]
+    pre = pre_tokenizers.BertPreTokenizer()
+    bad = 0
+    for cp in range(0x110000):
+        if 0xD800 <= cp < 0xE000:
+            continue
+        ch = chr(cp)
+        for (lo, s), r in zip(settings, rust):
+            want = r.normalize_str(ch)
+            got = t.normalize(ch, lower=lo, strip=s, cjk=True)
+            if want != got:
+                bad += 1
+                if bad < 20:
+                    print(f"U+{cp:04X} lower={lo} strip={s}: rust {want!r} tables {got!r}")
+        pieces = [p for p, _ in pre.pre_tokenize_str("a" + ch + "b")]
+        if t.is_whitespace(cp):
+            want = ["a", "b"]
+        elif t.is_punctuation(cp):
+            want = ["a", ch, "b"]
+        else:
+            want = ["a" + ch + "b"]
+        if pieces != want:
+            bad += 1
+            if bad < 20:
+                print(f"U+{cp:04X} pre-tokenizer: rust {pieces!r} tables {want!r}")
+    print(f"verified against tokenizers on every code point: {bad} differences")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
