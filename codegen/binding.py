@@ -22,6 +22,7 @@ import cffi
 import numpy as np
 
 import refexit
+from refexit import jsonio, validate
 from refexit.errors import CheckpointError, InputError
 from refexit.results import ClassifyResult
 from refexit.tokenizer import input_arrays, unpack
@@ -61,17 +62,27 @@ class CompiledModel:
 
     def __init__(self, out_dir: str | Path, manifest: dict):
         self.out_dir = Path(out_dir)
-        self.manifest = manifest
+        self.manifest = manifest = check_manifest(manifest, self.out_dir)
         self.prefix = p = manifest["prefix"]
         lib_path = _build.cached_library(manifest["build_key"], self.out_dir / manifest["library"])
-        self.ffi, self.lib = _open_library(lib_path, self.out_dir / manifest["header"], p)
-        self._fn = types.SimpleNamespace(**{n: getattr(self.lib, f"{p}_{n}") for n in (
-            "open", "close", "set_threads", "set_threshold", "set_thresholds", "get_thresholds",
-            "classify_batch", "classify_padded", "strerror", "model_hash")})
-        lib_hash = self.ffi.string(self._fn.model_hash()).decode()
+        try:
+            self.ffi, self.lib = _open_library(lib_path, self.out_dir / manifest["header"], p)
+            self._fn = types.SimpleNamespace(**{n: getattr(self.lib, f"{p}_{n}") for n in (
+                "open", "close", "set_threads", "set_threshold", "set_thresholds", "get_thresholds",
+                "classify_batch", "classify_padded", "strerror", "model_hash")})
+            dims = {k: int(getattr(self.lib, f"{p}_{k}")(self.ffi.NULL))
+                    for k in ("num_layers", "hidden", "num_labels", "max_length", "vocab_size")}
+            lib_hash = self.ffi.string(self._fn.model_hash()).decode("ascii", "replace")
+        except (OSError, UnicodeDecodeError, AttributeError, cffi.FFIError, cffi.CDefError) as e:
+            raise CheckpointError(f"{self.out_dir}: cannot open the compiled library {lib_path.name} with "
+                                  f"header {manifest['header']} and prefix {p!r} ({e}); compile again") from None
         if lib_hash != manifest["model_hash"]:
             raise CheckpointError(f"{lib_path}: library was built for model {lib_hash[:12]}, the manifest "
                                   f"says {manifest['model_hash'][:12]} (recompile)")
+        for key, got in dims.items():
+            if got != manifest[key]:
+                raise CheckpointError(f"{self.out_dir}: the manifest says {key} = {manifest[key]}, its library "
+                                      f"{got} (compile again)")
         self.weights_path = self.out_dir / manifest["weights"]
         handle = self.ffi.new(f"{p}_model **")
         st = self._fn.open(str(self.weights_path).encode(), handle)
@@ -262,15 +273,109 @@ class CompiledModel:
             vocab = _pack.read_vocab(self.weights_path)
             if not vocab:
                 raise CheckpointError(f"{self.weights_path} holds no vocabulary")
-            self._tokenizer = Tokenizer(vocab, do_lower_case=t["do_lower_case"], strip_accents=t["strip_accents"],
-                                        tokenize_chinese_chars=t["tokenize_chinese_chars"],
-                                        max_length=min(t["max_length"], self.max_length),
-                                        pad_token_id=t["pad_token_id"], source=str(self.weights_path))
+            try:
+                self._tokenizer = Tokenizer(vocab, do_lower_case=t["do_lower_case"],
+                                            strip_accents=t["strip_accents"],
+                                            tokenize_chinese_chars=t["tokenize_chinese_chars"],
+                                            max_length=min(t["max_length"], self.max_length),
+                                            pad_token_id=t["pad_token_id"], source=str(self.weights_path))
+            except (KeyError, ValueError, TypeError) as e:      # not a RefexitError: a broken vocabulary
+                if isinstance(e, refexit.RefexitError):
+                    raise
+                raise CheckpointError(f"{self.weights_path}: its vocabulary is not usable ({e!r})") from None
         return self._tokenizer
 
     def __repr__(self):
         return (f"<CompiledModel {self.prefix} L={self.num_layers} H={self.hidden} C={self.num_labels} "
                 f"policy={self.policy_repr} max_length={self.max_length} in {self.out_dir}>")
+
+
+# ---------------------------------------------------------------------- the manifest, checked
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_FILE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,255}")
+_HEX = re.compile(r"[0-9a-f]{8,128}")
+
+
+def check_manifest(manifest, where) -> dict:
+    """Every manifest field CompiledModel reads, with its type and bounds (a hand-edited or foreign
+    manifest is a CheckpointError naming the field, never a KeyError or a huge allocation)."""
+    E = CheckpointError
+    if not isinstance(manifest, dict):
+        raise E(f"{where}: the manifest must be a JSON object")
+
+    def get(d, key, ctx="manifest"):
+        if key not in d:
+            raise E(f"{where}: {ctx} lacks the field {key!r} (compile again)")
+        return d[key]
+
+    def integer(key, lo, hi, d=manifest, ctx="manifest"):
+        return validate.integer(get(d, key, ctx), f"{where}: {ctx} field {key!r}", lo, hi, E)
+
+    def string(key, pattern=None, d=manifest, ctx="manifest"):
+        v = validate.string(get(d, key, ctx), f"{where}: {ctx} field {key!r}", E)
+        if pattern is not None and not pattern.fullmatch(v):
+            raise E(f"{where}: {ctx} field {key!r} = {v[:40]!r} is not a plain name")
+        return v
+
+    def obj(key, d=manifest):
+        v = get(d, key)
+        if not isinstance(v, dict):
+            raise E(f"{where}: manifest field {key!r} must be an object")
+        return v
+
+    def numbers(v, what, n=None, whole=False):
+        if not isinstance(v, list) or (n is not None and len(v) != n):
+            raise E(f"{where}: manifest field {what} must be a list of {n if n is not None else ''} numbers")
+        for x in v:
+            if whole:
+                validate.integer(x, f"{where}: manifest field {what}", -(1 << 62), 1 << 62, E)
+            else:
+                validate.number(x, f"{where}: manifest field {what}", E)
+        return v
+
+    string("prefix", _IDENT)
+    for key in ("header", "source", "weights", "library"):
+        string(key, _FILE)
+    for key in ("build_key", "model_hash"):
+        string(key, _HEX)
+    string("isa")
+    L = integer("num_layers", 1, 256)
+    C = integer("num_labels", 1, 1 << 16)
+    integer("hidden", 1, 1 << 15)
+    integer("max_length", 3, 1 << 17)
+    integer("vocab_size", 1, 1 << 22)
+    integer("type_vocab_size", 1, 1 << 10)
+    validate.label_names(get(manifest, "label_names"), C, f"{where}: manifest field 'label_names'", E)
+    for key in ("has_lte", "has_ponder"):
+        validate.boolean(get(manifest, key), f"{where}: manifest field {key!r}", E)
+    validate.string_list(get(manifest, "warnings"), f"{where}: manifest field 'warnings'", E)
+    numbers(get(manifest, "model_temperatures"), "'model_temperatures'", L)
+    if "precision" in manifest:
+        string("precision")
+    pol = obj("policy")
+    string("name", d=pol, ctx="manifest policy")
+    string("repr", d=pol, ctx="manifest policy")
+    for key in ("params", "inclusive", "tau", "thresholds"):
+        get(pol, key, "manifest policy")
+    if get(pol, "count", "manifest policy") is not None:
+        integer("count", 0, 1 << 20, d=pol, ctx="manifest policy")
+    numbers(get(pol, "temperatures", "manifest policy"), "'policy.temperatures'")
+    fl = obj("flops")
+    numbers(get(fl, "layer", "manifest flops"), "'flops.layer'", 3, whole=True)
+    heads = get(fl, "heads", "manifest flops")
+    if not isinstance(heads, list) or len(heads) != L:
+        raise E(f"{where}: manifest field 'flops.heads' must hold {L} lists")
+    for h in heads:
+        numbers(h, "'flops.heads'", 3, whole=True)
+    validate.integer(get(fl, "policy", "manifest flops"), f"{where}: manifest field 'flops.policy'", 0, 1 << 62, E)
+    tok = obj("tokenizer")
+    for key in ("do_lower_case", "tokenize_chinese_chars"):
+        validate.boolean(get(tok, key, "manifest tokenizer"), f"{where}: manifest field 'tokenizer.{key}'", E)
+    if get(tok, "strip_accents", "manifest tokenizer") is not None:
+        validate.boolean(tok["strip_accents"], f"{where}: manifest field 'tokenizer.strip_accents'", E)
+    integer("max_length", 1, 1 << 40, d=tok, ctx="manifest tokenizer")
+    integer("pad_token_id", 0, 1 << 22, d=tok, ctx="manifest tokenizer")
+    return manifest
 
 
 def flops_polynomials(fl: dict, L: int, policy_name: str):
@@ -368,7 +473,12 @@ def compile_model(model, policy=None, out_dir="build/refexit_model", prefix: str
     model's own, model.precision)."""
     plan = lower(model, policy, prefix, max_length, max_batch, max_tokens, precision)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise InputError(f"{out} is a file; out_dir must be a folder (it is created when missing)") from None
+    except OSError as e:
+        raise InputError(f"cannot create the output folder {out}: {e.strerror}") from None
     _, c_path = _emit.write_sources(plan, out)
     weights = out / f"{plan.prefix}.weights"
     if not _blob_is_current(weights, plan):
@@ -393,10 +503,7 @@ def load_compiled(out_dir: str | Path, prefix: str | None = None) -> CompiledMod
         path = found[0]
     else:
         path = out / f"{prefix}{MANIFEST_SUFFIX}"
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: cannot read the manifest: {e}") from None
+    manifest = jsonio.read_object(path, CheckpointError, what="the manifest of a compiled model")
     if manifest.get("refexit_compiled") != MANIFEST_FORMAT or manifest.get("codegen_format") != _emit.CODEGEN_FORMAT:
         raise CheckpointError(f"{path}: compiled by another refexit version (format "
                               f"{manifest.get('codegen_format')}); compile again")

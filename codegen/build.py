@@ -26,6 +26,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from refexit import files
 from refexit.errors import RefexitError
 
 BASE_FLAGS = ("-O3", "-std=c99", "-fPIC", "-shared", "-Wall", "-Wextra", "-Werror")
@@ -215,7 +216,7 @@ def _copy_atomic(src: Path, dst: Path) -> None:
     os.close(fd)
     try:
         shutil.copyfile(src, tmp)
-        os.chmod(tmp, 0o755)
+        files.set_mode(tmp, executable=True)
         os.replace(tmp, dst)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -224,7 +225,9 @@ def _copy_atomic(src: Path, dst: Path) -> None:
 
 def compile_c(c_path: Path, out: Path, cc: str, flag_list: list[str], include_dir: Path | None = None) -> None:
     """Run the compiler once (no caching); raises BuildError with its output."""
-    cmd = shlex.split(cc) + flag_list + ["-I", str(include_dir or c_path.parent), str(c_path), "-o",
+    # -iquote, not -I: the folder holds <prefix>.h, which must never shadow a system header
+    # (a prefix named math, omp, string or stdio) that the source includes as <...>
+    cmd = shlex.split(cc) + flag_list + ["-iquote", str(include_dir or c_path.parent), str(c_path), "-o",
                                          str(out)] + list(LIBS)
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -263,6 +266,7 @@ def build(c_path: str | Path, out_dir: str | Path, prefix: str, cc: str | None =
         os.close(fd)
         try:
             compile_c(c_path, Path(tmp), cc, flag_list)
+            files.set_mode(tmp, executable=True)
             os.replace(tmp, cached)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from refexit import validate
 from refexit.errors import InputError
 from refexit.policies import Policy
 
@@ -173,9 +174,9 @@ def lower(model, policy: Policy | None = None, prefix: str | None = None, max_le
     P = cfg.max_position_embeddings
     if max_length is None:
         max_length = min(cfg.max_length, P)
-    if not isinstance(max_length, (int, np.integer)) or not 1 <= max_length <= P:
-        raise InputError(f"max_length must be an integer in [1, {P}] (the model's position "
-                         f"embeddings), got {max_length!r}")
+    if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) or not 3 <= max_length <= P:
+        raise InputError(f"max_length must be an integer in [3, {P}] ([CLS], at least one token and [SEP]; "
+                         f"at most the model's position embeddings), got {max_length!r}")
     if not isinstance(max_batch, (int, np.integer)) or not 1 <= max_batch <= 1 << 16:
         raise InputError(f"max_batch must be an integer in [1, 65536], got {max_batch!r}")
     if max_tokens is None:
@@ -199,11 +200,13 @@ def lower(model, policy: Policy | None = None, prefix: str | None = None, max_le
     vocab = list(model.tokenizer.vocab) if model.tokenizer is not None else []
     vocab_bytes = ("\n".join(vocab) + "\n").encode("utf-8") if vocab else b""
 
+    labels = validate.label_names([str(n) for n in model.label_names] or [f"LABEL_{i}" for i in range(C)], C,
+                                  "the model's label names", InputError)
     plan = Plan(prefix=prefix, vocab_size=cfg.vocab_size, hidden=cfg.hidden_size, num_layers=L,
                 num_heads=cfg.num_attention_heads, intermediate=cfg.intermediate_size, max_position=P,
                 type_vocab=cfg.type_vocab_size, activation=ACTIVATION_C[cfg.hidden_act],
                 layer_norm_eps=float(cfg.layer_norm_eps), num_labels=C,
-                label_names=[str(n) for n in model.label_names] or [f"LABEL_{i}" for i in range(C)],
+                label_names=labels,
                 heads=heads, has_pooler=has_pooler, lte=use_lte,
                 ponder_hidden=int(ep.ponder["hid.w"].shape[0]) if use_ponder else 0,
                 exit_feature_size=int(F), policy=_policy_plan(policy, L),

@@ -12,6 +12,11 @@ with the flags of the library build minus -shared / -fPIC (so the same instructi
     cc -O3 -std=c99 -Wall -Wextra -Werror [-fopenmp] [-DREFEXIT_ISA_...] -c <prefix>.c
     cc ... -D<PREFIX>_STANDALONE_EMBEDDED -c <prefix>_main.c;  cc ... -c <prefix>_embed.c   (in OUT)
     cc [-fopenmp] main.o <prefix>.o embed.o -o <prefix> -lm
+    (openmp="static": the OpenMP run-time is linked in: ... -Wl,-Bstatic -lgomp -Wl,-Bdynamic -lpthread)
+
+What a program needs to run is reported in `StandaloneResult.needs`: libc and libm always; the
+OpenMP run-time (libgomp.so.1 / libomp.so) only with dynamic OpenMP; a CPU with the instruction set
+of the build (`isa`: scalar runs on any x86-64; avx2 / avx512 refuse to start elsewhere).
 
 Neither program copies the weights: the embedded blob is part of the mapped executable image and
 the sidecar mmaps its file. Executables are not cached (they embed a path-relative blob); each is
@@ -19,7 +24,6 @@ linked to a temporary name and renamed into place.
 """
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import subprocess
@@ -28,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import refexit
+from refexit import files, jsonio
 
 from . import build as _build
 from . import emit as _emit
@@ -45,6 +50,7 @@ class StandaloneResult:
     flags: list
     compiler: str
     isa: str
+    needs: str = ""            # what the programs need to run (shared libraries, CPU features)
 
 
 def _manifest(out_dir: Path, prefix: str | None) -> dict:
@@ -56,10 +62,9 @@ def _manifest(out_dir: Path, prefix: str | None) -> dict:
         path = found[0]
     else:
         path = out_dir / f"{prefix}{MANIFEST_SUFFIX}"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise _build.BuildError(f"{path}: not a compiled model folder ({e}); run `refexit compile` first") from None
+    from .binding import check_manifest
+    manifest = jsonio.read_object(path, _build.BuildError, what="not a compiled model folder; run `refexit compile` first")
+    return check_manifest(manifest, path)
 
 
 def _provenance(manifest: dict, what: str) -> str:
@@ -76,7 +81,9 @@ def program_sources(manifest: dict) -> tuple[str, str]:
     env = _emit._environment()
     prefix = manifest["prefix"]
     ctx = dict(prefix=prefix, PREFIX=prefix.upper())
-    main = env.get_template("main.c.j2").render(provenance=_provenance(manifest, f"{prefix}_main.c"), **ctx)
+    inclusive = bool(manifest.get("policy", {}).get("inclusive"))
+    main = env.get_template("main.c.j2").render(provenance=_provenance(manifest, f"{prefix}_main.c"),
+                                                inclusive=inclusive, **ctx)
     weights = manifest["weights"]
     size = manifest.get("weights_size")
     embed = env.get_template("embed.c.j2").render(provenance=_provenance(manifest, f"{prefix}_embed.c"),
@@ -97,11 +104,15 @@ def _run(cmd: list[str], cwd: Path) -> None:
 
 
 def build_standalone(out_dir: str | Path, prefix: str | None = None, cc: str | None = None,
-                     openmp: bool | None = None, isa: str | None = None, extra_flags=(),
+                     openmp: bool | str | None = None, isa: str | None = None, extra_flags=(),
                      embedded: bool = True, sidecar: bool = True) -> StandaloneResult:
     """Build OUT/<prefix> (weights embedded) and OUT/<prefix>-sidecar from a compiled folder.
 
-    isa / openmp default to what the folder's library was built with (the manifest)."""
+    isa / openmp default to what the folder's library was built with (the manifest); openmp
+    "static" links the OpenMP run-time into the programs (no libgomp.so.1 needed where they run)."""
+    static_omp = openmp == "static"
+    if static_omp:
+        openmp = True
     out = Path(out_dir).resolve()
     manifest = _manifest(out, prefix)
     prefix = manifest["prefix"]
@@ -121,10 +132,12 @@ def build_standalone(out_dir: str | Path, prefix: str | None = None, cc: str | N
     _build.compiler_id(cc)                         # a clear error when the compiler is missing
     base = shlex.split(cc)
     link_flags = ["-fopenmp"] if "-fopenmp" in flags else []
+    if static_omp:
+        link_flags = _static_openmp(cc)
     results = {}
     with tempfile.TemporaryDirectory(prefix=f".{prefix}-build-", dir=out) as tmp:
         t = Path(tmp)
-        inc = ["-I", str(out)]
+        inc = ["-iquote", str(out)]       # never -I: <prefix>.h must not shadow a system header
         _run(base + flags + inc + ["-c", str(lib_c), "-o", str(t / "lib.o")], out)
         targets = []
         if embedded:
@@ -137,9 +150,25 @@ def build_standalone(out_dir: str | Path, prefix: str | None = None, cc: str | N
             targets.append(("sidecar", out / f"{prefix}-sidecar", [t / "main_sidecar.o", t / "lib.o"]))
         for kind, exe, objs in targets:
             tmp_exe = t / exe.name
-            _run(base + link_flags + [str(o) for o in objs] + ["-o", str(tmp_exe)] + list(_build.LIBS), out)
-            os.chmod(tmp_exe, 0o755)
+            _run(base + ([] if static_omp else link_flags) + [str(o) for o in objs] + ["-o", str(tmp_exe)]
+                 + (link_flags if static_omp else []) + list(_build.LIBS), out)   # a static library after the objects
+            files.set_mode(tmp_exe, executable=True)
             os.replace(tmp_exe, exe)
             results[kind] = exe
+    omp = "-fopenmp" in flags
+    needs = ("libc and libm" + (", and the OpenMP run-time (libgomp.so.1 with gcc, libomp.so with clang)"
+                                if omp and not static_omp else " (OpenMP linked in)" if omp else " (no OpenMP)")
+             + ("; any x86-64 CPU" if isa == "scalar" else f"; a CPU with {isa.upper()} (else it refuses to start; "
+                                                           f"--isa scalar runs anywhere)"))
     return StandaloneResult(results.get("embedded"), results.get("sidecar"), weights, [main_c, embed_c],
-                            flags, cc, isa)
+                            flags, cc, isa, needs)
+
+
+def _static_openmp(cc: str) -> list[str]:
+    """Link flags that put the compiler's OpenMP run-time into the executable."""
+    lib = "omp" if "clang" in _build.compiler_id(cc).lower() else "gomp"
+    r = subprocess.run(shlex.split(cc) + [f"-print-file-name=lib{lib}.a"], capture_output=True, text=True)
+    if r.returncode != 0 or not Path(r.stdout.strip()).is_absolute():
+        raise _build.BuildError(f"{cc} has no static OpenMP run-time (lib{lib}.a): use --openmp off, or "
+                                f"--openmp on (the programs then need the shared one)")
+    return [r.stdout.strip(), "-lpthread", "-ldl"]

@@ -6,7 +6,7 @@
  *
  * or, without make (the generated sst2.c is the whole library: model, tokenizer, text API):
  *
- *   cc -O2 -std=c99 -Wall -Wextra -I build/m -DPREFIX=sst2 examples/classify.c build/m/sst2.c -o classify -lm
+ *   cc -O2 -std=c99 -Wall -Wextra -iquote build/m -DPREFIX=sst2 examples/classify.c build/m/sst2.c -o classify -lm
  *
  * (add -fopenmp to use several threads inside a call, see <prefix>_set_threads.)
  *

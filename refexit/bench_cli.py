@@ -31,14 +31,20 @@ def load_tool():
 
 def _missing(args) -> int:
     from .errors import RefexitError
-    raise RefexitError(f"refexit bench runs tools/bench.py from a source checkout; {TOOL} is not there")
+    raise RefexitError("refexit bench is a tool of the source checkout, not of the installed package: it runs "
+                       "tools/bench.py (and optional peers: pip install '.[bench]'). Run it from a clone of "
+                       f"the repository (its root as the current folder); {TOOL} is not there")
 
 
-def add_subcommand(sub):
-    tool = load_tool()
+def add_subcommand(sub, load: bool = True):
+    """load=False: register the name only (the tool, a file of the checkout or of the current folder,
+    is executed only when `refexit bench` itself runs, never for another command)."""
+    tool = load_tool() if load else None
     doc = tool.__doc__ if tool is not None else __doc__
     p = sub.add_parser("bench", help="latency side by side with ONNX Runtime, OpenVINO, PyTorch (tools/bench.py)",
                        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if not load:
+        return
     if tool is None:
         p.set_defaults(func=_missing)
         return

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import safetensors_io
+from . import jsonio, safetensors_io, validate
 from .config import BertConfig
 from .errors import CheckpointError
 from .heads import FASTBERT_WIDTH, HEAD_KINDS, ExitParams, Head, param_shapes
@@ -56,14 +56,14 @@ def canonical_name(hf: str, num_layers: int) -> str | None:
         return emb[stem]
     if stem == "embeddings.LayerNorm":
         return f"emb.ln.{suf}"
-    m = re.fullmatch(r"encoder\.layer\.(\d+)\.(.+)", stem)
+    m = re.fullmatch(r"encoder\.layer\.(\d{1,6})\.(.+)", stem)
     if m and m.group(2) in _LAYER_PARTS:
         return f"layers.{int(m.group(1))}.{_LAYER_PARTS[m.group(2)]}.{suf}"
     if stem == "pooler.dense":
         return f"pooler.{suf}"
     if stem == "classifier" and not hf.startswith("bert."):
         return f"classifier.{suf}"
-    m = re.fullmatch(r"encoder\.highway\.(\d+)\.(pooler\.dense|classifier)", stem)   # DeeBERT, BERxiT
+    m = re.fullmatch(r"encoder\.highway\.(\d{1,6})\.(pooler\.dense|classifier)", stem)   # DeeBERT, BERxiT
     if m:
         i = int(m.group(1))
         if i == num_layers - 1:
@@ -71,7 +71,7 @@ def canonical_name(hf: str, num_layers: int) -> str | None:
         return f"heads.{i}.{'pooler' if m.group(2) == 'pooler.dense' else 'fc'}.{suf}"
     if stem == "encoder.lte_classifier":                                              # BERxiT
         return f"lte.{suf}"
-    m = re.fullmatch(r"classifiers\.(\d+)", stem)                                     # PABEE
+    m = re.fullmatch(r"classifiers\.(\d{1,6})", stem)                                     # PABEE
     if m and not hf.startswith("bert."):
         return f"heads.{int(m.group(1))}.fc.{suf}"
     return None
@@ -125,6 +125,7 @@ def load_checkpoint(model_dir: str | Path, dtype=np.float32, exits: str | Path |
     if unknown:
         raise CheckpointError(f"{path}: {len(unknown)} unexpected tensor(s), e.g. "
                               f"{', '.join(repr(u) for u in sorted(unknown)[:5])}")
+    _check_config_against_tensors(cfg, weights, seen, str(path))
     expected = backbone_shapes(cfg)
     for name, shape in expected.items():
         if name not in weights:
@@ -153,9 +154,7 @@ def load_checkpoint(model_dir: str | Path, dtype=np.float32, exits: str | Path |
     exit_params = ExitParams(heads, lte, None, np.ones(L))
     labels = cfg.labels
 
-    exits_path = Path(exits) if exits is not None else model_dir / EXITS_FILE
-    if exits is not None and not exits_path.exists():
-        raise CheckpointError(f"{exits_path} does not exist")
+    exits_path = exits_file(exits) if exits is not None else model_dir / EXITS_FILE
     if exits_path.exists():
         labels = _load_exits(exits_path, exit_params, cfg, labels)
 
@@ -163,8 +162,31 @@ def load_checkpoint(model_dir: str | Path, dtype=np.float32, exits: str | Path |
     final = exit_params.heads[L - 1]
     if final is not None and not labels:
         labels = [f"LABEL_{i}" for i in range(final.num_labels)]
+    if final is not None:
+        validate.label_names(labels, final.num_labels, f"{exits_path if exits_path.exists() else path}: labels",
+                             CheckpointError)
     weights = {n: np.asarray(a, dtype=dtype) for n, a in weights.items()}
     return cfg, weights, exit_params.astype(dtype), labels
+
+
+def _check_config_against_tensors(cfg: BertConfig, weights: dict, seen: dict, where: str):
+    """The config's sizes against the tensors the file really has, before anything is sized from
+    the config (a crafted num_hidden_layers or vocab_size must not cost time or memory first)."""
+    layers = {int(n.split(".")[1]): n for n in sorted(weights) if n.startswith("layers.")}
+    beyond = [n for i, n in layers.items() if i >= cfg.num_hidden_layers]
+    if beyond:
+        raise CheckpointError(f"{where}: tensor {seen[beyond[0]]!r} belongs to a layer beyond "
+                              f"num_hidden_layers={cfg.num_hidden_layers}")
+    if layers and max(layers) + 1 != cfg.num_hidden_layers:
+        raise CheckpointError(f"{where}: config field 'num_hidden_layers' is {cfg.num_hidden_layers} but the "
+                              f"checkpoint has only layers 0..{max(layers)}")
+    for name, field, axis in (("emb.word", "vocab_size", 0), ("emb.word", "hidden_size", 1),
+                              ("emb.pos", "max_position_embeddings", 0), ("emb.type", "type_vocab_size", 0),
+                              ("layers.0.ffn.up.w", "intermediate_size", 0)):
+        arr = weights.get(name)
+        if arr is not None and arr.ndim == 2 and arr.shape[axis] != getattr(cfg, field):
+            raise CheckpointError(f"{where}: config field {field!r} is {getattr(cfg, field)} but tensor "
+                                  f"{_hf_hint(name)!r} has shape {list(arr.shape)}")
 
 
 def _hf_hint(canonical: str) -> str:
@@ -206,7 +228,7 @@ def _fill_heads(heads, tensors, seen, kind, H, where, from_exits, l2norm=False, 
     L = len(heads)
     by_layer: dict[int, dict] = {}
     for name, arr in tensors.items():
-        m = re.fullmatch(r"heads\.(\d+)\.(.+)", name)
+        m = re.fullmatch(r"heads\.(\d{1,6})\.(.+)", name)
         if not m:
             raise CheckpointError(f"{where}: unexpected tensor {seen.get(name, name)!r}")
         by_layer.setdefault(int(m.group(1)), {})[m.group(2)] = arr
@@ -241,20 +263,26 @@ def _load_exits(path: Path, ep: ExitParams, cfg: BertConfig, labels: list) -> li
     kind = meta.get("kind", "")
     if kind not in HEAD_KINDS:
         raise CheckpointError(f"{where}: metadata 'kind' is {kind!r}, expected one of {HEAD_KINDS}")
-    try:
-        l2norm = json.loads(meta.get("l2norm", "false"))
-        attn_heads = int(meta.get("attn_heads", "2"))
-        file_labels = json.loads(meta.get("labels", "[]"))
-        temps = json.loads(meta.get("temperatures", "null"))
-        final_kind = meta.get("final_kind", kind)
-    except (ValueError, TypeError) as e:
-        raise CheckpointError(f"{where}: malformed metadata: {e}") from None
+    def meta_json(key, default):          # metadata values are JSON text, read as strictly as files
+        return jsonio.loads(meta.get(key, default), f"{where}: metadata {key!r}", CheckpointError)
+
+    l2norm = validate.boolean(meta_json("l2norm", "false"), f"{where}: metadata 'l2norm'", CheckpointError)
+    file_labels = meta_json("labels", "[]")
+    if not isinstance(file_labels, list):
+        raise CheckpointError(f"{where}: metadata 'labels' must be a JSON list of strings")
+    temps = meta_json("temperatures", "null")
+    attn_heads = validate.integer(meta_json("attn_heads", "2"), f"{where}: metadata 'attn_heads'", 1, 1 << 10,
+                                  CheckpointError)
+    final_kind = meta.get("final_kind", kind)
     L, H = cfg.num_hidden_layers, cfg.hidden_size
     has_classifier = ep.heads[L - 1] is not None
     width = FASTBERT_WIDTH
-    if kind == "fastbert":
+    if kind == "fastbert" or final_kind == "fastbert":
         some = next((a for n, a in tensors.items() if n.endswith(".proj.w")), None)
-        width = some.shape[0] if some is not None else FASTBERT_WIDTH
+        width = some.shape[0] if some is not None and some.ndim == 2 else FASTBERT_WIDTH
+        if width < 1 or width % attn_heads:
+            raise CheckpointError(f"{where}: fastbert heads of width {width} cannot be split into "
+                                  f"metadata 'attn_heads' = {attn_heads} attention heads")
     heads_t = {n: a for n, a in tensors.items() if n.startswith("heads.") and not n.startswith(f"heads.{L - 1}.")}
     final_t = {n: a for n, a in tensors.items() if n.startswith(f"heads.{L - 1}.")}
     seen = {n: n for n in tensors}
@@ -280,15 +308,33 @@ def _load_exits(path: Path, ep: ExitParams, cfg: BertConfig, labels: list) -> li
     if other:
         raise CheckpointError(f"{where}: unexpected tensor(s) {sorted(other)[:5]}")
     if temps is not None:
-        t = np.asarray(temps, dtype=np.float64)
-        if t.shape != (L,) or not np.all(np.isfinite(t)) or np.any(t <= 0):
-            raise CheckpointError(f"{where}: metadata 'temperatures' must be {L} positive numbers, got {temps!r}")
-        ep.temperatures = t
+        if not isinstance(temps, list) or len(temps) != L:
+            raise CheckpointError(f"{where}: metadata 'temperatures' must be {L} positive numbers, "
+                                  f"got {str(temps)[:60]}")
+        ep.temperatures = np.array([validate.number(t, f"{where}: metadata 'temperatures'", CheckpointError,
+                                                    positive=True) for t in temps], np.float64)
     if file_labels:
+        final = ep.heads[L - 1] or next((h for h in ep.heads if h is not None), None)
+        validate.label_names(file_labels, final.num_labels if final is not None else None,
+                             f"{where}: metadata 'labels'", CheckpointError)
         if labels and list(labels) != list(file_labels):
             raise CheckpointError(f"{where}: labels {file_labels} differ from the model's {labels}")
         return list(file_labels)
     return labels
+
+
+def exits_file(path: str | Path) -> Path:
+    """An exits file given as the file or as the folder holding exits.safetensors (what
+    train-exits writes): -> the file; CheckpointError when there is none."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / EXITS_FILE).is_file():
+            raise CheckpointError(f"{path} is a folder without {EXITS_FILE} (pass the exits file, or the "
+                                  f"folder `refexit train-exits` wrote)")
+        return path / EXITS_FILE
+    if not path.exists():
+        raise CheckpointError(f"{path} does not exist (pass an {EXITS_FILE} file or the folder holding one)")
+    return path
 
 
 def _check_heads(ep: ExitParams, weights, cfg, where):

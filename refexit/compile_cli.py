@@ -4,53 +4,13 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 import warnings
 from pathlib import Path
 
 from .errors import InputError
 
-POLICY_NAMES = ("entropy", "norm_entropy", "max_prob", "patience", "learned", "ponder", "window", "static")
-THRESHOLD_POLICIES = ("entropy", "norm_entropy", "max_prob", "learned", "ponder")
-
-
-def _floats(text: str, what: str) -> float | list[float]:
-    try:
-        vals = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise InputError(f"{what} must be a number or comma-separated numbers, got {text!r}") from None
-    if not vals:
-        raise InputError(f"{what} is empty")
-    return vals[0] if len(vals) == 1 else vals
-
-
-def policy_from_args(args, num_layers: int | None = None):
-    """The refexit policy the command line describes (mirrors the refexit.policies constructors)."""
-    from . import policies as P
-    name = args.policy
-    if name in THRESHOLD_POLICIES:
-        if args.threshold is None:
-            raise InputError(f"--policy {name} needs --threshold X (or X1,X2,... one per layer)")
-        thr = _floats(args.threshold, "--threshold")
-        if name == "norm_entropy":
-            return P.NormEntropy(thr, inclusive=not args.strict)
-        if name == "max_prob":
-            temps = None if args.temperatures is None else _floats(args.temperatures, "--temperatures")
-            return P.MaxProb(thr, temperatures=temps)
-        return {"entropy": P.Entropy, "learned": P.Learned, "ponder": P.Ponder}[name](thr)
-    if name == "patience":
-        if args.patience is None:
-            raise InputError("--policy patience needs --patience T (0 runs the full model)")
-        return P.Patience(args.patience, tau=args.tau)
-    if name == "window":
-        if args.window is None:
-            raise InputError("--policy window needs --window N")
-        return P.Window(args.window, tau=args.tau)
-    if name == "static":
-        layer = args.layer if args.layer is not None else num_layers
-        if layer is None:
-            raise InputError("--policy static needs --layer K")
-        return P.Static(layer)
-    raise InputError(f"unknown policy {name!r} (known: {', '.join(POLICY_NAMES)})")
+from .policy_args import POLICY_NAMES, THRESHOLD_POLICIES, add_policy_args, policy_from_args  # noqa: F401
 
 
 def _default_prefix(model_dir: Path) -> str:
@@ -65,34 +25,34 @@ def add_subcommand(subparsers) -> None:
                     "when present) with an exit policy into OUT_DIR: <prefix>.h, <prefix>.c, "
                     "<prefix>.weights, lib<prefix>.so and <prefix>.manifest.json (for "
                     "codegen.load_compiled). Thresholds can still be changed at run time.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("model_dir", metavar="MODEL_DIR", type=Path)
-    p.add_argument("-o", "--out", dest="out_dir", metavar="OUT_DIR", type=Path, required=True)
-    p.add_argument("--policy", choices=POLICY_NAMES, default="entropy")
-    p.add_argument("--threshold", metavar="X[,X...]",
-                   help="threshold (entropy, norm_entropy, max_prob, learned, ponder); comma-separated "
-                        "for one per layer 1..L-1")
-    p.add_argument("--strict", action="store_true", help="norm_entropy: exit on < instead of <=")
-    p.add_argument("--temperatures", metavar="T[,T...]", help="max_prob: per-layer temperatures "
-                   "(default: the model's calibrated ones, 1 if none)")
-    p.add_argument("--patience", type=int, metavar="T", help="patience: agreeing layers needed")
-    p.add_argument("--window", type=int, metavar="N", help="window: same prediction for N layers")
-    p.add_argument("--tau", type=float, help="patience/window on a regression head: agreement tolerance")
-    p.add_argument("--layer", type=int, metavar="K", help="static: exit at layer K (default: L)")
-    p.add_argument("--prefix", help="C symbol prefix (default: from the model folder name)")
-    p.add_argument("--max-length", type=int, help="longest sequence (default: the model's)")
-    p.add_argument("--max-batch", type=int, default=32, help="samples per internal chunk")
-    p.add_argument("--exits", type=Path, help="an exits.safetensors other than MODEL_DIR's")
-    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
+        epilog="example: refexit compile MODEL_DIR -o build/m --policy entropy --threshold 0.3 --standalone "
+               "--isa avx2 --openmp static")
+    p.add_argument("model_dir", metavar="MODEL_DIR", type=Path, help="Hugging Face BERT folder")
+    p.add_argument("-o", "--out", dest="out_dir", metavar="OUT_DIR", type=Path, required=True,
+                   help="output folder (created; files of the same prefix in it are replaced)")
+    p.add_argument("--exits", type=Path, metavar="PATH",
+                   help="exit heads: the folder `refexit train-exits` wrote, or an exits.safetensors file "
+                        "(default: MODEL_DIR/exits.safetensors when present)")
+    add_policy_args(p)
+    b = p.add_argument_group("build")
+    b.add_argument("--prefix", help="C symbol prefix (default: from the model folder name)")
+    b.add_argument("--max-length", type=int, metavar="N", help="longest sequence in tokens (default: the model's)")
+    b.add_argument("--max-batch", type=int, default=32, metavar="N", help="samples per internal chunk (default 32)")
+    b.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
                    help="what the layer GEMMs compute in: fp32 (default), bf16 (bf16 weights and "
                         "inputs, fp32 sums) or int8 (weights per output channel, inputs per token, "
                         "int32 sums)")
-    p.add_argument("--isa", choices=("scalar", "avx2", "avx512", "avx512bf16", "amx"),
-                   help="instruction set (default: the best this compiler and CPU have; "
-                        "avx512bf16 and amx for bf16 / int8 only)")
-    p.add_argument("--cc", help="C compiler (default: $CC or cc)")
-    p.add_argument("--no-openmp", action="store_true", help="build without OpenMP")
-    p.add_argument("--standalone", action="store_true",
+    b.add_argument("--isa", choices=("auto", "scalar", "avx2", "avx512", "avx512bf16", "amx"), default="auto",
+                   help="instruction set the code may use: auto (default: the best of this compiler and CPU; "
+                        "the result refuses to run on a CPU without it), scalar (portable C, any CPU), "
+                        "avx2, avx512; avx512bf16 and amx for bf16 / int8 only")
+    b.add_argument("--openmp", choices=("auto", "on", "off", "static"), default="auto",
+                   help="threads inside a call: auto (default: when the compiler has OpenMP), on, off "
+                        "(single-threaded, no OpenMP run-time needed), static (--standalone programs link "
+                        "the OpenMP run-time into the executable; the library uses it as 'on')")
+    b.add_argument("--no-openmp", action="store_true", help=argparse.SUPPRESS)    # old spelling of --openmp off
+    b.add_argument("--cc", help="C compiler (default: $CC or cc)")
+    b.add_argument("--standalone", action="store_true",
                    help="also build the command-line programs OUT_DIR/<prefix> (weights embedded: one "
                         "file) and OUT_DIR/<prefix>-sidecar (maps <prefix>.weights); see `<prefix> --help`")
     p.set_defaults(func=_cmd_compile)
@@ -101,28 +61,35 @@ def add_subcommand(subparsers) -> None:
 def _cmd_compile(args) -> int:
     import codegen
     from .model import load
+    out = Path(args.out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"-o {out}: this is a file; the output must be a folder (it is created when missing)")
     model = load(args.model_dir, exits=args.exits)
     policy = policy_from_args(args, model.num_layers)
     prefix = args.prefix or _default_prefix(args.model_dir)
+    openmp = {"auto": None, "on": True, "off": False, "static": True}[args.openmp]
+    if args.no_openmp:
+        openmp = False
+    isa = None if args.isa == "auto" else args.isa
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        cm = codegen.compile_model(model, policy, args.out_dir, prefix=prefix, max_length=args.max_length,
-                                   max_batch=args.max_batch, cc=args.cc,
-                                   openmp=False if args.no_openmp else None, precision=args.precision,
-                                   isa=args.isa)
-    for w in caught:
-        print(f"warning: {w.message}")
+        cm = codegen.compile_model(model, policy, out, prefix=prefix, max_length=args.max_length,
+                                   max_batch=args.max_batch, cc=args.cc, openmp=openmp, precision=args.precision,
+                                   isa=isa)
+    for msg in dict.fromkeys(str(w.message) for w in caught):
+        print(f"refexit: warning: {msg}", file=sys.stderr)
     m = cm.manifest
-    print(f"compiled {args.model_dir} with {m['policy']['repr']} -> {args.out_dir}/")
+    print(f"compiled {args.model_dir} with {m['policy']['repr']} -> {out}/")
     for key in ("header", "source", "weights", "library"):
-        path = Path(args.out_dir) / m[key]
+        path = out / m[key]
         print(f"  {m[key]:<32} {path.stat().st_size:>12,} bytes")
     print(f"  model hash {m['model_hash']}; layers {m['num_layers']}, labels {m['num_labels']}, "
           f"max length {m['max_length']}; {m['precision']} on {m['isa']}; OpenMP {'on' if m['openmp'] else 'off'}")
     if getattr(args, "standalone", False):
         from codegen.standalone import build_standalone
-        res = build_standalone(args.out_dir, prefix=m["prefix"], cc=args.cc,
-                               openmp=False if args.no_openmp else None)
+        res = build_standalone(out, prefix=m["prefix"], cc=args.cc,
+                               openmp="static" if args.openmp == "static" and m["openmp"] else m["openmp"])
         for exe, what in ((res.embedded, "weights embedded"), (res.sidecar, f"maps {m['weights']}")):
             print(f"  {exe.name:<32} {exe.stat().st_size:>12,} bytes  (program; {what})")
+        print(f"  the programs need: {res.needs}")
     return 0

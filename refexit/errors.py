@@ -15,3 +15,7 @@ class CheckpointError(RefexitError, ValueError):
 
 class InputError(RefexitError, ValueError):
     """Bad input to a forward pass: too long, token id out of range, bad mask, bad threshold."""
+
+
+class OutputError(RefexitError, OSError):
+    """The output cannot be written (a full disk, a closed pipe): the command stops at once."""

@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 from . import evaluate as E
-from .errors import InputError
+from . import jsonio
+from .errors import CheckpointError, InputError
 from .model import PRECISIONS
 from .policies import Static
 
@@ -59,7 +60,7 @@ def _exits_paths(args):
     ex = args.exits if args.exits is not None else Path(args.model_dir) / "exits.safetensors"
     file = ex / "exits.safetensors" if ex.is_dir() else ex
     meta_path = file.parent / "exits.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    meta = jsonio.read_object(meta_path, CheckpointError, required=False) or {}
     return file, meta
 
 
@@ -76,10 +77,10 @@ def run(args) -> int:
     if not name:
         raise refexit.InputError("--data is required (the exits have no exits.json naming their data set)")
     if not args.sweep and args.threshold is None:
-        raise refexit.InputError("give --sweep, or --threshold for a single operating point")
+        raise refexit.InputError("give --sweep, or --policy P --threshold X for a single operating point")
+    if not args.sweep and not args.policy:      # one rule across commands: a setting needs its policy
+        raise refexit.InputError("--threshold needs --policy (which exit rule it is for, e.g. --policy entropy)")
     policies = E.POLICY_NAMES if not args.policy or "all" in args.policy else tuple(dict.fromkeys(args.policy))
-    if not args.sweep and len(policies) > 1 and args.policy is None:
-        policies = tuple(p for p in policies if p not in ("patience", "window", "static"))
     threshold = args.threshold
     if not args.sweep and policies and set(policies) <= {"patience", "window", "static"}:
         threshold = int(threshold)

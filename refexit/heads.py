@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import nn
+from .errors import CheckpointError
 
 HEAD_KINDS = ("pooler_linear", "shared_pooler", "mean_linear", "fastbert")
 FASTBERT_WIDTH = 128
@@ -42,6 +43,13 @@ class Head:
     params: dict                 # short name -> array, shapes from param_shapes()
     l2norm: bool = False         # mean_linear: L2-normalise the mean before fc
     attn_heads: int = 2          # fastbert: heads of its self-attention (FastBERT 2, SmartBERT 4)
+
+    def __post_init__(self):
+        if self.kind == "fastbert":
+            a, W = self.attn_heads, self.params["proj.w"].shape[0]
+            if isinstance(a, bool) or not isinstance(a, (int, np.integer)) or a < 1 or W % a:
+                raise CheckpointError(f"a fastbert head of width {W} cannot have {a!r} attention heads "
+                                      f"(a positive divisor of the width is needed)")
 
     @property
     def num_labels(self) -> int:

@@ -58,7 +58,9 @@ class ClassifyResult:
                 "policy": self.policy, "warnings": list(self.warnings)}
 
     def records(self, texts=None) -> list[dict]:
-        """One JSON-ready dict per sample."""
+        """One JSON-ready dict per sample: the fields of the standalone program's lines (without
+        time_ms): label, label_id, probability, probabilities (value for regression), logits,
+        exit_layer; text first when `texts` are given."""
         out = []
         probs = self.probs
         for b in range(len(self.exit_layers)):
@@ -70,10 +72,12 @@ class ClassifyResult:
             if C == 1:
                 rec["value"] = float(self.logits[b, 0])
             else:
-                rec["label"] = self.label_names[lab] if self.label_names else lab
+                names = self.label_names if len(self.label_names) == C else [f"LABEL_{c}" for c in range(C)]
+                rec["label"] = names[lab]
+                rec["label_id"] = lab
                 rec["probability"] = float(probs[b, lab])
-                rec["probabilities"] = {(self.label_names[c] if self.label_names else str(c)): float(probs[b, c])
-                                        for c in range(C)}
+                rec["probabilities"] = {names[c]: float(probs[b, c]) for c in range(C)}
+            rec["logits"] = [float(z) for z in self.logits[b]]
             rec["exit_layer"] = int(self.exit_layers[b])
             out.append(rec)
         return out

@@ -8,18 +8,21 @@ then the data; offsets are relative to the end of the header.
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from pathlib import Path
 
 import numpy as np
 
+from . import jsonio, validate
 from .errors import CheckpointError
 
 DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16,
           "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
           "BOOL": np.bool_}
 MAX_HEADER = 100 * 1024 * 1024
+MAX_DIMS = 8
 
 
 def read(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -38,37 +41,57 @@ def read(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
             raw = f.read(n)
     except OSError as e:
         raise CheckpointError(f"cannot read {path}: {e.strerror}") from None
-    try:
-        header = json.loads(raw.decode("utf-8"))
-        if not isinstance(header, dict):
-            raise ValueError("header is not a JSON object")
-    except (UnicodeDecodeError, ValueError) as e:
-        raise CheckpointError(f"{path}: corrupted safetensors header ({e})") from None
-    meta = header.pop("__metadata__", None) or {}
+    header = jsonio.loads(raw, f"{path}: corrupted safetensors header", CheckpointError)
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: corrupted safetensors header (not a JSON object)")
+    meta = header.pop("__metadata__", None)
+    meta = {} if meta is None else meta
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise CheckpointError(f"{path}: safetensors '__metadata__' must be an object of strings, got "
+                              f"{str(meta)[:60]}")
     base = 8 + n
+    entries = [_entry(path, name, info, size - base) for name, info in header.items()]
+    spans = sorted((b, e, name) for name, _, _, b, e in entries if e > b)
+    for (_, e0, n0), (b1, _, n1) in zip(spans, spans[1:]):
+        if b1 < e0:
+            raise CheckpointError(f"{path}: tensors {n0!r} and {n1!r} share bytes (overlapping data_offsets)")
     data = np.memmap(path, dtype=np.uint8, mode="r") if size > base else np.zeros(0, np.uint8)
     tensors = {}
-    for name, info in header.items():
-        try:
-            dt = DTYPES[info["dtype"]]
-            shape = tuple(int(s) for s in info["shape"])
-            begin, end = (int(o) for o in info["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"{path}: tensor {name!r} has a malformed header entry {info!r}") from None
-        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize
-        if begin < 0 or end - begin != nbytes:
-            raise CheckpointError(f"{path}: tensor {name!r} {info['dtype']}{list(shape)} needs {nbytes} "
-                                  f"bytes but its offsets span {end - begin}")
-        if base + end > size:
-            raise CheckpointError(f"{path}: truncated: tensor {name!r} ends at byte {base + end}, "
-                                  f"the file has {size}")
+    for name, dtype_name, shape, begin, end in entries:
+        dt = DTYPES[dtype_name]
         arr = data[base + begin: base + end].view(dt).reshape(shape)
-        if info["dtype"] == "BF16":                     # bfloat16 = the top half of a float32
+        if dtype_name == "BF16":                     # bfloat16 = the top half of a float32
             arr = (arr.astype(np.uint32) << 16).view(np.float32)
-        elif info["dtype"] == "F16":
+        elif dtype_name == "F16":
             arr = arr.astype(np.float32)
         tensors[name] = arr
-    return tensors, {str(k): str(v) for k, v in meta.items()}
+    return tensors, dict(meta)
+
+
+def _entry(path, name: str, info, available: int) -> tuple:
+    """One header entry, checked: -> (name, dtype, shape, begin, end) with end <= available."""
+    if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+        raise CheckpointError(f"{path}: tensor {name!r} has a malformed header entry {str(info)[:80]} "
+                              f"(expected dtype, shape, data_offsets)")
+    dtype_name, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+    if not isinstance(dtype_name, str) or dtype_name not in DTYPES:
+        raise CheckpointError(f"{path}: tensor {name!r} has dtype {str(dtype_name)[:20]!r}, not one of "
+                              f"{', '.join(DTYPES)}")
+    if not isinstance(shape, list) or len(shape) > MAX_DIMS:
+        raise CheckpointError(f"{path}: tensor {name!r}: shape must be a list of at most {MAX_DIMS} sizes")
+    if not isinstance(offsets, list) or len(offsets) != 2:
+        raise CheckpointError(f"{path}: tensor {name!r}: data_offsets must be [begin, end]")
+    what = f"{path}: tensor {name!r}"
+    shape = tuple(validate.integer(d, f"{what}: a shape entry", 0, 1 << 40, CheckpointError) for d in shape)
+    begin, end = (validate.integer(o, f"{what}: data_offsets", 0, 1 << 62, CheckpointError) for o in offsets)
+    nbytes = math.prod(shape) * np.dtype(DTYPES[dtype_name]).itemsize
+    if end - begin != nbytes:
+        raise CheckpointError(f"{what} {dtype_name}{list(shape)} needs {nbytes} bytes but its offsets span "
+                              f"{end - begin}")
+    if end > available:
+        raise CheckpointError(f"{path}: truncated: tensor {name!r} ends at byte {end} of the data, "
+                              f"the file holds {available}")
+    return name, dtype_name, shape, begin, end
 
 
 def write(path: str | Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None):

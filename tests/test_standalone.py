@@ -15,6 +15,7 @@ import os
 import random
 import shutil
 import subprocess
+import types
 import warnings
 from pathlib import Path
 
@@ -72,15 +73,37 @@ def records(stdout: bytes) -> list[dict]:
     return [json.loads(line) for line in stdout.decode("utf-8").split("\n")[:-1]]
 
 
+_TOKENIZERS = []
+
+
+def ref_tokens(text):
+    """The oracle's ids of one text (with the tokenizer of the last model given to oracle())."""
+    return _TOKENIZERS[-1].encode(text)[0]
+
+
 def oracle(model, policy, texts, max_length):
+    _TOKENIZERS.append(model.tokenizer)
     enc = model.tokenizer(texts, max_length=max_length)
     return quiet(model.astype(np.float64).classify, enc, policy)
 
 
-def compare(recs: list[dict], ref, texts: list[str]) -> int:
-    """Assert the program's records agree with the oracle's result; returns the near-threshold count."""
+def compare(recs: list[dict], ref, texts: list[str], echo: bool = False) -> int:
+    """Assert the program's records agree with the oracle's result; returns the near-threshold count.
+    The program echoes the texts only with --echo."""
     assert len(recs) == len(texts)
-    assert [r["text"] for r in recs] == texts
+    if echo:
+        assert [r["text"] for r in recs] == texts
+    else:
+        assert not any("text" in r for r in recs)
+    empty = np.array(["error" in r for r in recs])
+    for r, t in zip(recs, texts):          # an empty or whitespace-only text is reported, not classified
+        if "error" in r:
+            assert r == ({"text": t} if echo else {}) | {"error": "empty text"}
+            assert len(ref_tokens(t)) == 2, t
+    keep = np.flatnonzero(~empty)
+    recs = [recs[i] for i in keep]
+    ref = types.SimpleNamespace(margins=ref.margins[keep], exit_layers=ref.exit_layers[keep],
+                                labels=ref.labels[keep], logits=ref.logits[keep], label_names=ref.label_names)
     layers = np.array([r["exit_layer"] for r in recs])
     logits = np.array([r["logits"] for r in recs], np.float64)
     labels = np.array([r["label_id"] for r in recs])
@@ -170,7 +193,7 @@ def test_outputs_match_oracle(small, which, source, extra):
     ref = oracle(small["model"], refexit.Entropy(small["thr"]), TEXTS, ml)
     near = compare(recs, ref, TEXTS)
     assert near <= 2
-    assert len({rec["exit_layer"] for rec in recs}) >= 2          # the thresholds really exit early
+    assert len({rec["exit_layer"] for rec in recs if "error" not in rec}) >= 2          # the thresholds really exit early
 
 
 @pytest.mark.parametrize("cc", ["gcc", "clang"])
@@ -191,7 +214,7 @@ def test_programs_build_with_gcc_and_clang(small, cc, tmp_path):
 def test_single_threshold_and_threads_agree(small):
     a = records(run(small["embedded"], "--threshold", "1.05", *TEXTS[:6]).stdout)
     b = records(run(small["sidecar"], "--threshold", "1.05", "--threads", "2", *TEXTS[:6]).stdout)
-    assert [(x["logits"], x["exit_layer"]) for x in a] == [(x["logits"], x["exit_layer"]) for x in b]
+    assert [(x.get("logits"), x.get("exit_layer")) for x in a] == [(x.get("logits"), x.get("exit_layer")) for x in b]
     compare(a, oracle(small["model"], refexit.Entropy(1.05), TEXTS[:6], 48), TEXTS[:6])
 
 
@@ -205,20 +228,23 @@ def test_json_text_field_for_any_bytes(small):
     lines = [b"".join(rng.choice(pieces) for _ in range(rng.randrange(0, 30))) for _ in range(300)]
     lines += [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 40))).replace(b"\n", b"") for _ in range(300)]
     lines = [ln.rstrip(b"\r") for ln in lines]
-    r = run(small["embedded"], "--batch", "16", stdin=b"\n".join(lines))
+    r = run(small["embedded"], "--batch", "16", "--echo", stdin=b"\n".join(lines))
     recs = records(r.stdout)
     assert r.stdout.count(b"\n") == len(lines) and "\u2028".encode() not in r.stdout   # escaped: one line each
     texts = [ln.decode("utf-8", "replace") for ln in lines]
     assert [x["text"] for x in recs] == texts
     ref = oracle(small["model"], refexit.Entropy(0.5), texts, 48)
-    compare(recs, ref, texts)
+    compare(recs, ref, texts, echo=True)
+    assert sum("error" in x for x in recs) >= 5          # empty and whitespace-only lines among them
 
 
 def test_crlf_and_missing_final_newline(small):
-    recs = records(run(small["sidecar"], stdin=b"one\r\ntwo\n\nthree").stdout)
+    recs = records(run(small["sidecar"], "--echo", stdin=b"one\r\ntwo\n\nthree").stdout)
     assert [x["text"] for x in recs] == ["one", "two", "", "three"]
+    assert recs[2] == {"text": "", "error": "empty text"} and "label" in recs[3]
     assert records(run(small["sidecar"], stdin=b"").stdout) == []
-    assert [x["text"] for x in records(run(small["sidecar"], "-", stdin=b"x\n").stdout)] == ["x"]
+    assert [x["text"] for x in records(run(small["sidecar"], "--echo", "-", stdin=b"x\n").stdout)] == ["x"]
+    assert records(run(small["sidecar"], stdin=b" \t \n").stdout) == [{"error": "empty text"}]
 
 
 def test_embedded_binary_runs_alone(small, tmp_path):
@@ -230,8 +256,8 @@ def test_embedded_binary_runs_alone(small, tmp_path):
     elsewhere.mkdir()
     got = records(run(exe, *TEXTS[:5], cwd=elsewhere).stdout)
     want = records(run(small["embedded"], *TEXTS[:5]).stdout)
-    assert [(g["logits"], g["exit_layer"], g["label"]) for g in got] == \
-           [(w["logits"], w["exit_layer"], w["label"]) for w in want]
+    assert [(g.get("logits"), g.get("exit_layer"), g.get("label")) for g in got] == \
+           [(w.get("logits"), w.get("exit_layer"), w.get("label")) for w in want]
     assert sorted(p.name for p in alone.iterdir()) == ["classifier"] and not list(elsewhere.iterdir())
     # the blob sits in a read-only, allocated section of the executable (mapped, never copied)
     readelf = shutil.which("readelf")
@@ -255,8 +281,8 @@ def test_sidecar_finds_weights_beside_itself(small, tmp_path):
     r = run(exe, "hello", cwd=tmp_path, check=False)
     assert r.returncode == 1 and b"cannot open weights" in r.stderr and b"small_m.weights" in r.stderr
     shutil.copy2(small["weights"], d / "small_m.weights")
-    assert records(run(exe, "hello", cwd=tmp_path).stdout)[0]["text"] == "hello"
-    assert records(run(small["sidecar"], "--weights", d / "small_m.weights", "hello").stdout)[0]["text"] == "hello"
+    assert records(run(exe, "--echo", "hello", cwd=tmp_path).stdout)[0]["text"] == "hello"
+    assert records(run(small["sidecar"], "--weights", d / "small_m.weights", "--echo", "hello").stdout)[0]["text"] == "hello"
 
 
 @pytest.mark.parametrize("args,code,message", [
@@ -300,8 +326,46 @@ def test_weights_errors_exit_1(small, tmp_path):
 
 def test_long_input_is_truncated(small):
     text = " ".join(f"word{i}" for i in range(5000)) + " end"
-    recs = records(run(small["embedded"], stdin=text.encode() + b"\n" + text[::-1].encode()).stdout)
-    compare(recs, oracle(small["model"], refexit.Entropy(0.5), [text, text[::-1]], 48), [text, text[::-1]])
+    recs = records(run(small["embedded"], stdin=text.encode() + b"\n" + text[::-1].encode() + b"\nshort").stdout)
+    compare(recs, oracle(small["model"], refexit.Entropy(0.5), [text, text[::-1], "short"], 48),
+            [text, text[::-1], "short"])
+    tok = small["model"].tokenizer
+    assert [r.get("truncated") for r in recs] == [True, True, None]
+    assert recs[0]["n_tokens"] == len(tok.tokenize(text)) + 2 and "n_tokens" not in recs[2]
+
+
+def test_sentence_pairs(small):
+    """--pairs: FIRST<TAB>SECOND, from the arguments or stdin, as the oracle's (text, pair) encoding."""
+    pairs = [("a gripping film", "dull and far too long"), ("one", ""), ("", "two three")]
+    lines = [f"{a}\t{b}" for a, b in pairs]
+    model = small["model"]
+    enc = model.tokenizer([a for a, _ in pairs], [b for _, b in pairs], max_length=48)
+    ref = quiet(model.astype(np.float64).classify, enc, refexit.Entropy(0.5))
+    for recs in (records(run(small["embedded"], "--pairs", "--echo", *lines).stdout),
+                 records(run(small["sidecar"], "--pairs", "--echo", "--batch", "2",
+                             stdin="\n".join(lines).encode()).stdout)):
+        assert [(r["text"], r["pair"]) for r in recs] == pairs
+        assert [r["exit_layer"] for r in recs] == ref.exit_layers.tolist()
+        np.testing.assert_allclose([r["logits"] for r in recs], ref.logits, rtol=1e-4, atol=1e-5)
+    assert records(run(small["embedded"], "--pairs", "\t").stdout) == [{"error": "empty text"}]
+
+
+def test_write_errors_stop_the_program(small, tmp_path):
+    """A full disk is noticed at the first line written, not after the whole input."""
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full on this system")
+    with open("/dev/full", "wb") as full:
+        r = subprocess.run([str(small["embedded"]), "-"], input=b"a b c\n" * 2000, stdout=full,
+                           stderr=subprocess.PIPE, timeout=600)
+    assert r.returncode == 1 and b"cannot write the output" in r.stderr
+
+
+def test_weights_that_are_not_a_regular_file(small, tmp_path):
+    """A FIFO (or a device) as --weights is refused at once instead of blocking in open()."""
+    fifo = tmp_path / "w.fifo"
+    os.mkfifo(fifo)
+    r = run(small["sidecar"], "--weights", fifo, "a", check=False)
+    assert r.returncode == 1 and b"cannot open weights" in r.stderr
 
 
 def test_count_policy(small, tmp_path):
@@ -326,7 +390,7 @@ def test_regression_model_prints_value(tmp_path):
     res = build_standalone(cm.out_dir, embedded=False)
     rec = records(run(res.sidecar, "a b c").stdout)[0]
     ref = oracle(model, refexit.Static(2), ["a b c"], 32)
-    assert set(rec) == {"text", "value", "logits", "exit_layer", "time_ms"} and rec["exit_layer"] == 2
+    assert set(rec) == {"value", "logits", "exit_layer", "time_ms"} and rec["exit_layer"] == 2
     np.testing.assert_allclose(rec["value"], ref.logits[0, 0], rtol=1e-4, atol=1e-5)
 
 
@@ -358,9 +422,36 @@ def test_minilm_standalone_end_to_end(minilm, tmp_path):
     ref = oracle(model, refexit.Entropy(thr), TEXTS, 128)
     recs = records(run(res.embedded, "--batch", "5", stdin="\n".join(TEXTS).encode()).stdout)
     near = compare(recs, ref, TEXTS)
-    assert near <= 2 and len({r["exit_layer"] for r in recs}) >= 2
+    assert near <= 2 and len({r["exit_layer"] for r in recs if "error" not in r}) >= 2
     recs = records(run(res.sidecar, "--", *TEXTS).stdout)
     compare(recs, ref, TEXTS)
     short = ["a b c d e f", "Zürich"]
     recs = records(run(res.embedded, "--max-length", "5", *short).stdout)
     compare(recs, oracle(model, refexit.Entropy(thr), short, 5), short)
+
+
+def test_threshold_out_of_range_warns_as_python_does(small):
+    r = run(small["embedded"], "--threshold", "-1", "abc")
+    assert b"warning: threshold -1 can never fire" in r.stderr and records(r.stdout)[0]["exit_layer"] == 4
+    r = run(small["embedded"], "--threshold", "5", "abc")                  # > ln 3: always at layer 1
+    assert b"warning: threshold 5 always fires at layer 1" in r.stderr
+    assert run(small["embedded"], "--threshold", "0.5", "abc").stderr == b""
+    with warnings.catch_warnings(record=True) as caught:                  # the same verdicts as the oracle's
+        warnings.simplefilter("always")
+        small["model"].check_policy(refexit.Entropy(-1.0))
+        small["model"].check_policy(refexit.Entropy(5.0))
+    assert [("never" in str(w.message), "always" in str(w.message)) for w in caught] == \
+        [(True, False)] * 3 + [(False, True)]
+
+
+def test_weights_modified_in_place_are_noticed(small, tmp_path):
+    w = Path(shutil.copy2(small["weights"], tmp_path / "w.weights"))
+    p = subprocess.Popen([str(small["sidecar"]), "--weights", str(w)], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdin.write(b"first text\n")
+    p.stdin.flush()
+    assert "label" in json.loads(p.stdout.readline())
+    with open(w, "ab") as f:                                  # in place: same file, new size
+        f.write(b"\0" * 64)
+    out, err = p.communicate(b"second text\n", timeout=600)
+    assert p.returncode == 1 and b"modified in place" in err and out == b""

@@ -56,7 +56,10 @@ def ours_gflops(lib, ffi, M: int, K: int, N: int) -> float:
     return 2.0 * M * K * N / sec / 1e9
 
 
-def main(argv=None) -> int:
+def main(argv=None, rows_out: list | None = None) -> int:
+    """rows_out: when a list, receives one dict per printed row with the unrounded figures
+    (name, M, K, N, ours, numpy, ratio, peak share) -- for tests, which must not re-derive a ratio
+    from rates printed with one decimal."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="bert-base", choices=[m for m in bench.SHAPES if m != "tiny"])
     p.add_argument("--rows", default="16,64,128,512,1024", help="values of M, comma-separated")
@@ -76,6 +79,9 @@ def main(argv=None) -> int:
                     o, n = ours_gflops(lib, ffi, m, K, N), bench.sgemm_gflops(m, K, N, 0.1, 5)
                     share = f"{100 * o / peak:8.0f}%" if peak else f"{'-':>9}"
                     print(f"{name:6} {m:5d} {K:5d} {N:5d}  {o:7.1f} {n:7.1f}  {o / n:10.2f} {share}", flush=True)
+                    if rows_out is not None:
+                        rows_out.append({"name": name, "M": m, "K": K, "N": N, "ours": o, "numpy": n,
+                                         "ratio": o / n, "peak_share": o / peak if peak else None})
     if blas.controller is None:
         print("(threadpoolctl not installed: NumPy used its default thread count)")
     return 0

@@ -1,0 +1,209 @@
+"""The `refexit` command as a newcomer meets it: options in any order, the subcommand's own usage on
+a mistake, one rule for policy settings, clear errors (never a traceback) for bad values, broken
+pipes and full disks, one-line warnings, and the output fields of the standalone program."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import refexit
+from refexit.cli import main
+from refexit.synthetic import random_model, save_model
+
+STANDALONE_FIELDS = ["label", "label_id", "probability", "probabilities", "logits", "exit_layer", "time_ms"]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """A model folder with its exit heads in a separate exits folder (as train-exits writes it)."""
+    root = tmp_path_factory.mktemp("cli")
+    m = random_model(num_layers=3, hidden=12, heads=2, intermediate=16, num_labels=2, vocab_size=80,
+                     max_position=24, head_kind="mean_linear", seed=4)
+    f = save_model(m, root / "model")
+    (root / "exits").mkdir()
+    shutil.move(f / "exits.safetensors", root / "exits" / "exits.safetensors")
+    return f
+
+
+@pytest.fixture(scope="module")
+def exits(folder):
+    return folder.parent / "exits"
+
+
+def run_main(capsys, *argv):
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def lines(out: str) -> list[dict]:
+    return [json.loads(x) for x in out.splitlines()]
+
+
+def test_options_in_any_order(folder, exits, capsys):
+    a = run_main(capsys, "classify", folder, "--exits", exits, "abc de", "--policy", "entropy", "--threshold", "0.5")
+    b = run_main(capsys, "classify", "--policy", "entropy", folder, "abc de", "--threshold", "0.5", "--exits", exits)
+    assert a[0] == b[0] == 0
+    ra, rb = lines(a[1]), lines(b[1])
+    assert len(ra) == 1 and [k for k in ra[0] if k != "time_ms"] == [k for k in rb[0] if k != "time_ms"]
+    assert ra[0]["exit_layer"] == rb[0]["exit_layer"]
+
+
+def test_mistakes_print_the_subcommands_usage(folder, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["classify", str(folder), "--bogus"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "usage: refexit classify" in err and "--bogus" in err
+
+
+def test_version_and_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"refexit {refexit.__version__}"
+    with pytest.raises(SystemExit):
+        main(["compile", "--help"])
+    text = capsys.readouterr().out
+    assert "(default: None)" not in text and "(default: False)" not in text
+    assert all(" ".join(par.split()).count("default") <= 1 for par in text.split("\n  -"))   # said once per option
+    assert "--openmp {auto,on,off,static}" in text and "--isa {auto," in text
+
+
+def test_exits_folder_or_file(folder, exits, capsys):
+    for ex in (exits, exits / "exits.safetensors"):
+        rc, out, _ = run_main(capsys, "classify", folder, "--exits", ex, "abc")
+        assert rc == 0 and lines(out)[0]["label"] in ("label_0", "label_1")
+    rc, _, err = run_main(capsys, "classify", folder, "abc")       # no classifier: says how to get one
+    assert rc == 1 and "train-exits" in err and "--exits" in err
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--threshold", "0.3"], "--threshold needs --policy"),
+    (["--layer", "2"], "--layer needs --policy"),
+    (["--policy", "entropy", "--patience", "2", "--threshold", "0.3"], "--patience is not a setting of --policy entropy"),
+    (["--policy", "static", "--layer", "7"], "only 3 layers"),
+    (["--policy", "entropy"], "needs --threshold"),
+    (["--batch", "0"], "--batch must be at least 1"),
+    (["--batch", "-1"], "--batch must be at least 1"),
+    (["--max-length", "1"], "max_length"),
+    (["--policy", "entropy", "--threshold", "nan"], "NaN"),
+])
+def test_bad_values_are_clear_errors(folder, exits, capsys, argv, match):
+    rc, out, err = run_main(capsys, "classify", folder, "--exits", exits, "abc", *argv)
+    assert rc == 1 and match in err and "Traceback" not in err and out == ""
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--threshold", "0.3"], "--threshold needs --policy"),
+    (["--policy", "static", "--layer", "7"], "only 3 layers"),
+    (["--max-length", "1"], "max_length must be an integer in [3,"),
+])
+def test_compile_uses_the_same_rules(folder, exits, capsys, tmp_path, argv, match):
+    rc, _, err = run_main(capsys, "compile", folder, "--exits", exits, "-o", tmp_path / "out", *argv)
+    assert rc == 1 and match in err
+
+
+def test_compile_into_a_file_is_an_error(folder, exits, capsys, tmp_path):
+    (tmp_path / "f").write_text("")
+    rc, _, err = run_main(capsys, "compile", folder, "--exits", exits, "-o", tmp_path / "f")
+    assert rc == 1 and "must be a folder" in err
+
+
+def test_output_fields(folder, exits, capsys):
+    long = " ".join(["abc"] * 100)
+    rc, out, _ = run_main(capsys, "classify", folder, "--exits", exits, "abc de", long, "", "  \t ")
+    recs = lines(out)
+    assert rc == 0 and len(recs) == 4
+    assert list(recs[0]) == STANDALONE_FIELDS                          # no text unless asked
+    n = len(refexit.load(folder, exits=exits).tokenizer.tokenize(long)) + 2
+    assert list(recs[1]) == STANDALONE_FIELDS + ["truncated", "n_tokens"] and recs[1]["n_tokens"] == n > 24
+    assert recs[2] == recs[3] == {"error": "empty text"}
+    rc, out, _ = run_main(capsys, "classify", folder, "--exits", exits, "--echo", "abc de", "")
+    recs = lines(out)
+    assert recs[0]["text"] == "abc de" and list(recs[0])[1:] == STANDALONE_FIELDS
+    assert recs[1] == {"text": "", "error": "empty text"}
+
+
+def test_sentence_pairs(folder, exits, capsys):
+    rc, out, _ = run_main(capsys, "classify", folder, "--exits", exits, "--pairs", "--echo", "ab cd\tef", "gh")
+    recs = lines(out)
+    m = refexit.load(folder, exits=exits)
+    want = m.classify(m.tokenizer(["ab cd"], ["ef"]))
+    assert rc == 0 and recs[0]["text"] == "ab cd" and recs[0]["pair"] == "ef" and "pair" not in recs[1]
+    assert recs[0]["logits"] == [float(z) for z in want.logits[0]]
+
+
+def test_policy_warnings_are_one_line_once(folder, exits, capsys, monkeypatch):
+    import io
+    monkeypatch.setattr(sys, "stdin", io.StringIO("abc\n" * 10))
+    rc, out, err = run_main(capsys, "classify", folder, "--exits", exits, "--batch", "2",
+                            "--policy", "entropy", "--threshold", "100")      # fires at layer 1 always
+    assert rc == 0 and len(lines(out)) == 10
+    warn = [ln for ln in err.splitlines() if ln]
+    assert len(warn) == 1 and warn[0].startswith("refexit: warning: ") and ".py" not in warn[0]
+
+
+def _cli(*argv, **kw):
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    return subprocess.Popen([sys.executable, "-m", "refexit.cli", *map(str, argv)], env=env, **kw)
+
+
+def test_broken_pipe_is_quiet(folder, exits):
+    p = _cli("classify", folder, "--exits", exits, "--batch", "1", stdin=subprocess.PIPE,
+             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdin.write(b"abc\n" * 3000)
+    p.stdin.close()
+    first = p.stdout.readline()
+    p.stdout.close()                                   # `| head -1`
+    err = p.stderr.read()
+    p.wait(timeout=600)
+    assert json.loads(first)["exit_layer"] == 3
+    assert b"Traceback" not in err and p.returncode == 141
+
+
+def test_full_disk_is_an_error_not_a_traceback(folder, exits):
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full on this system")
+    with open("/dev/full", "wb") as full:
+        p = _cli("classify", folder, "--exits", exits, "abc", stdout=full, stderr=subprocess.PIPE)
+        err = p.communicate(timeout=600)[1]
+    assert p.returncode == 1 and b"cannot write the output" in err and b"Traceback" not in err
+
+
+def test_undecodable_argument_bytes(folder, exits):
+    p = _cli("classify", folder, "--exits", exits, "--echo", os.fsdecode(b"ab\xff"), stdout=subprocess.PIPE,
+             stderr=subprocess.PIPE)
+    out, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err
+    assert json.loads(out)["text"] == "ab\ufffd"
+
+
+def test_bench_outside_a_checkout_says_why(monkeypatch, capsys):
+    from refexit import bench_cli
+    monkeypatch.setattr(bench_cli, "load_tool", lambda: None)
+    rc, _, err = run_main(capsys, "bench")
+    assert rc == 1 and "source checkout" in err and "tools/bench.py" in err
+
+
+def test_bench_never_overwrites_a_tracked_file(tmp_path):
+    """Results go only to a path the user names, and never over a file git tracks."""
+    from refexit import bench_cli
+    tool = bench_cli.load_tool()
+    if tool is None:
+        pytest.skip("not a source checkout")
+    import argparse
+    p = argparse.ArgumentParser()
+    tool.add_arguments(p)
+    assert p.parse_args([]).json is None                       # nothing written unless asked
+    root = Path(__file__).resolve().parent.parent
+    if shutil.which("git") is None or subprocess.run(["git", "ls-files", "--error-unmatch", "README.md"], cwd=root,
+                                                     capture_output=True).returncode != 0:
+        pytest.skip("not a git checkout")
+    with pytest.raises(SystemExit, match="tracked by git"):
+        tool.refuse_tracked(root / "README.md")
+    tool.refuse_tracked(tmp_path / "mine.json")                # a path of the user's own: fine
