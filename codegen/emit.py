@@ -17,6 +17,7 @@ import jinja2
 import numpy as np
 
 import refexit
+from refexit import files
 
 from . import pack
 
@@ -198,7 +199,9 @@ def _context(plan) -> dict:
            "precision_code": pack.PRECISION_CODES[plan.precision], "bf16_k": pack.BF16_K,
            "int8_k": pack.INT8_K}
     return dict(
-        p=plan, prefix=plan.prefix, bf16=plan.precision == "bf16", int8=plan.precision == "int8", PREFIX=plan.prefix.upper(), errors=[e[:3] for e in ERRORS],
+        p=plan, prefix=plan.prefix, bf16=plan.precision == "bf16", int8=plan.precision == "int8",
+        qkv_bf16=plan.precision == "int8" and "attn.qkv.w" in pack.packed_in_bf16(),   # int8 keeps qkv in bf16
+        PREFIX=plan.prefix.upper(), errors=[e[:3] for e in ERRORS],
         fb=plan.fastbert, kinds=kinds, head_layers=head_layers,
         last_reads_cls=plan.heads[L - 1].kind in ("pooler_linear", "shared_pooler"),
         slots=[(c_lvalue(s.name), s) for s in plan.tensors],
@@ -231,6 +234,7 @@ def write_text_atomic(path: Path, text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        files.set_mode(tmp)                  # mkstemp made it 0600: the user's umask decides
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -50,7 +50,9 @@ int8 with Kp = K rounded up to INT8_K (64; zeros past K and N), one 128-byte row
 VPDPBUSD step on two registers; 16 rows of half a panel are one AMX B tile). Each such weight is
 followed by two arrays of ceil(N / PANEL) * PANEL values (0 past N): `<name>s`, the float32 scales,
 and `<name>sum`, the int32 sums of q over k (VPDPBUSD multiplies unsigned by signed bytes: the C
-feeds it q_x + 128 and subtracts 128 * sum).
+feeds it q_x + 128 and subtracts 128 * sum). The fused query / key / value weight (attn.qkv.w) is the
+exception: int8 files keep it as bf16 panels, as a bf16 file does, with no scales or sums
+(refexit.nn.INT8_IN_BF16, measured in docs/codegen.md "Precisions").
 
 The model hash covers the arrays and the vocabulary, so a weights file made from another model
 (or another tokenizer) is refused by code generated for this one; the checksum catches corruption.
@@ -67,6 +69,7 @@ from pathlib import Path
 
 import numpy as np
 
+from refexit import files
 from refexit.errors import CheckpointError
 from refexit.heads import param_shapes
 
@@ -84,6 +87,23 @@ assert HEADER.size == HEADER_SIZE
 _LAYER_PARTS = ("attn.qkv.w", "attn.qkv.b", "attn.o.w", "attn.o.b", "attn.ln.w", "attn.ln.b", "ffn.up.w",
                 "ffn.up.b", "ffn.down.w", "ffn.down.b", "ffn.ln.w", "ffn.ln.b")
 _PACKED = ("attn.qkv.w", "attn.o.w", "ffn.up.w", "ffn.down.w")     # stored as panels
+
+
+def packed_in_bf16() -> tuple[str, ...]:
+    """The packed weights an int8 file keeps in bf16: refexit.nn.INT8_IN_BF16 in the C's terms (q, k
+    and v are one fused GEMM there, so they go together; the C supports exactly that one)."""
+    from refexit.nn import INT8_IN_BF16
+    keep = set(INT8_IN_BF16)
+    if keep not in (set(), {"attn.q", "attn.k", "attn.v"}):
+        raise AssertionError(f"INT8_IN_BF16 {sorted(keep)}: the C keeps only the fused q, k, v in bf16")
+    return ("attn.qkv.w",) if keep else ()
+
+
+def weight_precision(name: str, precision: str) -> str:
+    """What the packed weight `name` (layers.{i}.<part>) of a `precision` file is stored in."""
+    if precision == "int8" and name.split(".", 2)[2] in packed_in_bf16():
+        return "bf16"
+    return precision
 _PONDER_PARTS = ("pos", "hid.w", "hid.b", "out.w", "out.b")
 
 
@@ -111,7 +131,8 @@ def tensor_order(model, plan) -> list[str]:
     names = ["emb.word", "emb.pos", "emb.type", "emb.ln.w", "emb.ln.b"]
     parts = _LAYER_PARTS
     if plan.precision == "int8":               # each packed weight, then its scales and sums
-        parts = sum(([p, p + "s", p + "sum"] if p in _PACKED else [p] for p in _LAYER_PARTS), [])
+        parts = sum(([p, p + "s", p + "sum"] if p in _PACKED and p not in packed_in_bf16() else [p]
+                     for p in _LAYER_PARTS), [])
     for i in range(plan.num_layers):
         names += [f"layers.{i}.{p}" for p in parts]
     if plan.has_pooler:
@@ -188,6 +209,7 @@ def _layer_array(model, name: str, precision: str = "fp32") -> np.ndarray:
         arr = model.weights[f"layers.{i}.{part}"]
     if not _is_packed(f"layers.{i}.{part}"):
         return arr
+    precision = weight_precision(f"layers.{i}.{part}", precision)
     if precision == "int8":
         return quantized(arr)[extra or 0]
     return pack_panels_bf16(arr) if precision == "bf16" else pack_panels(arr)
@@ -209,6 +231,7 @@ def array_shape(model, name: str, precision: str = "fp32") -> tuple:
         shape = np.shape(model.weights[name])
     if _is_packed(name):
         n, k = shape
+        precision = weight_precision(name, precision)
         if extra:
             return (-(-int(n) // PANEL) * PANEL,)
         if precision == "int8":
@@ -222,6 +245,8 @@ def array_shape(model, name: str, precision: str = "fp32") -> tuple:
 def array_dtype(name: str, precision: str = "fp32") -> str:
     if name.endswith(".wsum"):
         return "<i4"
+    if _is_packed(name):
+        precision = weight_precision(name, precision)
     if precision == "int8" and _is_packed(name):
         return "|i1"
     return "<u2" if precision == "bf16" and _is_packed(name) else "<f4"
@@ -311,6 +336,7 @@ def write_blob(model, plan, path: str | Path) -> Path:
                 raise CheckpointError("the model's weights changed between lowering and packing")
             f.seek(0)
             f.write(header_bytes(plan, crc))
+        files.set_mode(tmp)                  # mkstemp made it 0600: the user's umask decides
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -336,7 +362,11 @@ class Header:
 
 def read_header(path: str | Path) -> Header:
     """Parse a blob header (no checks beyond its size): for tools and tests."""
-    raw = Path(path).read_bytes()[:HEADER_SIZE]
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(HEADER_SIZE)
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e.strerror}") from None
     if len(raw) < HEADER_SIZE:
         raise CheckpointError(f"{path}: truncated header ({len(raw)} of {HEADER_SIZE} bytes)")
     f = HEADER.unpack(raw)
@@ -348,7 +378,16 @@ def read_header(path: str | Path) -> Header:
 def read_vocab(path: str | Path) -> list[str]:
     """The vocab.txt section of a blob, as a token list."""
     h = read_header(path)
-    with open(path, "rb") as f:
-        f.seek(h.vocab_offset)
-        data = f.read(h.vocab_length)
-    return data.decode("utf-8").split("\n")[:-1] if data else []
+    try:
+        with open(path, "rb") as f:
+            f.seek(h.vocab_offset)
+            data = f.read(h.vocab_length)
+    except (OSError, OverflowError, ValueError) as e:
+        raise CheckpointError(f"cannot read the vocabulary of {path}: {e}") from None
+    if len(data) != h.vocab_length:
+        raise CheckpointError(f"{path}: truncated vocabulary section ({len(data)} of {h.vocab_length} bytes)")
+    try:
+        return data.decode("utf-8").split("\n")[:-1] if data else []
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{path}: the vocabulary section is not UTF-8 ({e}); the file is corrupted "
+                              f"or was replaced (compile again)") from None

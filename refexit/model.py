@@ -39,8 +39,8 @@ class Model:
         self._layers = [{k[len(f"layers.{i}."):]: v for k, v in weights.items() if k.startswith(f"layers.{i}.")}
                         for i in range(config.num_hidden_layers)]
         if precision != "fp32":         # the six projections' weights as the C of `precision` holds them
-            self._layers = [{k: nn.LOWP_WEIGHT[precision](v) if k in _GEMM_WEIGHTS else v for k, v in p.items()}
-                            for p in self._layers]
+            self._layers = [{k: nn.lowp_weight(precision, k[:-2], v) if k in _GEMM_WEIGHTS else v
+                             for k, v in p.items()} for p in self._layers]
 
     # ------------------------------------------------------------------ properties
     @property
@@ -74,7 +74,8 @@ class Model:
         accumulates exact bf16 products in fp32.
         "int8": those weights quantized per output channel (symmetric int8, one float32 scale per
         output), their inputs per row (per token) where they enter, exact integer sums,
-        dequantized as acc * (x_scale * w_scale) + bias (nn.quantize_int8, nn.linear_int8).
+        dequantized as acc * (x_scale * w_scale) + bias (nn.quantize_int8, nn.linear_int8), except
+        the projections of nn.INT8_IN_BF16 (query, key, value), which compute as in "bf16".
         Embeddings, biases, residuals, LayerNorm, GELU, attention scores and context, pooler, exit
         heads and policies are unchanged. `weights` keeps the fp32 originals (what codegen packs)."""
         if precision not in PRECISIONS:
@@ -159,8 +160,13 @@ class Model:
         L, heads = self.num_layers, self.exits.heads
         if heads[L - 1] is None:
             raise InputError("the model has no classifier after its last layer: load a "
-                             "BertForSequenceClassification checkpoint or train exit heads "
-                             "(refexit train-exits)")
+                             "BertForSequenceClassification checkpoint, or train one with its exit heads "
+                             "(`refexit train-exits MODEL_DIR --data NAME`) and pass the folder it writes "
+                             "with --exits (Python: refexit.load(MODEL_DIR, exits=...))")
+        if not isinstance(policy, Policy):
+            raise InputError(f"policy must be a refexit policy (refexit.Entropy(0.3), ...), got {policy!r}")
+        if isinstance(policy, Static) and policy.k > L:
+            raise InputError(f"Static({policy.k}): the model has only {L} layers (choose a layer in 1..{L})")
         need = [policy.k] if isinstance(policy, Static) else range(1, L)
         missing = [i for i in need if heads[i - 1] is None]
         if missing:

@@ -100,6 +100,8 @@ def test_with_precision_changes_the_six_projections_only(precision):
             if k in ("attn.q.w", "attn.k.w", "attn.v.w", "attn.o.w", "ffn.up.w", "ffn.down.w"):
                 if precision == "bf16":
                     assert np.array_equal(v, nn.round_bf16(orig)), k
+                elif k[:-2] in nn.INT8_IN_BF16:                             # int8 keeps these in bf16
+                    assert isinstance(v, nn.Bf16Weight) and np.array_equal(v.w, nn.round_bf16(orig)), k
                 else:
                     q, scale = nn.quantize_int8(orig)
                     assert np.array_equal(v.q, q) and np.array_equal(v.scale, scale), k
@@ -107,6 +109,9 @@ def test_with_precision_changes_the_six_projections_only(precision):
                 assert v is orig, k
     assert b.astype(np.float64).precision == precision
     assert b.with_precision("fp32").precision == "fp32"
+    if precision == "int8":                                  # the stated list, and the C's one GEMM of it
+        assert set(nn.INT8_IN_BF16) == {"attn.q", "attn.k", "attn.v"}
+        assert pack.packed_in_bf16() == ("attn.qkv.w",)
     with pytest.raises(refexit.InputError, match="precision must be one of"):
         m.with_precision("int4")
 
@@ -149,9 +154,14 @@ def test_weights_file_header_and_size(tmp_path):
         path = pack.write_blob(m, plan, tmp_path / f"{p}.weights")
         h = pack.read_header(path)
         assert (h.version, h.precision) == (3, p)
-    gemm = {p: sum(s.nbytes for s in plan.tensors if s.name.endswith(("qkv.w", "o.w", "up.w", "down.w")))
-            for p, plan in plans.items()}
-    assert gemm["bf16"] * 2 == gemm["fp32"] == gemm["int8"] * 4              # K = 64, 128: no padding
+    def nbytes(p, parts):
+        return sum(s.nbytes for s in plans[p].tensors if s.name.endswith(parts))
+    assert nbytes("bf16", ("qkv.w", "o.w", "up.w", "down.w")) * 2 == nbytes("fp32", ("qkv.w", "o.w", "up.w", "down.w"))
+    # int8 keeps the fused qkv in bf16 (nn.INT8_IN_BF16) and quantizes the other three (K = 64, 128: no padding)
+    assert nbytes("int8", ("o.w", "up.w", "down.w")) * 4 == nbytes("fp32", ("o.w", "up.w", "down.w"))
+    assert nbytes("int8", ("qkv.w",)) == nbytes("bf16", ("qkv.w",))
+    assert not any(s.name.endswith(("qkv.ws", "qkv.wsum")) for s in plans["int8"].tensors)
+    assert {s.dtype for s in plans["int8"].tensors if s.name.endswith("qkv.w")} == {"<u2"}
     assert len({plan.model_hash for plan in plans.values()}) == 3
 
 

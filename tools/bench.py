@@ -912,6 +912,7 @@ def run_bench(models: dict, cases, threads: list[int], contender_names=None, con
     if workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="refexit-bench-")
         workdir = Path(tmp.name)
+    Path(workdir).mkdir(parents=True, exist_ok=True)        # --workdir may name a folder not made yet
     for n in threads:
         log(f"sgemm peak at {n} thread(s) ...")
         doc["sgemm"].append(measure_sgemm(models, cases, n, blas, peak_size, sgemm_samples))
@@ -1147,7 +1148,9 @@ def add_arguments(p: argparse.ArgumentParser):
                    help="contender the ratios are taken against (default ours; numpy when ours is unavailable)")
     p.add_argument("--seed", type=int, default=0, help="weights seed")
     p.add_argument("--scale", type=float, default=0.5, help="weights scale (random_model)")
-    p.add_argument("--json", default="bench-results.json", help="where to write the results (default bench-results.json)")
+    p.add_argument("--json", default=None, metavar="PATH",
+                   help="also write the results as JSON to PATH (a file of yours; a file tracked by git is "
+                        "never overwritten). Default: print the table only")
     p.add_argument("--workdir", default=None, help="keep compiled/exported models here (default: a temp dir)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: minilm-l12, 1x16, threads 1, 3 reps, 1 warm-up, 512^3 peak")
@@ -1288,6 +1291,8 @@ def run(args) -> int:
     args = resolve(args)
     if args._child:
         return _measure(args)
+    if args.json:
+        refuse_tracked(args.json)
     per_thread = _threadpoolctl() is None and "numpy" in args.contenders
     if per_thread:
         print("threadpoolctl not installed: one subprocess per thread count (OPENBLAS_NUM_THREADS=n)")
@@ -1310,9 +1315,26 @@ def run(args) -> int:
     doc["command"] = shlex.join([Path(sys.executable).name] + sys.argv)
     print()
     print(format_table(doc))
-    write_json(doc, args.json)
-    print(f"\nwrote {args.json}")
+    if args.json:
+        write_json(doc, args.json)
+        print(f"\nwrote {args.json}")
+    else:
+        print("\n(results not saved: pass --json PATH to keep them)")
     return 0
+
+
+def refuse_tracked(path) -> None:
+    """A results file must be the user's own: refuse a path git tracks (a run would modify the
+    checkout), before anything is measured."""
+    p = Path(path).resolve()
+    try:
+        r = subprocess.run(["git", "ls-files", "--error-unmatch", p.name], cwd=p.parent, capture_output=True,
+                           timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return                                   # no git (or not a folder): nothing is tracked
+    if r.returncode == 0:
+        raise SystemExit(f"bench: --json {path} is a file tracked by git; write the results to a path of "
+                         f"your own (e.g. --json /tmp/bench.json)")
 
 
 def _measure(args) -> int:
