@@ -385,20 +385,14 @@ class Tokenizer:
             if k % 2:                       # odd positions hold the special tokens themselves
                 pieces.append(chunk)
                 continue
-            if self._rules is not None:
-                for word in self._rules.pre_tokenize(chunk):
-                    cached = self._cache.get(word)
-                    if cached is None:
-                        cached = self._wordpiece(word)
-                        if len(self._cache) >= _CACHE_LIMIT:
-                            self._cache.clear()
-                        self._cache[word] = cached
-                    pieces.extend(cached)
-                continue
-            for word in self._basic_words(chunk):
+            if self._rules is not None:                   # the Rust pipeline / the legacy one
+                words, split = self._rules.pre_tokenize(chunk), self._wordpiece
+            else:
+                words, split = self._basic_words(chunk), self._word_pieces
+            for word in words:
                 cached = self._cache.get(word)
                 if cached is None:
-                    cached = self._word_pieces(word)
+                    cached = split(word)
                     if len(self._cache) >= _CACHE_LIMIT:
                         self._cache.clear()
                     self._cache[word] = cached

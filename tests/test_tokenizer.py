@@ -426,6 +426,21 @@ def test_constructor_checks():
 
 # ---------------------------------------------------------------- properties
 
+def split_specials(text: str) -> list[str]:
+    """text -> pieces, each a special token or the text between them (leftmost match first, as the
+    trie split of both tokenizers)."""
+    chunks, i = [], 0
+    while i < len(text):
+        hits = [(text.find(s, i), s) for s in SPECIAL_TOKENS if text.find(s, i) >= 0]
+        if not hits:
+            chunks.append(text[i:])
+            break
+        at, s = min(hits)
+        chunks += [text[i:at], s]
+        i = at + len(s)
+    return chunks
+
+
 def reference_tokenize(text: str, vocab: set, lower=True, strip=None, cjk=True) -> list[str]:
     """A literal, unoptimised transcription of HF's Python tokenizer (tokenization_bert_legacy.py +
     PreTrainedTokenizer.tokenize) to check refexit's caches and fast paths against."""
@@ -496,17 +511,8 @@ def reference_tokenize(text: str, vocab: set, lower=True, strip=None, cjk=True) 
             start = end
         return subs
 
-    chunks, i = [], 0
-    while i < len(text):  # trie split on the special tokens, leftmost first
-        hits = [(text.find(s, i), s) for s in SPECIAL_TOKENS if text.find(s, i) >= 0]
-        if not hits:
-            chunks.append(text[i:])
-            break
-        at, s = min(hits)
-        chunks += [text[i:at], s]
-        i = at + len(s)
     out = []
-    for c in chunks:
+    for c in split_specials(text):
         if c in SPECIAL_TOKENS:
             out.append(c)
         elif c:
@@ -571,17 +577,8 @@ def reference_rust_tokenize(text: str, vocab: set, lower=True, strip=None, cjk=T
     from refexit import unicode_pinned
     u = unicode_pinned.load()
     strip = lower if strip is None else strip
-    chunks, i = [], 0
-    while i < len(text):
-        hits = [(text.find(s, i), s) for s in SPECIAL_TOKENS if text.find(s, i) >= 0]
-        if not hits:
-            chunks.append(text[i:])
-            break
-        at, s = min(hits)
-        chunks += [text[i:at], s]
-        i = at + len(s)
     out = []
-    for c in chunks:
+    for c in split_specials(text):
         if c in SPECIAL_TOKENS:
             out.append(c)
             continue
