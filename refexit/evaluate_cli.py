@@ -76,6 +76,9 @@ def run(args) -> int:
     name = args.data or meta.get("dataset", {}).get("name")
     if not name:
         raise refexit.InputError("--data is required (the exits have no exits.json naming their data set)")
+    if args.sweep and args.threshold is not None:
+        raise refexit.InputError("--sweep picks the thresholds itself: give --sweep, or --policy P --threshold X "
+                                 "for a single operating point, not both")
     if not args.sweep and args.threshold is None:
         raise refexit.InputError("give --sweep, or --policy P --threshold X for a single operating point")
     if not args.sweep and not args.policy:      # one rule across commands: a setting needs its policy

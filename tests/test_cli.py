@@ -108,6 +108,15 @@ def test_compile_uses_the_same_rules(folder, exits, capsys, tmp_path, argv, matc
     assert rc == 1 and match in err
 
 
+@pytest.mark.parametrize("argv,match", [
+    (["--sweep", "--threshold", "0.3"], "--sweep picks the thresholds itself"),
+    (["--threshold", "0.3"], "--threshold needs --policy"),
+])
+def test_evaluate_uses_the_same_rules(folder, exits, capsys, argv, match):
+    rc, _, err = run_main(capsys, "evaluate", folder, "--exits", exits, "--data", "sms_spam", *argv)
+    assert rc == 1 and match in err and "Traceback" not in err
+
+
 def test_compile_into_a_file_is_an_error(folder, exits, capsys, tmp_path):
     (tmp_path / "f").write_text("")
     rc, _, err = run_main(capsys, "compile", folder, "--exits", exits, "-o", tmp_path / "f")
