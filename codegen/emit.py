@@ -7,19 +7,16 @@ of the Plan (no dates, no paths beyond the model source), so the build cache can
 """
 from __future__ import annotations
 
-import importlib.resources
-import math
 import os
 import tempfile
 from pathlib import Path
-
-import jinja2
-import numpy as np
 
 import refexit
 from refexit import files
 
 from . import pack
+from .templating import c_comment, c_double, c_float, c_string, environment, templates_root  # noqa: F401
+from .text import text_source                     # the tokenizer + text API, same translation unit
 
 CODEGEN_FORMAT = 4     # bump when the generated C or the binding contract changes
 
@@ -61,50 +58,6 @@ POLICY_RULES = {
 }
 
 
-# ---------------------------------------------------------------- C literals
-def c_float(x) -> str:
-    """float32 literal that round-trips exactly."""
-    x = float(np.float32(x))
-    if math.isnan(x):
-        return "NAN"
-    if math.isinf(x):
-        return "INFINITY" if x > 0 else "(-INFINITY)"
-    s = "%.9g" % x
-    if not any(c in s for c in ".e"):
-        s += ".0"
-    return s + "f"
-
-
-def c_double(x) -> str:
-    x = float(x)
-    if math.isnan(x):
-        return "NAN"
-    if math.isinf(x):
-        return "INFINITY" if x > 0 else "(-INFINITY)"
-    s = "%.17g" % x
-    if not any(c in s for c in ".e"):
-        s += ".0"
-    return s
-
-
-def c_string(text: str) -> str:
-    """A C string literal: printable ASCII kept, everything else (and ", \\, ?) as octal escapes."""
-    out = []
-    for b in str(text).encode("utf-8"):
-        ch = chr(b)
-        out.append(ch if 32 <= b < 127 and ch not in '"\\?' else "\\%03o" % b)
-    return '"' + "".join(out) + '"'
-
-
-def c_comment(text: str) -> str:
-    """Text safe inside /* */: ASCII only, no comment end, no trigraphs."""
-    s = str(text).encode("ascii", "replace").decode("ascii")
-    s = "".join(c if 32 <= ord(c) < 127 else " " for c in s).replace("*/", "* /")
-    while "??" in s:
-        s = s.replace("??", "? ?")
-    return s
-
-
 def c_lvalue(name: str) -> str:
     """Canonical tensor name -> the Weights field it is mapped to."""
     simple = {"emb.word": "w->word", "emb.pos": "w->pos", "emb.type": "w->type",
@@ -122,30 +75,6 @@ def c_lvalue(name: str) -> str:
     if parts[0] == "ponder":
         return "w->ponder_" + "_".join(parts[1:])
     raise ValueError(f"no C field for tensor {name!r}")
-
-
-# ---------------------------------------------------------------- templates
-def templates_root():
-    """The templates folder: package data `codegen.templates` when installed, else the source
-    tree's top-level templates/ folder."""
-    try:
-        root = importlib.resources.files("codegen.templates")
-        if root.joinpath("model.c.j2").is_file():
-            return root
-    except ModuleNotFoundError:
-        pass
-    return Path(__file__).resolve().parent.parent / "templates"
-
-
-def _environment() -> jinja2.Environment:
-    root = templates_root()
-    env = jinja2.Environment(
-        loader=jinja2.FunctionLoader(lambda name: root.joinpath(name).read_text(encoding="utf-8")),
-        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-        keep_trailing_newline=True, autoescape=False)
-    env.filters.update(cf=c_float, cd=c_double, cstr=c_string)
-    env.globals.update(cf=c_float, cd=c_double)
-    return env
 
 
 def _heads_summary(plan) -> str:
@@ -219,11 +148,10 @@ def emit(plan) -> tuple[str, str]:
     """Plan -> (header text, source text)."""
     if plan.has_pooler is False and any(h.kind == "shared_pooler" for h in plan.heads):
         raise ValueError("a shared_pooler head needs the model's pooler")
-    env = _environment()
+    env = environment()
     ctx = _context(plan)
     header = env.get_template("model.h.j2").render(provenance=provenance(plan, f"{plan.prefix}.h"), **ctx)
     source = env.get_template("model.c.j2").render(provenance=provenance(plan, f"{plan.prefix}.c"), **ctx)
-    from .text import text_source                 # the tokenizer + text API, same translation unit
     return header, source + text_source(plan, env, ctx)
 
 

@@ -36,6 +36,7 @@ from refexit import files, jsonio
 
 from . import build as _build
 from . import emit as _emit
+from . import templating
 
 MANIFEST_SUFFIX = ".manifest.json"
 DROP_FLAGS = ("-shared", "-fPIC")
@@ -73,12 +74,12 @@ def _provenance(manifest: dict, what: str) -> str:
              f"model:  {manifest.get('model_source') or '(in memory)'}",
              f"hash:   {manifest['model_hash']}",
              f"policy: {manifest['policy']['repr']}"]
-    return "/*\n" + "\n".join(" * " + _emit.c_comment(line) for line in lines) + "\n */"
+    return "/*\n" + "\n".join(" * " + templating.c_comment(line) for line in lines) + "\n */"
 
 
 def program_sources(manifest: dict) -> tuple[str, str]:
     """(main source, embed source) for a compiled model described by its manifest."""
-    env = _emit._environment()
+    env = templating.environment()
     prefix = manifest["prefix"]
     ctx = dict(prefix=prefix, PREFIX=prefix.upper())
     inclusive = bool(manifest.get("policy", {}).get("inclusive"))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 
 from . import unicode_tables
-from .emit import _environment           # the one jinja2 set-up (templates/ or package data)
+from .templating import environment       # the one jinja2 set-up (templates/ or package data)
 
 TOKENIZER_FORMAT = 2   # bump when the generated C or its API changes (2: the Rust tokenizers pipeline)
 
@@ -57,7 +57,7 @@ def emit_tokenizer(prefix: str, header_name: str | None = None) -> tuple[str, st
     if not _PREFIX.match(prefix or ""):
         raise ValueError(f"prefix {prefix!r} is not a C identifier")
     header_name = header_name or f"{prefix}_tokenizer.h"
-    env = _environment()
+    env = environment()
     ctx = dict(prefix=prefix, PREFIX=prefix.upper(), errors=ERRORS, header=header_name, stack_kb=4)
     header = env.get_template("tokenizer.h.j2").render(provenance=provenance(prefix, header_name), **ctx)
     source = env.get_template("tokenizer.c.j2").render(
