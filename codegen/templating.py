@@ -16,29 +16,25 @@ import numpy as np
 
 
 # ---------------------------------------------------------------- C literals
-def c_float(x) -> str:
-    """float32 literal that round-trips exactly."""
-    x = float(np.float32(x))
+def _c_number(x: float, fmt: str, suffix: str) -> str:
     if math.isnan(x):
         return "NAN"
     if math.isinf(x):
         return "INFINITY" if x > 0 else "(-INFINITY)"
-    s = "%.9g" % x
+    s = fmt % x
     if not any(c in s for c in ".e"):
         s += ".0"
-    return s + "f"
+    return s + suffix
+
+
+def c_float(x) -> str:
+    """float32 literal that round-trips exactly (%.9g)."""
+    return _c_number(float(np.float32(x)), "%.9g", "f")
 
 
 def c_double(x) -> str:
-    x = float(x)
-    if math.isnan(x):
-        return "NAN"
-    if math.isinf(x):
-        return "INFINITY" if x > 0 else "(-INFINITY)"
-    s = "%.17g" % x
-    if not any(c in s for c in ".e"):
-        s += ".0"
-    return s
+    """double literal that round-trips exactly (%.17g)."""
+    return _c_number(float(x), "%.17g", "")
 
 
 def c_string(text: str) -> str:

@@ -524,11 +524,18 @@ def reference_tokenize(text: str, vocab: set, lower=True, strip=None, cjk=True) 
 TRICKY = ["[SEP]", "[CLS]", "[MASK]", "[UNK]", "[PAD]", "[SE", "P]", "Σ", "ΟΔΟΣ", "é", "e\u0301", "ß",
           "İ", "中", "ｶ", "가", "\u1100\u1161", "\x00", "\u200b", "\ufffd", "\u2028", "\u3000", "\u00ad",
           "😀", "👨\u200d👩", "\ufe0f", "the", "movie", "##", "a" * 99, "!", "`", "\u1fef", "ﬁ", " ", "\t"]
-texts = st.one_of(
-    st.text(max_size=60),
-    st.lists(st.one_of(st.sampled_from(TRICKY), st.text(max_size=5)), max_size=15).map("".join),
-    st.lists(st.sampled_from(TRICKY), min_size=1, max_size=12).map(" ".join),
-)
+
+
+def mixed_texts(tricky):
+    """Random text, tricky pieces glued to random bits, and tricky pieces as words."""
+    return st.one_of(
+        st.text(max_size=60),
+        st.lists(st.one_of(st.sampled_from(tricky), st.text(max_size=5)), max_size=15).map("".join),
+        st.lists(st.sampled_from(tricky), min_size=1, max_size=12).map(" ".join),
+    )
+
+
+texts = mixed_texts(TRICKY)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -612,11 +619,7 @@ def reference_rust_tokenize(text: str, vocab: set, lower=True, strip=None, cjk=T
 RUST_TRICKY = TRICKY + ["\u0378", "\U0001e944", "\U0001d165", "\U0001d16d", "\U00011442", "\u0f39",
                         "\U0001d15f", "\u1885", "\u302e", "\u0345", "\u0316", "\U0002b820", "\U0002b920",
                         "[CL\u200bS]", "[SEP\u0301]", "\u212b", "Ω"]
-rust_texts = st.one_of(
-    st.text(max_size=60),
-    st.lists(st.one_of(st.sampled_from(RUST_TRICKY), st.text(max_size=5)), max_size=15).map("".join),
-    st.lists(st.sampled_from(RUST_TRICKY), min_size=1, max_size=12).map(" ".join),
-)
+rust_texts = mixed_texts(RUST_TRICKY)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
