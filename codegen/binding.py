@@ -25,7 +25,7 @@ import refexit
 from refexit import jsonio, validate
 from refexit.errors import CheckpointError, InputError
 from refexit.results import ClassifyResult
-from refexit.tokenizer import input_arrays, unpack
+from refexit.tokenizers.wordpiece import input_arrays, unpack
 
 from . import build as _build
 from . import emit as _emit
@@ -268,7 +268,7 @@ class CompiledModel:
     def tokenizer(self):
         """A refexit Tokenizer over the vocabulary stored in the weights file."""
         if self._tokenizer is None:
-            from refexit.tokenizer import Tokenizer
+            from refexit.tokenizers.wordpiece import Tokenizer
             t = self.manifest["tokenizer"]
             vocab = _pack.read_vocab(self.weights_path)
             if not vocab:

@@ -1,8 +1,8 @@
-"""Unicode tables for the generated C tokenizer, from the pinned tables of refexit/tokenizer_unicode.txt.
+"""Unicode tables for the generated C tokenizer, from the pinned tables of refexit/tokenizers/tokenizer_unicode.txt.
 
-The C tokenizer (templates/tokenizer.c.j2) must give the same tokens as refexit.tokenizer's default
+The C tokenizer (templates/tokenizer.c.j2) must give the same tokens as refexit.tokenizers.wordpiece's default
 mode, i.e. as the Rust `tokenizers` BERT pipeline. Both read the one committed table file through
-refexit.unicode_pinned (written by tools/make_unicode_tables.py from the tables the Rust crates
+refexit.tokenizers.unicode_pinned (written by tools/make_unicode_tables.py from the tables the Rust crates
 compile in), so neither depends on the Python that runs the generator.
 
 What the rules need, per code point (one 4-byte record, found through a three-level table):
@@ -26,7 +26,7 @@ import functools
 
 import numpy as np
 
-from refexit import unicode_pinned
+from refexit.tokenizers import unicode_pinned as unicode_pinned
 
 MAX_CP = 0x110000
 

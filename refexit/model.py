@@ -19,7 +19,7 @@ from .errors import InputError
 from .heads import ExitParams
 from .policies import Policy, Static
 from .results import ClassifyResult, LayerTrace
-from .tokenizer import unpack
+from .tokenizers.wordpiece import unpack
 
 
 PRECISIONS = ("fp32", "bf16", "int8")   # what the layer GEMMs compute in (codegen.compile_model(precision=))
@@ -234,7 +234,7 @@ class Model:
 def load(path: str | Path, dtype=np.float32, exits: str | Path | None = None) -> Model:
     """Load a Hugging Face BERT folder (config.json, model.safetensors, vocab.txt), plus its
     exits.safetensors when present (or `exits`)."""
-    from .tokenizer import Tokenizer
+    from .tokenizers.wordpiece import Tokenizer
     cfg, weights, exit_params, labels = load_checkpoint(path, dtype=dtype, exits=exits)
     tok = Tokenizer.from_dir(path, cfg)
     return Model(cfg, weights, exit_params, labels, tok, source=str(path))

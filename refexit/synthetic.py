@@ -61,7 +61,7 @@ def random_model(num_layers=2, hidden=24, heads=2, intermediate=40, num_labels=3
                     {"pos": init((num_layers, F)), "hid.w": init((ponder_hidden, F)), "hid.b": init((ponder_hidden,)),
                      "out.w": init((1, ponder_hidden)), "out.b": init((1,))} if ponder else None,
                     np.ones(num_layers))
-    from .tokenizer import Tokenizer
+    from .tokenizers.wordpiece import Tokenizer
     tok = Tokenizer(random_vocab(vocab_size), max_length=max_position)
     weights = {n: a.astype(dtype) for n, a in weights.items()}
     return Model(cfg, weights, ep.astype(dtype), cfg.labels, tok, source=f"random(seed={seed})")

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import refexit
-from refexit import bench_cli, synthetic
+from refexit import synthetic
+from refexit.cli import bench as bench_cli
 
 bench = bench_cli.load_tool()
 pytestmark = pytest.mark.skipif(bench is None, reason="tools/bench.py is not in this checkout")

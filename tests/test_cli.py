@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import refexit
-from refexit.cli import main
+from refexit.cli.main import main
 from refexit.synthetic import random_model, save_model
 
 STANDALONE_FIELDS = ["label", "label_id", "probability", "probabilities", "logits", "exit_layer", "time_ms"]
@@ -159,7 +159,7 @@ def test_policy_warnings_are_one_line_once(folder, exits, capsys, monkeypatch):
 
 def _cli(*argv, **kw):
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
-    return subprocess.Popen([sys.executable, "-m", "refexit.cli", *map(str, argv)], env=env, **kw)
+    return subprocess.Popen([sys.executable, "-m", "refexit.cli.main", *map(str, argv)], env=env, **kw)
 
 
 def test_broken_pipe_is_quiet(folder, exits):
@@ -193,7 +193,7 @@ def test_undecodable_argument_bytes(folder, exits):
 
 
 def test_bench_outside_a_checkout_says_why(monkeypatch, capsys):
-    from refexit import bench_cli
+    from refexit.cli import bench as bench_cli
     monkeypatch.setattr(bench_cli, "load_tool", lambda: None)
     rc, _, err = run_main(capsys, "bench")
     assert rc == 1 and "source checkout" in err and "tools/bench.py" in err
@@ -201,7 +201,7 @@ def test_bench_outside_a_checkout_says_why(monkeypatch, capsys):
 
 def test_bench_never_overwrites_a_tracked_file(tmp_path):
     """Results go only to a path the user names, and never over a file git tracks."""
-    from refexit import bench_cli
+    from refexit.cli import bench as bench_cli
     tool = bench_cli.load_tool()
     if tool is None:
         pytest.skip("not a source checkout")

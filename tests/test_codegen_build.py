@@ -383,7 +383,7 @@ def test_pip_install_non_editable(tmp_path):
 def test_cli_compile(tmp_path, capsys):
     import argparse
 
-    from refexit import compile_cli
+    from refexit.cli import compile as compile_cli
     model = model_for("pooler_linear", 3)
     folder = save_model(model, tmp_path / "my-model")
     parser = argparse.ArgumentParser(prog="refexit")

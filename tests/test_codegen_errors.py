@@ -11,7 +11,7 @@ import pytest
 
 import refexit
 from refexit.synthetic import random_model
-from refexit.tokenizer import unpack
+from refexit.tokenizers.wordpiece import unpack
 
 import codegen
 from codegen import pack

@@ -1,5 +1,5 @@
 """The generated C tokenizer (codegen/tokenizer_emit.py, templates/tokenizer.*.j2) against the
-oracle refexit.tokenizer.Tokenizer (default mode: the Rust `tokenizers` pipeline), and against the
+oracle refexit.tokenizers.wordpiece.Tokenizer (default mode: the Rust `tokenizers` pipeline), and against the
 Rust tokenizer's own outputs (tests/golden/minilm_tokens.json, tests/golden/rust_codepoints.jsonl.gz).
 
 Every comparison is exact: one differing id is a failure, reported with the text. Four ways in:
@@ -26,7 +26,7 @@ import threading
 import pytest
 
 from codegen import tokenizer_emit as te
-from refexit.tokenizer import SPECIAL_TOKENS, Tokenizer
+from refexit.tokenizers.wordpiece import SPECIAL_TOKENS, Tokenizer
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402

@@ -334,7 +334,7 @@ def _run_data_cli(argv):
 
 
 def test_cli_data_list_via_main(capsys):
-    from refexit import cli
+    from refexit.cli.main import main as cli
     assert cli.main(["data", "list"]) == 0
     out = capsys.readouterr().out
     for name in data.NAMES:

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 import refexit
-from refexit.cli import main
+from refexit.cli.main import main
 from refexit.synthetic import random_model, save_model
 
 pytest.importorskip("codegen", reason="codegen needs jinja2 and cffi (the test extra)")

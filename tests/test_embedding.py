@@ -23,7 +23,7 @@ import pytest
 
 import refexit
 from refexit.synthetic import random_model
-from refexit.tokenizer import Tokenizer
+from refexit.tokenizers.wordpiece import Tokenizer
 
 import codegen
 from codegen import tokenizer_emit as te

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import refexit
-from refexit import evaluate as E
-from refexit import features as F
+from refexit.train import evaluate as E
+from refexit.train import features as F
 from refexit import synthetic
 from refexit.policies import ExitWarning, Static
 
@@ -201,7 +201,9 @@ def test_plot_writes_a_png(tmp_path):
 def test_cli_train_then_evaluate_on_real_sms(minilm_dir, tmp_path, capsys):
     import argparse
 
-    from refexit import evaluate_cli, train_cli
+    from refexit.cli import evaluate as evaluate_cli
+
+    from refexit.cli import train as train_cli
     parser = argparse.ArgumentParser(prog="refexit")
     sub = parser.add_subparsers(dest="command")
     train_cli.add_subcommand(sub)
@@ -349,7 +351,7 @@ def test_compiled_precision_report(tmp_path):
     why = bf16_compile_missing()
     if why:
         pytest.skip(why)
-    from refexit import evaluate_cli
+    from refexit.cli import evaluate as evaluate_cli
     m, rep, test, yt = prec_toy()
     compiled = evaluate_cli.Compiled(m, tmp_path / "compiled", threads=1)
     prec = evaluate_cli.compiled_precisions(m, rep, E.parse_precisions("bf16"), test, yt, 32, compiled,
@@ -380,7 +382,9 @@ def test_compiled_precision_report(tmp_path):
 def test_cli_refuses_an_unknown_precision(tmp_path):
     import argparse
 
-    from refexit import demo, evaluate_cli
+    from refexit.cli import demo
+
+    from refexit.cli import evaluate as evaluate_cli
     parser = argparse.ArgumentParser(prog="refexit")
     sub = parser.add_subparsers(dest="command")
     evaluate_cli.add_subcommand(sub)

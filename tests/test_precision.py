@@ -450,7 +450,7 @@ def test_standalone_program_of_a_reduced_precision(precision, tmp_path):
     src = tmp_path / "model"
     save_model(m, src)
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, "-m", "refexit.cli", "compile", str(src), "-o", str(out), "--prefix", "sp",
+    r = subprocess.run([sys.executable, "-m", "refexit.cli.main", "compile", str(src), "-o", str(out), "--prefix", "sp",
                         "--policy", "static", "--precision", precision], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert f"{precision} on" in r.stdout

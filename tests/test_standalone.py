@@ -151,7 +151,7 @@ def small(tmp_path_factory):
     folder = save_model(model, root / "small-model")
     model = refexit.load(folder)
     out = root / "out"
-    from refexit.cli import main
+    from refexit.cli.main import main
     assert main(["compile", str(folder), "-o", str(out), "--policy", "entropy", "--threshold", "0.5",
                  "--prefix", "small_m", "--standalone"]) == 0
     thr = median_thresholds(model, TEXTS, 48)

@@ -1,4 +1,4 @@
-"""refexit.tokenizer against Hugging Face's Python BERT tokenizer (golden files) and on its own."""
+"""refexit.tokenizers.wordpiece against Hugging Face's Python BERT tokenizer (golden files) and on its own."""
 from __future__ import annotations
 
 import json
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from refexit.config import BertConfig
 from refexit.errors import CheckpointError, ConfigError, InputError
-from refexit.tokenizer import SPECIAL_TOKENS, Encoding, Tokenizer
+from refexit.tokenizers.wordpiece import SPECIAL_TOKENS, Encoding, Tokenizer
 
 GOLDEN = Path(__file__).parent / "golden"
 TINY = GOLDEN / "tiny_seqcls"
@@ -581,7 +581,7 @@ def reference_rust_tokenize(text: str, vocab: set, lower=True, strip=None, cjk=T
     """A literal transcription of the Rust pipeline (AddedVocabulary split on the raw text,
     BertNormalizer through the pinned tables' reference `normalize`, BertPreTokenizer as a
     character loop, WordPiece), to check refexit's translate tables and regexes against."""
-    from refexit import unicode_pinned
+    from refexit.tokenizers import unicode_pinned as unicode_pinned
     u = unicode_pinned.load()
     strip = lower if strip is None else strip
     out = []
@@ -645,7 +645,7 @@ def test_kept_marks_are_reordered():
 def test_no_unicodedata_at_tokenization_time(monkeypatch, tiny):
     """The default mode reads only the pinned tables: tokens stay the same when this Python's
     unicodedata would say otherwise (here: every function of it raises)."""
-    import refexit.tokenizer as tk
+    import refexit.tokenizers.wordpiece as tk
     texts_ = ["Ça déjà vu ΟΔΟΣ İstanbul 我 \u0378 \U0001d16d\U0001d165 [CL\u200bS] e\u0301 가 ﬁ",
               "".join(chr(c) for c in range(0x20, 0x3000, 7))]
     fresh = Tokenizer(tiny.vocab + ["ç", "é"])
@@ -657,7 +657,7 @@ def test_no_unicodedata_at_tokenization_time(monkeypatch, tiny):
     monkeypatch.setattr(tk, "unicodedata", NoUnicodedata())
     monkeypatch.setattr(tk._RustRules, "_cache", {})             # new tables, new caches
     fresh = Tokenizer(tiny.vocab + ["ç", "é"])
-    assert "unicodedata" not in vars(__import__("refexit.unicode_pinned").unicode_pinned)
+    assert "unicodedata" not in vars(__import__("refexit.tokenizers.unicode_pinned").unicode_pinned)
     assert [fresh.tokenize(t) for t in texts_] == want
 
 
@@ -729,9 +729,9 @@ def test_codepoints_minilm_ids(minilm_tok):
 
 
 def test_feature_cache_key_follows_tokenizer_behaviour(monkeypatch):
-    """Features cached under another tokenizer behaviour are not served (refexit/features.py)."""
+    """Features cached under another tokenizer behaviour are not served (refexit/train/features.py)."""
     import refexit
-    from refexit import features as F
+    from refexit.train import features as F
     from refexit.synthetic import random_model
     m = random_model(num_layers=1, hidden=8, heads=2, intermediate=8, num_labels=2, vocab_size=40)
     legacy = Tokenizer(m.tokenizer.vocab, max_length=m.tokenizer.max_length, mode="legacy")
@@ -739,6 +739,6 @@ def test_feature_cache_key_follows_tokenizer_behaviour(monkeypatch):
     key = F.cache_key(m, ["a text"], 16)
     assert key == F.cache_key(m, ["a text"], 16)
     assert F.cache_key(m_legacy, ["a text"], 16) != key
-    import refexit.tokenizer as tk
+    import refexit.tokenizers.wordpiece as tk
     monkeypatch.setattr(tk, "BEHAVIOUR", tk.BEHAVIOUR + "-next")
     assert F.cache_key(m, ["a text"], 16) != key

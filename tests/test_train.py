@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import refexit
-from refexit import features as F
+from refexit.train import features as F
 from refexit import synthetic
-from refexit import train as T
+from refexit.train import exits as T
 from refexit.model import Model
 
 
@@ -221,7 +221,7 @@ def test_trained_exits_round_trip_through_safetensors(tmp_path, kind):
 # ---------------------------------------------------------------- the real model on real data
 def test_real_sms_training_beats_the_majority_class_and_round_trips(minilm_dir, tmp_path):
     from refexit import data
-    from refexit.evaluate import accuracy
+    from refexit.train.evaluate import accuracy
     ds = data.load_dataset("sms_spam").subset(200, 60, 120, seed=0)
     model = refexit.load(minilm_dir)
     get = lambda s: F.extract(model, s.texts, 64, use_cache=False, progress=False)  # noqa: E731

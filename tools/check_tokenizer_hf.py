@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     from transformers import AutoTokenizer
     from codegen import tokenizer_emit as te
     from refexit import data
-    from refexit.tokenizer import Tokenizer
+    from refexit.tokenizers.wordpiece import Tokenizer
 
     model_dir = Path(data.model_dir("all-MiniLM-L6-v2"))
     hf = AutoTokenizer.from_pretrained(str(model_dir))

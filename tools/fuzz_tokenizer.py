@@ -1,5 +1,5 @@
 """Longer fuzzing of the generated C tokenizer: AddressSanitizer + UBSan build, outputs compared
-with the oracle refexit.tokenizer.Tokenizer.
+with the oracle refexit.tokenizers.wordpiece.Tokenizer.
 
     python tools/fuzz_tokenizer.py --seconds 600            # until the time is up
     python tools/fuzz_tokenizer.py --batches 50 --seed 7    # a fixed amount, reproducible
@@ -34,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from codegen import tokenizer_emit as te  # noqa: E402
-from refexit.tokenizer import Tokenizer  # noqa: E402
+from refexit.tokenizers.wordpiece import Tokenizer  # noqa: E402
 
 SAN_FLAGS = ("-O1", "-g", "-fsanitize=address,undefined", "-fno-omit-frame-pointer",
              "-fno-sanitize-recover=undefined")

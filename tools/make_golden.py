@@ -11,7 +11,7 @@ Runs offline (HF_HUB_OFFLINE=1, local paths only), deterministically (seeded, on
 
 Writes (--only tokens / codepoints / models to write a part)
   minilm_tokens.json           tokenizer outputs of AutoTokenizer (the Rust `tokenizers` backend,
-                               which refexit.tokenizer's default mode mirrors) for >= 80 texts (every
+                               which refexit.tokenizers.wordpiece's default mode mirrors) for >= 80 texts (every
                                Unicode category, special tokens broken by controls) at max_length
                                512/16/17 and pairs at 512/8/9/16/17/32/33 (odd and even budgets);
                                and transformers' Python tokenizer (BertTokenizerLegacy, refexit's
@@ -262,7 +262,7 @@ def encode(tok, text, pair, max_length):
 
 def tokens_golden(model_dir: Path, out: Path) -> None:
     """minilm_tokens.json: what AutoTokenizer (the Rust `tokenizers` backend, the default that
-    refexit.tokenizer mirrors) gives, singles at SINGLE_MAX_LENGTHS and pairs at
+    refexit.tokenizers.wordpiece mirrors) gives, singles at SINGLE_MAX_LENGTHS and pairs at
     PAIR_MAX_LENGTHS, plus the legacy Python tokenizer's outputs (refexit's mode="legacy")."""
     slow = BertTokenizerLegacy.from_pretrained(str(model_dir))
     fast = AutoTokenizer.from_pretrained(str(model_dir))

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Write refexit/tokenizer_unicode.txt: the pinned Unicode tables of the Rust `tokenizers` BERT
-pipeline, read by refexit.tokenizer (the oracle) and codegen/unicode_tables.py (the C tokenizer).
+"""Write refexit/tokenizers/tokenizer_unicode.txt: the pinned Unicode tables of the Rust `tokenizers` BERT
+pipeline, read by refexit.tokenizers.wordpiece (the oracle) and codegen/unicode_tables.py (the C tokenizer).
 
 Run once; the output is committed. Nothing at tokenization time reads Python's `unicodedata`.
 
@@ -193,7 +193,7 @@ def main(argv=None) -> int:
 def verify(path: Path) -> int:
     """Every code point through the Rust normalizer / pre-tokenizer vs the tables."""
     from tokenizers import normalizers, pre_tokenizers
-    from refexit import unicode_pinned as up
+    from refexit.tokenizers import unicode_pinned as up
     t = up.load(path)
     settings = [(True, True), (False, False), (True, False), (False, True)]     # (lowercase, strip_accents)
     rust = [normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=s, lowercase=lo)

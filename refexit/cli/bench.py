@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 # a source checkout (editable install), or the checkout the command is run from
-CANDIDATES = (Path(__file__).resolve().parent.parent / "tools" / "bench.py", Path.cwd() / "tools" / "bench.py")
+CANDIDATES = (Path(__file__).resolve().parent.parent.parent / "tools" / "bench.py", Path.cwd() / "tools" / "bench.py")
 TOOL = next((c for c in CANDIDATES if c.is_file()), CANDIDATES[0])
 
 
@@ -30,7 +30,7 @@ def load_tool():
 
 
 def _missing(args) -> int:
-    from .errors import RefexitError
+    from refexit.errors import RefexitError
     raise RefexitError("refexit bench is a tool of the source checkout, not of the installed package: it runs "
                        "tools/bench.py (and optional peers: pip install '.[bench]'). Run it from a clone of "
                        f"the repository (its root as the current folder); {TOOL} is not there")

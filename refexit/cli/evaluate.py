@@ -14,11 +14,11 @@ import json
 import sys
 from pathlib import Path
 
-from . import evaluate as E
-from . import jsonio
-from .errors import CheckpointError, InputError
-from .model import PRECISIONS
-from .policies import Static
+from refexit.train import evaluate as E
+from refexit import jsonio
+from refexit.errors import CheckpointError, InputError
+from refexit.model import PRECISIONS
+from refexit.policies import Static
 
 
 def add_subcommand(subparsers) -> None:
@@ -66,9 +66,9 @@ def _exits_paths(args):
 
 def run(args) -> int:
     import refexit
-    from . import data
-    from . import features as F
-    from .train_cli import limited
+    from refexit import data
+    from refexit.train import features as F
+    from refexit.cli.train import limited
     file, meta = _exits_paths(args)
     if not file.exists():
         raise refexit.InputError(f"{file} does not exist: train exit heads first "

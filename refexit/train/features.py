@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import nn
-from .errors import InputError
+from refexit import nn
+from refexit.errors import InputError
 
 FORMAT = 1                 # bump when the stored arrays change meaning
 

@@ -57,8 +57,8 @@ def say(msg: str):
 def _train_or_load(model_dir: Path, ds, args, out: Path):
     """exits.safetensors trained on ds (cached: retrained only when missing)."""
     import refexit
-    from . import features as F
-    from . import train as T
+    from refexit.train import features as F
+    from refexit.train import exits as T
     path = out / f"exits-{args.data}-{args.heads}-{args.objective}{'-full' if args.full else ''}" / "exits.safetensors"
     if path.exists() and not args.retrain:
         say(f"[2/5] exit heads: cached {path}")
@@ -79,8 +79,8 @@ def _train_or_load(model_dir: Path, ds, args, out: Path):
 
 def _tradeoff(model, ds, args):
     """Sweep the policy on dev, pick the fastest threshold within max_drop, report test."""
-    from . import evaluate as E
-    from . import features as F
+    from refexit.train import evaluate as E
+    from refexit.train import features as F
     feats = {s: F.extract(model, getattr(ds, s).texts, args.max_length, label=f"{args.data}/{s}")
              for s in ("dev", "test")}
     labels = {s: getattr(ds, s).labels for s in ("dev", "test")}
@@ -115,7 +115,7 @@ def _compare_with_fp32(codegen, model, policy, libs: dict, ds, timing_enc, args,
     """libs {"early exit", "full"} of another precision against fp32's compiled C at the same
     threshold: agreement and accuracy on every test text; wall-clock, the two interleaved."""
     import refexit
-    from . import evaluate as E
+    from refexit.train import evaluate as E
     p, L = libs["full"].precision, model.num_layers
     ref = {"early exit": _compile(codegen, model, policy, out / "c", "demo", "fp32", args.threads),
            "full": _compile(codegen, model, refexit.Static(L), out / "c_full", "demo_full", "fp32", args.threads)}
@@ -140,7 +140,7 @@ def _compare_with_fp32(codegen, model, policy, libs: dict, ds, timing_enc, args,
 
 def run(args) -> int:
     import refexit
-    from . import data
+    from refexit import data
     try:
         import codegen
     except ImportError as e:
@@ -211,7 +211,7 @@ def run(args) -> int:
 
 
 def add_subcommand(sub):
-    from .model import PRECISIONS
+    from refexit.model import PRECISIONS
     p = sub.add_parser("demo", help="train exits on real data, compile to C, classify (the main job)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("texts", nargs="*", help="sentences to classify at the end (default: a few examples)")

@@ -39,10 +39,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from . import features as F
-from . import nn
-from .errors import InputError
-from .heads import ExitParams, Head
+from refexit.train import features as F
+from refexit import nn
+from refexit.errors import InputError
+from refexit.heads import ExitParams, Head
 
 OBJECTIVES = ("deebert", "pabee", "fastbert", "lte", "ponder")
 TRAINABLE_KINDS = ("mean_linear", "pooler_linear", "shared_pooler")
@@ -284,7 +284,7 @@ class TrainResult:
 def train_exits(model, train_feats, y_train, dev_feats, y_dev, label_names, kind="mean_linear",
                 objective="deebert", cfg: TrainConfig | None = None, l2norm=False,
                 extras=EXTRAS, train_final: bool | None = None, log=None) -> TrainResult:
-    """Train heads (and extras) from cached features (refexit.features.extract) and int labels.
+    """Train heads (and extras) from cached features (refexit.train.features.extract) and int labels.
 
     train_final None: train the last-layer head unless the checkpoint has its own classifier."""
     cfg = cfg or TrainConfig()
@@ -355,7 +355,7 @@ def train_exits(model, train_feats, y_train, dev_feats, y_dev, label_names, kind
 
 
 def dev_metrics(outs_dev, y, temperatures, C) -> list[dict]:
-    from .evaluate import accuracy, macro_f1
+    from refexit.train.evaluate import accuracy, macro_f1
     rows = []
     for layer, (_, z) in enumerate(outs_dev, start=1):
         pred = nn.argmax(z)
@@ -380,7 +380,7 @@ def save(result: TrainResult, out_dir, extra: dict | None = None):
     import json
     from pathlib import Path
 
-    from .checkpoint import save_exits
+    from refexit.checkpoint import save_exits
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     info = dict(result.info, **(extra or {}))

@@ -8,8 +8,8 @@ Two modes, one class:
                         handle_chinese_chars, strip_accents, lowercase), `BertPreTokenizer`,
                         `WordPiece`, the `[CLS] A [SEP] (B [SEP])` template and `longest_first`
                         truncation as in tokenizers/src/utils/truncation.rs. Every character
-                        class comes from the pinned tables of refexit/tokenizer_unicode.txt
-                        (refexit.unicode_pinned: the tables those Rust crates compile in), never
+                        class comes from the pinned tables of refexit/tokenizers/tokenizer_unicode.txt
+                        (refexit.tokenizers.unicode_pinned: the tables those Rust crates compile in), never
                         from the running Python's `unicodedata`: the tokens are the same on every
                         Python. Checked against `tokenizers` on every code point and on golden
                         files (tests/golden/, tools/make_golden.py).
@@ -47,14 +47,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import unicode_pinned
-from .errors import CheckpointError, ConfigError, InputError
+from refexit.tokenizers import unicode_pinned as unicode_pinned
+from refexit.errors import CheckpointError, ConfigError, InputError
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 MAX_INPUT_CHARS_PER_WORD = 100  # WordpieceTokenizer.max_input_chars_per_word
 _CACHE_LIMIT = 1 << 20          # words kept in the per-tokenizer cache before it is cleared
 MODES = ("rust", "legacy")
-# Names what the default tokenizer does; part of the features cache key (refexit/features.py):
+# Names what the default tokenizer does; part of the features cache key (refexit/train/features.py):
 # change it whenever the tokens of some text change.
 BEHAVIOUR = "rust-tokenizers-0.23.3+pinned-unicode-1"
 
@@ -343,7 +343,7 @@ class Tokenizer:
     def from_dir(cls, model_dir: str | Path, config=None, mode: str = "rust") -> "Tokenizer":
         """Read `vocab.txt` of an HF model folder; settings come from `config` (a BertConfig)."""
         if config is None:
-            from .config import BertConfig
+            from refexit.config import BertConfig
             config = BertConfig.from_dir(model_dir)
         path = Path(model_dir) / "vocab.txt"
         if not path.is_file():

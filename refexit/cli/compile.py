@@ -8,9 +8,9 @@ import sys
 import warnings
 from pathlib import Path
 
-from .errors import InputError
+from refexit.errors import InputError
 
-from .policy_args import POLICY_NAMES, THRESHOLD_POLICIES, add_policy_args, policy_from_args  # noqa: F401
+from refexit.cli.policy_args import POLICY_NAMES, THRESHOLD_POLICIES, add_policy_args, policy_from_args  # noqa: F401
 
 
 def _default_prefix(model_dir: Path) -> str:
@@ -60,7 +60,7 @@ def add_subcommand(subparsers) -> None:
 
 def _cmd_compile(args) -> int:
     import codegen
-    from .model import load
+    from refexit.model import load
     out = Path(args.out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"-o {out}: this is a file; the output must be a folder (it is created when missing)")

@@ -1,6 +1,6 @@
 """Accuracy vs. layers executed, from ONE backbone pass per text (methods.md, "Reporting").
 
-The backbone runs once per text (refexit.features, cached); every head's logits and feature
+The backbone runs once per text (refexit.train.features, cached); every head's logits and feature
 vector are computed for every layer; then each policy at each threshold is replayed sample by
 sample with the policy's own `decide` -- the oracle's semantics, not a re-implementation. The
 replay builds a ClassifyResult (exit layers, logits, FLOPs incl. heads and policy extras, counted
@@ -19,10 +19,10 @@ from typing import Callable
 
 import numpy as np
 
-from . import features as F
-from .errors import InputError
-from .policies import ExitWarning, Policy, Static, make_policy
-from .results import ClassifyResult
+from refexit.train import features as F
+from refexit.errors import InputError
+from refexit.policies import ExitWarning, Policy, Static, make_policy
+from refexit.results import ClassifyResult
 
 POLICY_NAMES = ("entropy", "norm_entropy", "max_prob", "patience", "window", "learned", "ponder", "static")
 # sweep grid for entropy-like thresholds, as a fraction of the largest meaningful value: geometric
@@ -281,7 +281,7 @@ REFERENCE = "fp32"
 def parse_precisions(spec) -> tuple[str, ...]:
     """"fp32,bf16" (or a list) -> the precisions to report, the fp32 reference first; an unknown
     name raises InputError naming the allowed ones (refexit.PRECISIONS)."""
-    from .model import PRECISIONS
+    from refexit.model import PRECISIONS
     names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec)]
     bad = [n for n in names if n not in PRECISIONS]
     if bad or not names:

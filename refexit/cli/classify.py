@@ -17,7 +17,7 @@ import json
 import sys
 import time
 
-from .policy_args import add_policy_args, policy_from_args  # noqa: F401  (policy_from_args: old import path)
+from refexit.cli.policy_args import add_policy_args, policy_from_args  # noqa: F401  (policy_from_args: old import path)
 
 
 def read_texts(texts: list[str]):
@@ -78,8 +78,8 @@ def records(model, policy, texts: list[str], pairs: list | None, max_length: int
 
 def run(args) -> int:
     import refexit
-    from .cli import write_out
-    from .errors import InputError
+    from refexit.cli.main import write_out
+    from refexit.errors import InputError
     if args.batch < 1:
         raise InputError(f"--batch must be at least 1, got {args.batch}")
     model = refexit.load(args.model_dir, exits=args.exits)

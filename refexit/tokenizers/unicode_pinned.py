@@ -1,6 +1,6 @@
-"""The pinned Unicode tables of the Rust `tokenizers` BERT pipeline (refexit/tokenizer_unicode.txt).
+"""The pinned Unicode tables of the Rust `tokenizers` BERT pipeline (refexit/tokenizers/tokenizer_unicode.txt).
 
-One source for the oracle (refexit.tokenizer) and the C tokenizer (codegen/unicode_tables.py):
+One source for the oracle (refexit.tokenizers.wordpiece) and the C tokenizer (codegen/unicode_tables.py):
 the file is written once by tools/make_unicode_tables.py from pinned sources (the categories of
 the `unicode_categories` crate, Unicode 8.0; the canonical decompositions and combining classes
 of `unicode-normalization-alignments`, Unicode 9.0; Rust std's lower case and whitespace) and

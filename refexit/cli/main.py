@@ -7,25 +7,25 @@ import os
 import sys
 import warnings
 
-from .errors import OutputError, RefexitError
+from refexit.errors import OutputError, RefexitError
 
 # module that owns the subcommand -> it defines add_subcommand(subparsers); the parser's
 # `func` default receives the parsed args and returns an exit code.
 SUBCOMMAND_MODULES = (
-    "refexit.classify_cli",   # refexit classify
+    "refexit.cli.classify",   # refexit classify
     "refexit.data",           # refexit data fetch|list|path
-    "refexit.compile_cli",    # refexit compile
-    "refexit.train_cli",      # refexit train-exits
-    "refexit.evaluate_cli",   # refexit evaluate
-    "refexit.demo",           # refexit demo
-    "refexit.bench_cli",      # refexit bench
+    "refexit.cli.compile",    # refexit compile
+    "refexit.cli.train",      # refexit train-exits
+    "refexit.cli.evaluate",   # refexit evaluate
+    "refexit.cli.demo",           # refexit demo
+    "refexit.cli.bench",      # refexit bench
 )
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The `refexit` parser; `command`: the subcommand about to run (None: any). Only `refexit
     bench` loads the benchmark tool (a file of the source checkout)."""
-    from . import __version__
+    from refexit import __version__
     parser = argparse.ArgumentParser(
         prog="refexit", description="Early-exit BERT: a NumPy oracle you can check, and a compiler to C.",
         epilog="Start with: refexit demo   (fetches a real model and data set, trains exit heads, compiles, "
@@ -40,7 +40,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             if e.name and (e.name.split(".")[0] in ("jinja2", "cffi", "matplotlib") or e.name == name):
                 continue
             raise
-        if name == "refexit.bench_cli":
+        if name == "refexit.cli.bench":
             mod.add_subcommand(sub, load=command in ("bench", None))
         else:
             mod.add_subcommand(sub)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from .errors import InputError
+from refexit.errors import InputError
 
 POLICY_NAMES = ("entropy", "norm_entropy", "max_prob", "patience", "learned", "ponder", "window", "static")
 THRESHOLD_POLICIES = ("entropy", "norm_entropy", "max_prob", "learned", "ponder")
@@ -46,7 +46,7 @@ def _floats(text: str, what: str) -> float | list[float]:
 
 def policy_from_args(args, num_layers: int | None = None):
     """The refexit policy the command line describes, or None (the full model)."""
-    from . import policies as P
+    from refexit import policies as P
     name = getattr(args, "policy", None)
     given = [k for k in SETTINGS if getattr(args, k, None) not in (None, False)]
     if name is None:

@@ -1,11 +1,11 @@
 """`refexit train-exits MODEL_DIR --data NAME --heads KIND --objective OBJ`: train exit heads on a
-frozen backbone (refexit.train) and write exits.safetensors + exits.json."""
+frozen backbone (refexit.train.exits) and write exits.safetensors + exits.json."""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from . import train as T
+from refexit.train import exits as T
 
 DEFAULT_EXTRAS = ",".join(T.EXTRAS)
 
@@ -44,8 +44,8 @@ def limited(ds, limit, seed):
 
 def run(args) -> int:
     import refexit
-    from . import data
-    from . import features as F
+    from refexit import data
+    from refexit.train import features as F
     extras = tuple(e.strip() for e in args.extras.split(",") if e.strip())
     extras = () if extras == ("none",) else extras
     bad = set(extras) - set(T.EXTRAS)

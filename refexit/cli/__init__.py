@@ -1,0 +1,2 @@
+"""The `refexit` command lines (main.py dispatches to one module per command). The only part of
+the refexit package that imports the compiler (`codegen`)."""
