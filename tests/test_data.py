@@ -334,8 +334,8 @@ def _run_data_cli(argv):
 
 
 def test_cli_data_list_via_main(capsys):
-    from refexit.cli.main import main as cli
-    assert cli.main(["data", "list"]) == 0
+    from refexit.cli.main import main
+    assert main(["data", "list"]) == 0
     out = capsys.readouterr().out
     for name in data.NAMES:
         assert name in out
