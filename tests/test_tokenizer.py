@@ -1,6 +1,7 @@
 """refexit.tokenizers.wordpiece against Hugging Face's Python BERT tokenizer (golden files) and on its own."""
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 import unicodedata
@@ -657,7 +658,7 @@ def test_no_unicodedata_at_tokenization_time(monkeypatch, tiny):
     monkeypatch.setattr(tk, "unicodedata", NoUnicodedata())
     monkeypatch.setattr(tk._RustRules, "_cache", {})             # new tables, new caches
     fresh = Tokenizer(tiny.vocab + ["ç", "é"])
-    assert "unicodedata" not in vars(__import__("refexit.tokenizers.unicode_pinned").unicode_pinned)
+    assert "unicodedata" not in vars(importlib.import_module("refexit.tokenizers.unicode_pinned"))
     assert [fresh.tokenize(t) for t in texts_] == want
 
 
