@@ -167,7 +167,7 @@ def hf_names(c) -> dict[str, str]:
 
 def canonical_names(c) -> tuple[dict[str, str], re.Pattern]:
     """(HF name -> canonical name, the pattern of the family's known but unread tensors)."""
-    return {hf: can for can, hf in hf_names(c).items()}, re.compile(_IGNORED[c.model_type])
+    return {hf: can for can, hf in hf_names(c).items()}, re.compile(_IGNORED[_PREFIX[c.model_type]])
 
 
 def num_weight_layers(c) -> int:
