@@ -134,10 +134,6 @@ class Model:
         feat = h.features(x, self.weights.get("pooler.w"), self.weights.get("pooler.b"))
         return h.logits(feat), feat
 
-    def embed_flops(self, n: int) -> int:
-        """Matmul FLOPs of the embedding projection E -> H (ALBERT, ELECTRA) on n tokens; else 0."""
-        return 2 * n * self.config.embedding_size * self.config.hidden_size if "emb.proj.w" in self.weights else 0
-
     def layer_flops(self, n: int) -> int:
         """Matmul FLOPs (2 x multiply-adds) of one encoder layer on n real tokens."""
         H, I = self.config.hidden_size, self.config.intermediate_size
@@ -202,7 +198,6 @@ class Model:
         traces = [[] for _ in range(B)] if trace else None
         states = [policy.start() for _ in range(B)]
         x = {b: self.embed(ids, types) for b, (ids, types) in enumerate(rows)}   # b -> [n_b, H]
-        flops += [self.embed_flops(len(ids)) for ids, _ in rows]
         for layer in range(1, L + 1):
             for b in list(x):                       # the samples still running
                 x[b] = self.layer(layer - 1, x[b])
@@ -223,8 +218,7 @@ class Model:
                 if done:
                     logits[b], exit_layers[b] = z, layer
                     del x[b]
-        full = np.array([self.embed_flops(len(r[0])) + L * self.layer_flops(len(r[0])) +
-                         self.exits.heads[L - 1].flops(len(r[0]))
+        full = np.array([L * self.layer_flops(len(r[0])) + self.exits.heads[L - 1].flops(len(r[0]))
                          for r in rows], np.float64)
         return ClassifyResult(logits, exit_layers, L, self.label_names, flops, full, margins,
                               repr(policy), traces, msgs)
