@@ -15,7 +15,7 @@ import numpy as np
 from . import arch, nn
 from .checkpoint import load_checkpoint
 from .config import BertConfig
-from .errors import InputError
+from .errors import ConfigError, InputError
 from .heads import ExitParams
 from .policies import Policy, Static
 from .results import ClassifyResult, LayerTrace
@@ -241,14 +241,37 @@ class Model:
                 f"from {self.source}>")
 
 
+class NoTokenizer:
+    """The tokenizer of a folder refexit cannot tokenize for (RoBERTa / XLM-R / ALBERT without a
+    vocab.txt: byte-level BPE and Unigram are not read yet). False in a test; any use raises a
+    ConfigError saying so. Token ids work as for every model."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+    def __bool__(self):
+        return False
+
+    def __getattr__(self, name):
+        if name.startswith("__"):           # copy / pickle protocol lookups: plainly absent
+            raise AttributeError(name)
+        raise ConfigError(self.reason)
+
+    def __call__(self, *args, **kwargs):
+        raise ConfigError(self.reason)
+
+
 def load(path: str | Path, dtype=np.float32, exits: str | Path | None = None) -> Model:
     """Load a Hugging Face folder (config.json, model.safetensors, vocab.txt) of a family in
     refexit.arch.FAMILIES, plus its exits.safetensors when present (or `exits`).
 
     RoBERTa / XLM-R / ALBERT folders (no vocab.txt: byte-level BPE / Unigram tokenizers) load
-    without a tokenizer (model.tokenizer None): they take token ids."""
+    with a NoTokenizer (false; using it raises ConfigError): they take token ids."""
     from .tokenizers.wordpiece import Tokenizer
     cfg, weights, exit_params, labels = load_checkpoint(path, dtype=dtype, exits=exits)
     wordpiece = cfg.model_type in ("bert", "distilbert", "electra") or (Path(path) / "vocab.txt").is_file()
-    tok = Tokenizer.from_dir(path, cfg) if wordpiece else None
+    tok = Tokenizer.from_dir(path, cfg) if wordpiece else NoTokenizer(
+        f"{path}: refexit has no tokenizer for this {cfg.model_type} folder (it reads WordPiece vocab.txt; "
+        f"byte-level BPE / Unigram tokenizer.json are not read yet): classify token ids instead "
+        f"(Python: model.classify({{'input_ids': ..., 'attention_mask': ...}}); compiled programs: --ids)")
     return Model(cfg, weights, exit_params, labels, tok, source=str(path))

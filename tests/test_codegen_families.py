@@ -237,7 +237,7 @@ def test_standalone_program_per_family(fam, tmp_path):
     errors = run_program(out / f"{fam}-sidecar", "--ids", "0 1 x", f"0 {model.config.vocab_size}", "")
     assert [e["error"] for e in errors] == ["not a list of token ids", "a token id is outside the vocabulary",
                                             "empty text"]
-    if model.tokenizer is not None:
+    if model.tokenizer:
         texts = [str(t) for t, h in zip(z["texts"], z["has_pair"]) if not h]
         got = run_program(out / fam, *texts)
         want = model.classify(model.tokenizer(texts))

@@ -55,7 +55,7 @@ def test_family_matches_transformers(fam):
     z = golden(fam)
     model = refexit.load(GOLDEN / fam)
     assert model.config.model_type == fam and model.label_names == ["neg", "neu", "pos"]
-    if model.tokenizer is not None:                     # the WordPiece families: ids from texts
+    if model.tokenizer:                                 # the WordPiece families: ids from texts
         check_same_tokens(model, z)
     enc = encoding(z)
     m64 = model.astype(np.float64)
@@ -209,7 +209,7 @@ def with_ids_tokenizer(model):
     """RoBERTa and ALBERT come without a tokenizer here (their BPE / Unigram tokenizers are not
     read by refexit yet): a WordPiece stand-in over made-up pieces whose special tokens sit at the
     family's ids, so the text-based training code has ids to work on."""
-    if model.tokenizer is not None:
+    if model.tokenizer:
         return model
     c = model.config
     chars = list("abcdefghijklmnopqrstuvwxyz")
@@ -253,3 +253,12 @@ def test_exits_train_on_each_family(fam, kind, tmp_path):
     x1 = loaded.layer(0, loaded.embed(*loaded.rows(enc)[0]))
     z, _ = loaded.head(1, x1)
     assert_close(early.logits[0], z, atol=0, what="exit head on layer 1")
+
+
+def test_folders_without_a_tokenizer_say_so(tmp_path):
+    m = refexit.load(GOLDEN / "roberta")
+    assert not m.tokenizer
+    with pytest.raises(ConfigError, match="no tokenizer for this roberta folder.*token ids"):
+        m.tokenizer(["a text"])
+    from refexit.cli.main import main
+    assert main(["classify", str(GOLDEN / "albert"), "a text"]) != 0
