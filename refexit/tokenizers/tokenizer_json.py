@@ -51,6 +51,10 @@ _CACHE_LIMIT = 1 << 20
 
 # ---------------------------------------------------------------- reading the JSON
 
+_KIND_NAMES = {"str": "a string", "bool": "true or false", "list": "a list", "dict": "an object",
+               "int": "an integer", "num": "a number"}
+
+
 class _Where:
     """Reads typed fields of one JSON object, every error naming the file and the field path."""
 
@@ -75,7 +79,8 @@ class _Where:
               "int": isinstance(v, int) and not isinstance(v, bool),
               "num": isinstance(v, (int, float)) and not isinstance(v, bool)}[kind]
         if not ok:
-            self.fail(f"field '{key}' must be {kind}{' or null' if none_ok else ''}, got {jsonio.type_name(v)}")
+            self.fail(f"field '{key}' must be {_KIND_NAMES[kind]}{' or null' if none_ok else ''}, "
+                      f"got {jsonio.type_name(v)}")
         return v
 
     def sub(self, key, value=None) -> "_Where":
@@ -737,7 +742,7 @@ class TokenizerJson:
     def __init__(self, spec: dict, source: str = "tokenizer.json", max_length: int = 512,
                  pad_token: str | None = None, pad_token_id: int | None = None, text: str | None = None):
         top = _Where(spec, "tokenizer", source)
-        self.source = source
+        self.source, self.spec = source, spec
         self.normalizer = build_normalizer(top.get("normalizer", "dict", None, none_ok=True), source=source)
         self.pre_tokenizer = build_pre_tokenizer(top.get("pre_tokenizer", "dict", None, none_ok=True), source=source)
         self.model = build_model(top.get("model", "dict"), source=source)
@@ -762,8 +767,10 @@ class TokenizerJson:
         if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < self.post.added(True) + 1:
             raise ConfigError(f"max_length must be an integer >= {self.post.added(True) + 1}, got {max_length!r}")
         self.max_length = max_length
-        if pad_token_id is None:
-            pad_token_id = vocab.get(pad_token, 0) if pad_token is not None else 0
+        if pad_token_id is None:            # tokenizer_config's pad_token, else <pad> / [PAD], else 0
+            padding = spec.get("padding") if isinstance(spec.get("padding"), dict) else {}
+            names = [pad_token, padding.get("pad_token"), "<pad>", "[PAD]"]
+            pad_token_id = next((vocab[n] for n in names if isinstance(n, str) and n in vocab), 0)
         if not 0 <= pad_token_id < max(size, 1):
             raise ConfigError(f"pad_token_id {pad_token_id} is not an id of the {size}-token vocabulary")
         self.pad_id = pad_token_id
