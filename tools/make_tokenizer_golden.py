@@ -71,7 +71,7 @@ def golden_texts() -> list[str]:
     from refexit import data
     out = list(FIXED_TEXTS)
     for name in DATASETS:
-        out += [t[:1500] for t in list(data.load_dataset(name).test.texts)[:12]]   # long enough to truncate
+        out += [t[:1500] for t in list(data.load_dataset(name).test.texts)[:12]]  # still truncated at 512
     return out + generated_texts(40, seed=19)
 
 
@@ -144,7 +144,8 @@ def main(argv=None) -> int:
         folder = build(kind, train, args.out / kind)
         exp = expected(folder, texts)
         exp["versions"] = {"tokenizers": tokenizers.__version__, "transformers": transformers.__version__}
-        (folder / "expected.json").write_text(json.dumps(exp, ensure_ascii=False, separators=(",", ":")) + "\n", encoding="utf-8")
+        text = json.dumps(exp, ensure_ascii=False, separators=(",", ":"))
+        (folder / "expected.json").write_text(text + "\n", encoding="utf-8")
         size = sum(p.stat().st_size for p in folder.iterdir())
         print(f"{folder}: {exp['tokenizer_class']}, {len(texts)} texts, {size} bytes")
     return 0
