@@ -589,3 +589,94 @@ class CBpeTokenizer:
             rc = self._fn["tokenize"](*args, self._ids, self._types, self._cap, n)
         self._check(rc)
         return list(self._ids[0:n[0]]), list(self._types[0:n[0]])
+
+
+def bpe_driver_source(prefix: str = "rxbpe") -> str:
+    """C source of a program running the BPE tokenizer over a file of records (driver_record
+    format), for sanitizer builds. Usage: driver PACKED INPUTS. Record kinds: 0 pieces, 1 tokenize,
+    2 tokenize with pair, 3 open the text as a packed file (prints rc and the vocabulary size)."""
+    src = driver_source(prefix)
+    main_start = src.index("int main(")
+    return src[:main_start].replace(f'"{prefix}_tokenizer.h"', f'"{prefix}_bpe.h"') + r'''int main(int argc, char **argv)
+{
+    size_t np, n, pos = 0;
+    unsigned char *packed, *in;
+    PREFIX_bpe *t = NULL;
+    int rc;
+    if (argc != 3) { fprintf(stderr, "usage: %s PACKED INPUTS\n", argv[0]); return 2; }
+    packed = read_file(argv[1], &np);
+    rc = PREFIX_bpe_open((const char *)packed, np, &t);
+    if (rc) { fprintf(stderr, "open: %s\n", PREFIX_bpe_strerror(rc)); return 1; }
+    free(packed);
+    in = read_file(argv[2], &n);
+    while (pos < n) {
+        int kind = in[pos++], max_length, capacity, nt = -1, i;
+        size_t la, lb;
+        char *a, *b;
+        int32_t *ids, *types;
+        max_length = (int)rd32(in, n, &pos);
+        capacity = (int)rd32(in, n, &pos);
+        a = take(in, n, &pos, &la);
+        b = take(in, n, &pos, &lb);
+        ids = capacity > 0 ? (int32_t *)malloc((size_t)capacity * sizeof *ids) : NULL;
+        types = capacity > 0 ? (int32_t *)malloc((size_t)capacity * sizeof *types) : NULL;
+        if (kind == 0) {
+            rc = PREFIX_bpe_pieces(t, a, la, ids, capacity, &nt);
+        } else if (kind == 1) {
+            rc = PREFIX_bpe_tokenize(t, a, la, NULL, 0, max_length, ids, types, capacity, &nt);
+        } else if (kind == 2) {
+            rc = PREFIX_bpe_tokenize(t, a, la, b, lb, max_length, ids, types, capacity, &nt);
+        } else {
+            PREFIX_bpe *v = NULL;
+            rc = PREFIX_bpe_open(a, la, &v);
+            nt = v ? PREFIX_bpe_vocab_size(v) : -1;
+            PREFIX_bpe_close(v);
+        }
+        printf("%d %d", rc, nt);
+        if (rc == 0 && kind != 3) {
+            for (i = 0; i < nt; i++) printf(" %d", (int)ids[i]);
+            printf(" |");
+            if (kind != 0) for (i = 0; i < nt; i++) printf(" %d", (int)types[i]);
+        }
+        printf("\n");
+        free(a); free(b); free(ids); free(types);
+    }
+    free(in);
+    PREFIX_bpe_close(t);
+    return 0;
+}
+'''.replace("PREFIX", prefix)
+
+
+def build_bpe_driver(out_dir: str | Path, prefix: str = "rxbpe", cc: str | None = None,
+                     flags: tuple[str, ...] = ("-O1", "-g")) -> Path:
+    """The BPE tokenizer and bpe_driver_source() linked into out_dir/<prefix>_driver."""
+    import os
+    import shlex
+    out_dir = Path(out_dir)
+    _, c = write_bpe_tokenizer(prefix, out_dir)
+    drv = out_dir / f"{prefix}_driver.c"
+    drv.write_text(bpe_driver_source(prefix), encoding="utf-8")
+    exe = out_dir / f"{prefix}_driver"
+    _compile(shlex.split(cc or os.environ.get("CC") or "cc") + ["-std=c99"] + list(flags)
+             + [str(drv), str(c), "-o", str(exe)])
+    return exe
+
+
+def oracle_bpe_line(py, kind: int, text: bytes, pair: bytes, max_length: int, capacity: int) -> str | None:
+    """The line the BPE driver must print for a record, from the oracle `py` (a TokenizerJson
+    whose max_length is at least every record's); None for packed-file records."""
+    if kind == 3:
+        return None
+    t = text.decode("utf-8", "replace")
+    if kind == 0:
+        ids = py.tokenize_ids(t)
+        if len(ids) > capacity:
+            return f"103 {len(ids)}"
+        return f"0 {len(ids)} " + " ".join(map(str, ids)) + (" |" if ids else "|")
+    if max_length < (4 if kind == 2 else 2):
+        return "104 -1"
+    ids, types = py.encode(t, pair.decode("utf-8", "replace") if kind == 2 else None, max_length)
+    if len(ids) > capacity:
+        return f"103 {len(ids)}"
+    return f"0 {len(ids)} " + " ".join(map(str, ids)) + " | " + " ".join(map(str, types))
