@@ -144,6 +144,26 @@ def test_live_random_unicode(text):
         assert mine.encode(text)[0] == r.encode(text).ids, kind
 
 
+@live
+@pytest.mark.parametrize("base", ["roberta", "albert", "distilbert"])
+@settings(max_examples=150, deadline=None)
+@given(text=json_texts, flags=st.lists(st.tuples(st.booleans(), st.booleans()), min_size=8, max_size=8))
+def test_live_added_token_flags(base, text, flags):
+    """lstrip / rstrip on the special tokens, and added tokens matched on normalized text."""
+    spec = _spec(base)
+    extra = [("hello", False), ("ING", True), ("é", True)]
+    top = max(spec["model"]["vocab"].values()) if isinstance(spec["model"]["vocab"], dict) \
+        else len(spec["model"]["vocab"]) - 1
+    for k, (content, special) in enumerate(extra):
+        spec["added_tokens"].append({"id": top + 1 + k, "content": content, "single_word": False, "lstrip": False,
+                                     "rstrip": False, "normalized": True, "special": special})
+    for a, (ls, rs) in zip(spec["added_tokens"], flags):
+        a["lstrip"], a["rstrip"] = ls, rs
+    rust = tokenizers.Tokenizer.from_str(json.dumps(spec))
+    mine = TokenizerJson(spec)
+    assert mine.tokenize_ids(text) == rust.encode(text, add_special_tokens=False).ids
+
+
 NORMALIZERS = [{"type": t} for t in ("NFD", "NFKD", "NFC", "NFKC", "Lowercase", "StripAccents")] + [
     {"type": "BertNormalizer", "clean_text": True, "handle_chinese_chars": c, "strip_accents": s, "lowercase": lo}
     for c in (True, False) for s in (None, True, False) for lo in (True, False)] + [

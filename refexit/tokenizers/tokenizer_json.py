@@ -678,30 +678,45 @@ class AddedTokens:
     """AddedVocabulary: the tokens matched whole before the model runs (special tokens and added
     ones). Tokens with normalized=false match on the raw text, the others on normalized text."""
 
-    def __init__(self, items: list, source: str, normalizer):
-        self.raw: dict[str, dict] = {}
-        self.normed: dict[str, dict] = {}
+    def __init__(self, items: list, source: str, normalizer, model_vocab: dict[str, int], model_size: int):
+        """Ids as tokenizers' AddedVocabulary::add_tokens gives them when it reads the file (the
+        "id" fields are not used): the model's id of the content when it has one, else the next
+        id from the model's vocabulary size on; a content listed twice keeps its id, the last
+        entry's flags. An empty content is skipped, as there."""
         self.by_content: dict[str, int] = {}
+        entries: dict[int, tuple[str, dict, bool]] = {}
         self.special: set[str] = set()
+        next_id = model_size
         for k, item in enumerate(items):
             w = _Where(item, f"added_tokens[{k}]", source)
-            content, tid = w.get("content", "str"), w.get("id", "int")
-            if not content:
-                w.fail("field 'content' is empty")
+            content = w.get("content", "str")
+            w.get("id", "int")
             if w.get("single_word", "bool", False):
                 w.fail("single_word true is not supported")
-            flags = {"id": tid, "lstrip": w.get("lstrip", "bool", False), "rstrip": w.get("rstrip", "bool", False)}
+            flags = {"lstrip": w.get("lstrip", "bool", False), "rstrip": w.get("rstrip", "bool", False)}
+            special = w.get("special", "bool", False)
+            normalized = w.get("normalized", "bool", not special)
+            if not content:
+                continue
+            tid = self.by_content.get(content, model_vocab.get(content))
+            if tid is None:
+                tid, next_id = next_id, next_id + 1
+            flags["id"] = tid
             self.by_content[content] = tid
-            if w.get("special", "bool", False):
+            entries[tid] = (content, flags, normalized)
+            if special:
                 self.special.add(content)
-            if w.get("normalized", "bool", not w.get("special", "bool", False)):
+        self.raw: dict[str, dict] = {}
+        self.normed: dict[str, dict] = {}
+        for content, flags, normalized in entries.values():
+            if normalized:
                 key = normalizer(content) if normalizer is not None else content
                 if key:
                     self.normed[key] = flags
             else:
                 self.raw[content] = flags
         space = unicode_json.char_class(unicode_pinned.load().whitespace.ranges)
-        self._lspace, self._rspace = re.compile(f"[{space}]*$"), re.compile(f"^[{space}]*")
+        self._lspace, self._rspace = re.compile(f"[{space}]*$"), re.compile(f"[{space}]*")  # search / match at pos
         self._raw_re, self._normed_re = self._regex(self.raw), self._regex(self.normed)
 
     @staticmethod
@@ -750,7 +765,9 @@ class TokenizerJson:
         if self.post is None:
             self.post = build_post_processor(None, source=source)
         top.get("decoder", "dict", None, none_ok=True)
-        self.added = AddedTokens(top.get("added_tokens", "list", []), source, self.normalizer)
+        model_size = len(self.model.pieces) if isinstance(self.model, Unigram) else len(self.model.vocab)
+        self.added = AddedTokens(top.get("added_tokens", "list", []), source, self.normalizer, self.model.vocab,
+                                 model_size)
         # id -> token over the model's vocabulary and the added tokens
         vocab = dict(self.model.vocab)
         vocab.update(self.added.by_content)
