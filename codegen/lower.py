@@ -207,7 +207,9 @@ def lower(model, policy: Policy | None = None, prefix: str | None = None, max_le
     has_pooler = "pooler.w" in model.weights
     use_lte = ep.lte is not None and ep.lte["w"].shape == (1, F)
     use_ponder = ep.ponder is not None and ep.ponder["pos"].shape == (L, F)
-    vocab = list(model.tokenizer.vocab) if model.tokenizer else []     # NoTokenizer (RoBERTa, ALBERT): none
+    from refexit.tokenizers.wordpiece import Tokenizer
+    wordpiece = isinstance(model.tokenizer, Tokenizer)  # what the C tokenizer does; BPE / Unigram: ids only
+    vocab = list(model.tokenizer.vocab) if wordpiece else []
     vocab_bytes = ("\n".join(vocab) + "\n").encode("utf-8") if vocab else b""
 
     labels = validate.label_names([str(n) for n in model.label_names] or [f"LABEL_{i}" for i in range(C)], C,
@@ -223,7 +225,7 @@ def lower(model, policy: Policy | None = None, prefix: str | None = None, max_le
                 exit_feature_size=int(F), policy=_policy_plan(policy, L),
                 max_length=int(max_length), max_batch=int(max_batch), max_tokens=int(max_tokens),
                 precision=precision, tensors=[], vocab_bytes=vocab_bytes, source=str(model.source or ""), warnings=list(warnings))
-    tok = model.tokenizer if model.tokenizer else cfg
+    tok = model.tokenizer if wordpiece else cfg
     plan.do_lower_case = bool(tok.do_lower_case)
     plan.strip_accents = tok.strip_accents
     plan.tokenize_cjk = bool(getattr(tok, "tokenize_chinese_chars", True))

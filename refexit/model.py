@@ -242,8 +242,8 @@ class Model:
 
 
 class NoTokenizer:
-    """The tokenizer of a folder refexit cannot tokenize for (RoBERTa / XLM-R / ALBERT without a
-    vocab.txt: byte-level BPE and Unigram are not read yet). False in a test; any use raises a
+    """The tokenizer of a folder that ships none refexit reads (a RoBERTa / XLM-R / ALBERT folder
+    without tokenizer.json or vocab.json + merges.txt). False in a test; any use raises a
     ConfigError saying so. Token ids work as for every model."""
 
     def __init__(self, reason: str):
@@ -265,13 +265,20 @@ def load(path: str | Path, dtype=np.float32, exits: str | Path | None = None) ->
     """Load a Hugging Face folder (config.json, model.safetensors, vocab.txt) of a family in
     refexit.arch.FAMILIES, plus its exits.safetensors when present (or `exits`).
 
-    RoBERTa / XLM-R / ALBERT folders (no vocab.txt: byte-level BPE / Unigram tokenizers) load
-    with a NoTokenizer (false; using it raises ConfigError): they take token ids."""
+    RoBERTa / XLM-R / ALBERT folders read their tokenizer.json (or vocab.json + merges.txt) with
+    refexit.tokenizers.load_tokenizer (byte-level BPE, Unigram); without one they load with a
+    NoTokenizer (false; using it raises ConfigError) and take token ids."""
     from .tokenizers.wordpiece import Tokenizer
     cfg, weights, exit_params, labels = load_checkpoint(path, dtype=dtype, exits=exits)
-    wordpiece = cfg.model_type in ("bert", "distilbert", "electra") or (Path(path) / "vocab.txt").is_file()
-    tok = Tokenizer.from_dir(path, cfg) if wordpiece else NoTokenizer(
-        f"{path}: refexit has no tokenizer for this {cfg.model_type} folder (it reads WordPiece vocab.txt; "
-        f"byte-level BPE / Unigram tokenizer.json are not read yet): classify token ids instead "
-        f"(Python: model.classify({{'input_ids': ..., 'attention_mask': ...}}); compiled programs: --ids)")
+    folder = Path(path)
+    if cfg.model_type in ("bert", "distilbert", "electra") or (folder / "vocab.txt").is_file():
+        tok = Tokenizer.from_dir(path, cfg)
+    elif (folder / "tokenizer.json").is_file() or (folder / "vocab.json").is_file():
+        from .tokenizers.load import load_tokenizer
+        tok = load_tokenizer(folder, cfg)
+    else:
+        tok = NoTokenizer(
+            f"{path}: this {cfg.model_type} folder has no tokenizer refexit reads (tokenizer.json, "
+            f"vocab.txt, or vocab.json + merges.txt): classify token ids instead (Python: "
+            f"model.classify({{'input_ids': ..., 'attention_mask': ...}}); compiled programs: --ids)")
     return Model(cfg, weights, exit_params, labels, tok, source=str(path))

@@ -258,7 +258,34 @@ def test_exits_train_on_each_family(fam, kind, tmp_path):
 def test_folders_without_a_tokenizer_say_so(tmp_path):
     m = refexit.load(GOLDEN / "roberta")
     assert not m.tokenizer
-    with pytest.raises(ConfigError, match="no tokenizer for this roberta folder.*token ids"):
+    with pytest.raises(ConfigError, match="roberta folder has no tokenizer refexit reads.*token ids"):
         m.tokenizer(["a text"])
     from refexit.cli.main import main
     assert main(["classify", str(GOLDEN / "albert"), "a text"]) != 0
+
+
+@pytest.mark.parametrize("fam", ["roberta", "albert"])
+def test_tokenizer_json_folders_tokenize(fam, tmp_path):
+    """A RoBERTa / ALBERT folder with a tokenizer.json (the golden ones of tests/golden/tokenizers,
+    1000 tokens: the model's embedding table grown to match) tokenizes texts with
+    refexit.tokenizers.load_tokenizer; classifying the texts is classifying its ids."""
+    folder = copy_family(fam, tmp_path)
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(GOLDEN / "tokenizers" / fam / f, folder / f)
+    key = EMBEDDING[fam]
+
+    def grow(t):
+        rng = np.random.default_rng(0)
+        t[key] = np.concatenate([t[key], rng.normal(0, 0.5, (1000 - len(t[key]), t[key].shape[1]))]).astype(np.float32)
+    edit_tensors(folder, grow)
+    edit_config(folder, vocab_size=1000)
+    m = refexit.load(folder)
+    assert m.tokenizer and type(m.tokenizer).__name__ == "TokenizerJson"
+    texts = ["hello world", "the movie was great, really"]
+    rows = [m.tokenizer.encode(t, None, 32)[0] for t in texts]
+    enc = m.tokenizer(texts, max_length=32)
+    assert [list(r[:len(x)]) for r, x in zip(np.asarray(enc.input_ids), rows)] == rows
+    got = m.classify(enc).logits
+    for t, ids in enumerate(rows):
+        one = m.classify({"input_ids": np.array([ids]), "attention_mask": np.ones((1, len(ids)), np.int64)})
+        np.testing.assert_array_equal(one.logits[0], got[t])
