@@ -137,6 +137,7 @@ def _context(plan) -> dict:
         qkv_bf16=plan.precision == "int8" and "attn.qkv.w" in pack.packed_in_bf16(),   # int8 keeps qkv in bf16
         PREFIX=plan.prefix.upper(), errors=[e[:3] for e in ERRORS],
         fb=plan.fastbert, kinds=kinds, head_layers=head_layers,
+        pooler_acts=any(h.act != "tanh" for _, h in head_layers),     # a relu / gelu classifier (families)
         last_reads_cls=plan.heads[L - 1].kind in ("pooler_linear", "shared_pooler"),
         slots=[(c_lvalue(s.name), s) for s in plan.tensors],
         shared_pooler_layers=[i for i, h in head_layers if h.kind == "shared_pooler"],
