@@ -39,6 +39,7 @@ QUIRKS = {
     "distilbert": dict(model_type="distilbert", token_types=False, type_vocab_size=1, classifier_act="relu"),
     "albert": dict(model_type="albert", embedding_size=14, shared_layers=True, hidden_act="gelu_new"),
     "electra": dict(model_type="electra", embedding_size=22, classifier_act="gelu", layer_norm_eps=1e-5),
+    "electra_e=h": dict(model_type="electra", embedding_size=30, classifier_act="gelu"),   # electra-base: no projection
 }
 # (family, exit head kind, policy): every family, head kind and a spread of policies
 CASES = [("roberta", "mean_linear", "entropy"), ("roberta", "pooler_linear", "patience"),
@@ -85,7 +86,7 @@ def compiled(fam, kind, policy, root, isa=None, precision=None):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", refexit.ExitWarning)
             _COMPILED[key] = codegen.compile_model(
-                model, pol, root / "_".join(str(k) for k in key), prefix=f"f{fam}_{kind}_{policy}",
+                model, pol, root / "_".join(str(k) for k in key), prefix=f"f{fam}_{kind}_{policy}".replace("=", ""),
                 max_length=MAX_LEN, max_batch=MAX_BATCH, max_tokens=MAX_TOKENS, isa=isa, precision=precision)
     return _COMPILED[key]
 
@@ -242,3 +243,14 @@ def test_standalone_program_per_family(fam, tmp_path):
         got = run_program(out / fam, *texts)
         want = model.classify(model.tokenizer(texts))
         assert_close([g["logits"] for g in got], want.logits, atol=1e-5, what=f"{fam} standalone text")
+
+
+def test_electra_without_projection(root):
+    """ELECTRA with embedding_size = hidden_size (electra-base) has no embeddings_project."""
+    model = family_model("electra_e=h", "pooler_linear")
+    assert "emb.proj.w" not in model.weights and model.weights["emb.word"].shape == (97, 30)
+    cm = compiled("electra_e=h", "pooler_linear", "static", root)
+    assert codegen.lower.lower(model).dims()[13] == 0
+    enc = family_batch(np.random.default_rng(8), model)
+    for k in range(1, model.num_layers + 1):
+        compare(cm, model, refexit.Static(k), enc, f"electra E=H layer {k}")
