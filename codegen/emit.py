@@ -62,7 +62,8 @@ def c_lvalue(name: str) -> str:
     """Canonical tensor name -> the Weights field it is mapped to."""
     simple = {"emb.word": "w->word", "emb.pos": "w->pos", "emb.type": "w->type",
               "emb.ln.w": "w->emb_ln_w", "emb.ln.b": "w->emb_ln_b", "pooler.w": "w->pooler_w",
-              "pooler.b": "w->pooler_b", "lte.w": "w->lte_w", "lte.b": "w->lte_b"}
+              "pooler.b": "w->pooler_b", "lte.w": "w->lte_w", "lte.b": "w->lte_b",
+              "emb.proj.w": "w->emb_proj_w", "emb.proj.b": "w->emb_proj_b"}
     if name in simple:
         return simple[name]
     parts = name.split(".")
@@ -80,7 +81,8 @@ def c_lvalue(name: str) -> str:
 def _heads_summary(plan) -> str:
     runs, prev = [], None
     for i, h in enumerate(plan.heads, start=1):
-        desc = h.kind + (" l2norm" if h.l2norm else "") + (f" W={h.width}/{h.attn_heads}h" if h.width else "")
+        desc = h.kind + (" l2norm" if h.l2norm else "") + (f" W={h.width}/{h.attn_heads}h" if h.width else "") + \
+            (f" {h.act}" if h.act != "tanh" else "")
         if runs and desc == prev:
             runs[-1][1] = i
         else:
@@ -99,6 +101,9 @@ def provenance(plan, what: str) -> str:
         f"intermediate={plan.intermediate} vocab={plan.vocab_size} positions={plan.max_position} "
         f"types={plan.type_vocab} act={plan.activation} eps={plan.layer_norm_eps!r}",
         f"labels:  {plan.num_labels} {plan.label_names}",
+        *([f"family:  {plan.model_type}: token_types={plan.token_types} embedding_size={plan.embedding_size} "
+           f"position_offset={plan.position_offset} shared_layers={plan.shared_layers}"]
+          if plan.model_type != "bert" else []),
         f"exits:   {_heads_summary(plan)}; lte={'yes' if plan.lte else 'no'}; "
         f"ponder={'hidden ' + str(plan.ponder_hidden) if plan.ponder_hidden else 'no'}",
         f"policy:  {plan.policy.repr}",
@@ -132,6 +137,7 @@ def _context(plan) -> dict:
         qkv_bf16=plan.precision == "int8" and "attn.qkv.w" in pack.packed_in_bf16(),   # int8 keeps qkv in bf16
         PREFIX=plan.prefix.upper(), errors=[e[:3] for e in ERRORS],
         fb=plan.fastbert, kinds=kinds, head_layers=head_layers,
+        pooler_acts=any(h.act != "tanh" for _, h in head_layers),     # a relu / gelu classifier (families)
         last_reads_cls=plan.heads[L - 1].kind in ("pooler_linear", "shared_pooler"),
         slots=[(c_lvalue(s.name), s) for s in plan.tensors],
         shared_pooler_layers=[i for i, h in head_layers if h.kind == "shared_pooler"],

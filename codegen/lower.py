@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from refexit import validate
+from refexit import arch, validate
 from refexit.errors import InputError
 from refexit.policies import Policy
 
@@ -28,6 +28,7 @@ ACTIVATION_C = {"gelu": "gelu_erf", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh"
 HEAD_KIND_IDS = {"none": 0, "pooler_linear": 1, "shared_pooler": 2, "mean_linear": 3, "fastbert": 4}
 POLICY_KINDS = ("entropy", "norm_entropy", "max_prob", "learned", "ponder", "patience", "window", "static")
 COUNT_POLICIES = ("patience", "window", "static")   # their run-time "threshold" is an integer count
+MAX_EMBEDDING_SIZE = 8192       # E of a projected embedding: one row of it lives on the C stack
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class HeadPlan:
     l2norm: bool = False       # mean_linear
     attn_heads: int = 0        # fastbert
     width: int = 0             # fastbert W
+    act: str = "tanh"          # pooler_linear: after its pooler (refexit.heads.POOLER_ACT)
 
     @property
     def kind_id(self) -> int:
@@ -97,6 +99,13 @@ class Plan:
     do_lower_case: bool = True
     strip_accents: bool | None = None
     tokenize_cjk: bool = True
+    # the model family (refexit/arch.py): the defaults are BERT's
+    model_type: str = "bert"
+    token_types: bool = True           # False (DistilBERT): type ids are ignored, no type table
+    embedding_size: int = 0            # E of the embedding tables when they are projected E -> H (0: none)
+    position_offset: int = 0           # RoBERTa: positions start after the pad id (= pad_id + 1)
+    pad_id: int = 0                    # the pad token id (RoBERTa: a real token equal to it takes position pad_id)
+    shared_layers: bool = False        # ALBERT: one layer's weights in the file, applied num_layers times
 
     @property
     def head_dim(self) -> int:
@@ -116,7 +125,7 @@ class Plan:
         return [self.vocab_size, self.hidden, self.num_layers, self.num_heads, self.intermediate,
                 self.max_position, self.type_vocab, self.num_labels, self.exit_feature_size,
                 fb.width if fb else 0, fb.attn_heads if fb else 0, self.ponder_hidden,
-                len(self.tensors), 0, 0, 0]
+                len(self.tensors), self.embedding_size, self.position_offset, int(self.shared_layers)]
 
 
 def _policy_plan(policy: Policy, L: int) -> PolicyPlan:
@@ -145,7 +154,8 @@ def _head_plan(head) -> HeadPlan:
         if W % head.attn_heads:
             raise InputError(f"fastbert head width {W} is not divisible by its {head.attn_heads} heads")
         return HeadPlan("fastbert", W, attn_heads=head.attn_heads, width=W)
-    return HeadPlan(head.kind, head.feature_size, l2norm=bool(head.l2norm) and head.kind == "mean_linear")
+    return HeadPlan(head.kind, head.feature_size, l2norm=bool(head.l2norm) and head.kind == "mean_linear",
+                    act=head.act if head.kind == "pooler_linear" else "tanh")
 
 
 def lower(model, policy: Policy | None = None, prefix: str | None = None, max_length: int | None = None,
@@ -171,7 +181,7 @@ def lower(model, policy: Policy | None = None, prefix: str | None = None, max_le
     if prefix.lower() in RESERVED_PREFIXES:
         raise InputError(f"prefix {prefix!r} would define {prefix.upper()}_OK, a macro of <unistd.h>; "
                          f"choose a longer prefix")
-    P = cfg.max_position_embeddings
+    P = cfg.max_positions                 # RoBERTa: the positions after its offset
     if max_length is None:
         max_length = min(cfg.max_length, P)
     if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) or not 3 <= max_length <= P:
@@ -197,13 +207,16 @@ def lower(model, policy: Policy | None = None, prefix: str | None = None, max_le
     has_pooler = "pooler.w" in model.weights
     use_lte = ep.lte is not None and ep.lte["w"].shape == (1, F)
     use_ponder = ep.ponder is not None and ep.ponder["pos"].shape == (L, F)
-    vocab = list(model.tokenizer.vocab) if model.tokenizer is not None else []
+    from refexit.tokenizers.wordpiece import Tokenizer
+    wordpiece = isinstance(model.tokenizer, Tokenizer)  # what the C tokenizer does; BPE / Unigram: ids only
+    vocab = list(model.tokenizer.vocab) if wordpiece else []
     vocab_bytes = ("\n".join(vocab) + "\n").encode("utf-8") if vocab else b""
 
     labels = validate.label_names([str(n) for n in model.label_names] or [f"LABEL_{i}" for i in range(C)], C,
                                   "the model's label names", InputError)
     plan = Plan(prefix=prefix, vocab_size=cfg.vocab_size, hidden=cfg.hidden_size, num_layers=L,
-                num_heads=cfg.num_attention_heads, intermediate=cfg.intermediate_size, max_position=P,
+                num_heads=cfg.num_attention_heads, intermediate=cfg.intermediate_size,
+                max_position=cfg.max_position_embeddings,
                 type_vocab=cfg.type_vocab_size, activation=ACTIVATION_C[cfg.hidden_act],
                 layer_norm_eps=float(cfg.layer_norm_eps), num_labels=C,
                 label_names=labels,
@@ -212,10 +225,17 @@ def lower(model, policy: Policy | None = None, prefix: str | None = None, max_le
                 exit_feature_size=int(F), policy=_policy_plan(policy, L),
                 max_length=int(max_length), max_batch=int(max_batch), max_tokens=int(max_tokens),
                 precision=precision, tensors=[], vocab_bytes=vocab_bytes, source=str(model.source or ""), warnings=list(warnings))
-    tok = model.tokenizer if model.tokenizer is not None else cfg
+    tok = model.tokenizer if wordpiece else cfg
     plan.do_lower_case = bool(tok.do_lower_case)
     plan.strip_accents = tok.strip_accents
     plan.tokenize_cjk = bool(getattr(tok, "tokenize_chinese_chars", True))
+    plan.model_type, plan.token_types, plan.pad_id = cfg.model_type, bool(cfg.token_types), int(cfg.pad_token_id)
+    plan.position_offset, plan.shared_layers = int(cfg.position_offset), bool(cfg.shared_layers)
+    if arch.has_projection(cfg):
+        if cfg.embedding_size > MAX_EMBEDDING_SIZE:
+            raise InputError(f"embedding_size {cfg.embedding_size} is above the {MAX_EMBEDDING_SIZE} the "
+                             f"compiled embedding projection supports")
+        plan.embedding_size = int(cfg.embedding_size)
     plan.tensors = pack.layout(model, plan)
     plan.model_hash = pack.model_hash(model, plan)
     return plan

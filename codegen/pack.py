@@ -17,13 +17,17 @@ GEMMs' packed weights of a bf16 file (little-endian bfloat16 bits):
         88     8  vocab length in bytes (0: no vocabulary)
         96    64  16 x u32 dims: vocab, hidden, layers, attention heads, intermediate, positions,
                   token types, labels, exit feature size F, fastbert width, fastbert heads,
-                  ponder hidden, number of arrays, 0, 0, 0
+                  ponder hidden, number of arrays, projected embedding size E (0: none),
+                  position offset (RoBERTa), shared layers (1: ALBERT)
        160    32  reserved (0)
        192     .  payload: the arrays, each starting at a 64-byte aligned file offset (zero padding
                   between them), in the fixed order of `tensor_order`, then the vocab.txt bytes
                   (UTF-8, one token per line), also 64-byte aligned.
 
-Array order: emb.word [V,H], emb.pos [P,H], emb.type [Tt,H], emb.ln.w, emb.ln.b; per layer i:
+Array order: emb.word [V,H], emb.pos [P,H], emb.type [Tt,H] (not without token types: DistilBERT),
+emb.ln.w, emb.ln.b (widths E instead of H, then emb.proj.w [H,E], emb.proj.b [H], when the model
+projects its embeddings: ALBERT, ELECTRA with E != H); per layer i (ALBERT: layer 0 only, its one
+shared layer):
 attn.qkv.w (packed, the q, k, v weights one after the other: 3H outputs), attn.qkv.b [3H],
 attn.o.w (packed), attn.o.b, attn.ln.{w,b}, ffn.up.w (packed), ffn.up.b, ffn.down.w (packed),
 ffn.down.b, ffn.ln.{w,b}; pooler.{w,b} (if the model has one); per layer with an exit head, its
@@ -128,12 +132,14 @@ def _align(n: int) -> int:
 
 
 def tensor_order(model, plan) -> list[str]:
-    names = ["emb.word", "emb.pos", "emb.type", "emb.ln.w", "emb.ln.b"]
+    names = ["emb.word", "emb.pos"] + (["emb.type"] if plan.token_types else []) + ["emb.ln.w", "emb.ln.b"]
+    if plan.embedding_size:
+        names += ["emb.proj.w", "emb.proj.b"]
     parts = _LAYER_PARTS
     if plan.precision == "int8":               # each packed weight, then its scales and sums
         parts = sum(([p, p + "s", p + "sum"] if p in _PACKED and p not in packed_in_bf16() else [p]
                      for p in _LAYER_PARTS), [])
-    for i in range(plan.num_layers):
+    for i in range(1 if plan.shared_layers else plan.num_layers):
         names += [f"layers.{i}.{p}" for p in parts]
     if plan.has_pooler:
         names += ["pooler.w", "pooler.b"]

@@ -57,8 +57,12 @@ def c_comment(text: str) -> str:
 
 # ---------------------------------------------------------------- templates
 def templates_root():
-    """The templates folder: package data `codegen.templates` when installed, else the source
-    tree's top-level templates/ folder."""
+    """The templates folder: the source tree's top-level templates/ folder when this codegen runs
+    from a source tree (an editable install of another checkout must not lend its templates), else
+    package data `codegen.templates` when installed."""
+    source = Path(__file__).resolve().parent.parent / "templates"
+    if (source / "model.c.j2").is_file():
+        return source
     try:
         root = importlib.resources.files("codegen.templates")
         if root.joinpath("model.c.j2").is_file():

@@ -10,6 +10,11 @@ Canonical names (layers 0-based as in HF; Linear weights [out, in] as in HF, nev
   lte.{w [1,F], b [1]}              BERxiT learned exit
   ponder.{pos [L,F], hid.w [P,F], hid.b [P], out.w [1,P], out.b [1]}   PALBERT lambda MLP
 
+The other families (RoBERTa, XLM-R, DistilBERT, ALBERT, ELECTRA; refexit/arch.py) add
+  emb.proj.{w [H,E], b [H]}         ALBERT / ELECTRA embedding projection (the emb.* tables are [., E])
+  classifier.pooler.{w [H,H], b [H]}   the first Linear of a two-Linear final classifier
+and ALBERT holds layers.0.* only (its one shared layer).
+
 Layouts understood: HF BertModel / BertForSequenceClassification (`bert.` prefix), DeeBERT and
 BERxiT off-ramps (`bert.encoder.highway.{i}.pooler.dense.*`, `.classifier.*`, BERxiT
 `bert.encoder.lte_classifier.*`), PABEE (`classifiers.{i}.*` beside `bert.pooler.dense.*`), and
@@ -23,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import jsonio, safetensors_io, validate
+from . import arch, jsonio, safetensors_io, validate
 from .config import BertConfig
 from .errors import CheckpointError
 from .heads import FASTBERT_WIDTH, HEAD_KINDS, ExitParams, Head, param_shapes
@@ -78,10 +83,14 @@ def canonical_name(hf: str, num_layers: int) -> str | None:
 
 
 def backbone_shapes(cfg: BertConfig) -> dict[str, tuple]:
-    H, I = cfg.hidden_size, cfg.intermediate_size
-    shapes = {"emb.word": (cfg.vocab_size, H), "emb.pos": (cfg.max_position_embeddings, H),
-              "emb.type": (cfg.type_vocab_size, H), "emb.ln.w": (H,), "emb.ln.b": (H,)}
-    for i in range(cfg.num_hidden_layers):
+    H, I, E = cfg.hidden_size, cfg.intermediate_size, cfg.embedding_size
+    shapes = {"emb.word": (cfg.vocab_size, E), "emb.pos": (cfg.max_position_embeddings, E),
+              "emb.type": (cfg.type_vocab_size, E), "emb.ln.w": (E,), "emb.ln.b": (E,)}
+    if not cfg.token_types:
+        del shapes["emb.type"]
+    if arch.has_projection(cfg):
+        shapes["emb.proj.w"], shapes["emb.proj.b"] = (H, E), (H,)
+    for i in range(arch.num_weight_layers(cfg)):
         for part in ("attn.q", "attn.k", "attn.v", "attn.o"):
             shapes[f"layers.{i}.{part}.w"], shapes[f"layers.{i}.{part}.b"] = (H, H), (H,)
         for part in ("attn.ln", "ffn.ln"):
@@ -113,8 +122,10 @@ def load_checkpoint(model_dir: str | Path, dtype=np.float32, exits: str | Path |
     raw, _ = safetensors_io.read(path)
     L = cfg.num_hidden_layers
     weights, unknown, seen = {}, [], {}
+    if cfg.model_type != "bert":                  # the families' names: one fixed table each
+        names, ignored = arch.canonical_names(cfg)
     for hf, arr in raw.items():
-        c = canonical_name(hf, L)
+        c = canonical_name(hf, L) if cfg.model_type == "bert" else names.get(hf, "" if ignored.search(hf) else None)
         if c is None:
             unknown.append(hf)
         elif c:
@@ -127,9 +138,12 @@ def load_checkpoint(model_dir: str | Path, dtype=np.float32, exits: str | Path |
                               f"{', '.join(repr(u) for u in sorted(unknown)[:5])}")
     _check_config_against_tensors(cfg, weights, seen, str(path))
     expected = backbone_shapes(cfg)
+    if cfg.sinusoidal and "emb.pos" not in weights:    # DistilBERT: the table its config promises
+        weights["emb.pos"], seen["emb.pos"] = arch.sinusoidal_table(cfg.max_position_embeddings,
+                                                                     cfg.hidden_size), "(sinusoidal)"
     for name, shape in expected.items():
         if name not in weights:
-            raise CheckpointError(f"{path}: missing tensor {_hf_hint(name)!r} (canonical {name!r})")
+            raise CheckpointError(f"{path}: missing tensor {_hf_hint(name, cfg)!r} (canonical {name!r})")
         _check(seen[name], weights[name], shape, str(path))
     for stray in [n for n in weights if n.startswith("layers.") and n not in expected]:
         raise CheckpointError(f"{path}: tensor {seen[stray]!r} belongs to a layer beyond "
@@ -139,7 +153,8 @@ def load_checkpoint(model_dir: str | Path, dtype=np.float32, exits: str | Path |
         if opt in weights:
             _check(seen[opt], weights[opt], shape, str(path))
     if ("pooler.w" in weights) != ("pooler.b" in weights):
-        raise CheckpointError(f"{path}: the pooler needs both 'pooler.dense.weight' and 'pooler.dense.bias'")
+        raise CheckpointError(f"{path}: the pooler needs both {_hf_hint('pooler.w', cfg)!r} and "
+                              f"{_hf_hint('pooler.b', cfg)!r}")
 
     heads: list = [None] * L
     lte = _take_lte(weights, seen, H, str(path))
@@ -173,23 +188,27 @@ def _check_config_against_tensors(cfg: BertConfig, weights: dict, seen: dict, wh
     """The config's sizes against the tensors the file really has, before anything is sized from
     the config (a crafted num_hidden_layers or vocab_size must not cost time or memory first)."""
     layers = {int(n.split(".")[1]): n for n in sorted(weights) if n.startswith("layers.")}
-    beyond = [n for i, n in layers.items() if i >= cfg.num_hidden_layers]
+    n_layers = arch.num_weight_layers(cfg)          # ALBERT: its one shared layer
+    beyond = [n for i, n in layers.items() if i >= n_layers]
     if beyond:
         raise CheckpointError(f"{where}: tensor {seen[beyond[0]]!r} belongs to a layer beyond "
                               f"num_hidden_layers={cfg.num_hidden_layers}")
-    if layers and max(layers) + 1 != cfg.num_hidden_layers:
+    if layers and max(layers) + 1 != n_layers:
         raise CheckpointError(f"{where}: config field 'num_hidden_layers' is {cfg.num_hidden_layers} but the "
                               f"checkpoint has only layers 0..{max(layers)}")
-    for name, field, axis in (("emb.word", "vocab_size", 0), ("emb.word", "hidden_size", 1),
+    width = "embedding_size" if arch.has_projection(cfg) else "hidden_size"
+    for name, field, axis in (("emb.word", "vocab_size", 0), ("emb.word", width, 1),
                               ("emb.pos", "max_position_embeddings", 0), ("emb.type", "type_vocab_size", 0),
                               ("layers.0.ffn.up.w", "intermediate_size", 0)):
         arr = weights.get(name)
         if arr is not None and arr.ndim == 2 and arr.shape[axis] != getattr(cfg, field):
             raise CheckpointError(f"{where}: config field {field!r} is {getattr(cfg, field)} but tensor "
-                                  f"{_hf_hint(name)!r} has shape {list(arr.shape)}")
+                                  f"{_hf_hint(name, cfg)!r} has shape {list(arr.shape)}")
 
 
-def _hf_hint(canonical: str) -> str:
+def _hf_hint(canonical: str, cfg: BertConfig | None = None) -> str:
+    if cfg is not None and cfg.model_type != "bert":
+        return arch.hf_names(cfg).get(canonical, canonical)
     inv = {v: k for k, v in _LAYER_PARTS.items()}
     m = re.fullmatch(r"layers\.(\d+)\.(\w+\.\w+)\.(w|b)", canonical)
     if m:
@@ -203,13 +222,25 @@ def _hf_hint(canonical: str) -> str:
 
 def _classifier_head(weights, seen, cfg, where) -> Head:
     if "classifier.w" not in weights or "classifier.b" not in weights:
-        raise CheckpointError(f"{where}: the classifier needs both 'classifier.weight' and 'classifier.bias'")
+        raise CheckpointError(f"{where}: the classifier needs both {_hf_hint('classifier.w', cfg)!r} and "
+                              f"{_hf_hint('classifier.b', cfg)!r}")
     w, b = weights["classifier.w"], weights["classifier.b"]
     C = cfg.num_labels or w.shape[0]
-    _check(seen["classifier.w"], w, (C, cfg.hidden_size), where)
+    H = cfg.hidden_size
+    _check(seen["classifier.w"], w, (C, H), where)
     _check(seen["classifier.b"], b, (C,), where)
+    if cfg.model_type != "bert" and "classifier.pooler.w" in arch.hf_names(cfg):
+        # RoBERTa / ELECTRA / DistilBERT: Linear, activation, Linear on token 0 (own pooler_linear head)
+        for n, shape in (("classifier.pooler.w", (H, H)), ("classifier.pooler.b", (H,))):
+            if n not in weights:
+                raise CheckpointError(f"{where}: the classifier lacks {_hf_hint(n, cfg)!r}")
+            _check(seen[n], weights[n], shape, where)
+        return Head("pooler_linear", {"pooler.w": weights["classifier.pooler.w"],
+                                      "pooler.b": weights["classifier.pooler.b"], "fc.w": w, "fc.b": b},
+                    act=cfg.classifier_act)
     if "pooler.w" not in weights:
-        raise CheckpointError(f"{where}: a classifier needs the pooler ('bert.pooler.dense.weight' is missing)")
+        pooler = "bert.pooler.dense.weight" if cfg.model_type == "bert" else _hf_hint("pooler.w", cfg)
+        raise CheckpointError(f"{where}: a classifier needs the pooler ({pooler!r} is missing)")
     return Head("shared_pooler", {"fc.w": w, "fc.b": b})
 
 

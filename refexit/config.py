@@ -5,7 +5,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import jsonio, validate
+from . import arch, jsonio, validate
 from .errors import ConfigError
 
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")  # erf GELU, tanh GELU (x2), ReLU
@@ -37,6 +37,14 @@ class BertConfig:
     strip_accents: bool | None = None        # None: follow do_lower_case (HF BertTokenizer rule)
     tokenize_chinese_chars: bool = True
     model_max_length: int = 512
+    # the model family and its quirks (refexit/arch.py); the defaults are BERT's
+    model_type: str = "bert"
+    embedding_size: int = 0                  # E of the embedding tables; 0: = hidden_size
+    position_offset: int = 0                 # RoBERTa: pad_token_id + 1 (positions start after it)
+    token_types: bool = True                 # False: DistilBERT (no token type table, type ids ignored)
+    shared_layers: bool = False              # ALBERT: one layer's weights applied num_hidden_layers times
+    classifier_act: str = "tanh"             # between the final classifier's two Linears
+    sinusoidal: bool = False                 # DistilBERT sinusoidal_pos_embds
 
     @property
     def head_dim(self) -> int:
@@ -53,7 +61,12 @@ class BertConfig:
     @property
     def max_length(self) -> int:
         """Longest sequence (in tokens, incl. [CLS]/[SEP]) the model accepts."""
-        return min(self.max_position_embeddings, self.model_max_length)
+        return min(self.max_positions, self.model_max_length)
+
+    @property
+    def max_positions(self) -> int:
+        """Position embeddings a sequence can use (RoBERTa: those after the offset)."""
+        return self.max_position_embeddings - self.position_offset
 
     def __post_init__(self):
         for name, hi in BOUNDS.items():
@@ -78,6 +91,9 @@ class BertConfig:
         if sorted(self.id2label) != list(range(len(self.id2label))):
             raise ConfigError(f"config field 'id2label' must have keys 0..C-1, got {sorted(self.id2label)}")
         validate.label_names(self.labels, None, "config field 'id2label'", ConfigError)
+        if self.embedding_size == 0:
+            object.__setattr__(self, "embedding_size", self.hidden_size)
+        arch.check_quirks(self)
 
     @classmethod
     def from_dict(cls, cfg: dict, tok_cfg: dict | None = None) -> "BertConfig":
@@ -87,9 +103,7 @@ class BertConfig:
             raise ConfigError("config.json must hold a JSON object")
         if tok_cfg is not None and not isinstance(tok_cfg, dict):
             raise ConfigError("tokenizer_config.json must hold a JSON object")
-        mt = cfg.get("model_type", "bert")
-        if mt != "bert":
-            raise ConfigError(f"config field 'model_type': {mt!r} is not supported (only 'bert')")
+        cfg, quirks = arch.bert_fields(cfg)         # a family's fields in BERT's names (refexit/arch.py)
         pet = cfg.get("position_embedding_type", "absolute")
         if pet != "absolute":
             raise ConfigError(f"config field 'position_embedding_type': {pet!r} is not supported")
@@ -128,6 +142,7 @@ class BertConfig:
             tokenize_chinese_chars=validate.boolean(tok_cfg.get("tokenize_chinese_chars", True),
                                                     f"{tc} 'tokenize_chinese_chars'"),
         )
+        kw.update(quirks)
         if not isinstance(kw["hidden_act"], str):
             raise ConfigError(f"config field 'hidden_act' must be a string, got {kw['hidden_act']!r}")
         mml = tok_cfg.get("model_max_length")

@@ -19,6 +19,7 @@ from .errors import CheckpointError
 
 HEAD_KINDS = ("pooler_linear", "shared_pooler", "mean_linear", "fastbert")
 FASTBERT_WIDTH = 128
+POOLER_ACT = {"tanh": np.tanh, "relu": nn.relu, "gelu": nn.gelu}   # Head.act (arch.CLASSIFIER_ACTS)
 
 
 def param_shapes(kind: str, H: int, C: int, width: int = FASTBERT_WIDTH) -> dict[str, tuple]:
@@ -43,6 +44,8 @@ class Head:
     params: dict                 # short name -> array, shapes from param_shapes()
     l2norm: bool = False         # mean_linear: L2-normalise the mean before fc
     attn_heads: int = 2          # fastbert: heads of its self-attention (FastBERT 2, SmartBERT 4)
+    act: str = "tanh"            # pooler_linear: after its pooler (the final classifier of RoBERTa: tanh,
+                                 # DistilBERT: relu, ELECTRA: gelu; refexit/arch.py)
 
     def __post_init__(self):
         if self.kind == "fastbert":
@@ -63,7 +66,7 @@ class Head:
         """x [T, H] hidden states of the real tokens -> feat [F]."""
         p = self.params
         if self.kind == "pooler_linear":
-            return np.tanh(nn.linear(x[0], p["pooler.w"], p["pooler.b"]))          # [H]
+            return POOLER_ACT[self.act](nn.linear(x[0], p["pooler.w"], p["pooler.b"]))   # [H]
         if self.kind == "shared_pooler":
             return np.tanh(nn.linear(x[0], pooler_w, pooler_b))                    # [H]
         if self.kind == "mean_linear":
@@ -91,7 +94,7 @@ class Head:
 
     def astype(self, dtype) -> "Head":
         return Head(self.kind, {k: v.astype(dtype) for k, v in self.params.items()},
-                    self.l2norm, self.attn_heads)
+                    self.l2norm, self.attn_heads, self.act)
 
 
 @dataclass

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import nn
+from . import arch, nn
 from .checkpoint import load_checkpoint
 from .config import BertConfig
-from .errors import InputError
+from .errors import ConfigError, InputError
 from .heads import ExitParams
 from .policies import Policy, Static
 from .results import ClassifyResult, LayerTrace
@@ -37,10 +37,12 @@ class Model:
         self.tokenizer = tokenizer      # refexit.tokenizer.Tokenizer (None for bare models)
         self.source = source
         self._layers = [{k[len(f"layers.{i}."):]: v for k, v in weights.items() if k.startswith(f"layers.{i}.")}
-                        for i in range(config.num_hidden_layers)]
+                        for i in range(arch.num_weight_layers(config))]
         if precision != "fp32":         # the six projections' weights as the C of `precision` holds them
             self._layers = [{k: nn.lowp_weight(precision, k[:-2], v) if k in _GEMM_WEIGHTS else v
                              for k, v in p.items()} for p in self._layers]
+        if config.shared_layers:        # ALBERT: one layer's weights, applied num_hidden_layers times
+            self._layers = self._layers * config.num_hidden_layers
 
     # ------------------------------------------------------------------ properties
     @property
@@ -94,10 +96,12 @@ class Model:
             n = int(np.sum(real[b]))
             if n == 0:
                 raise InputError(f"sample {b} has no tokens (attention_mask is all 0)")
-            if n > cfg.max_position_embeddings:
+            if n > cfg.max_positions:
                 raise InputError(f"sample {b} has {n} tokens; the model accepts at most "
-                                 f"{cfg.max_position_embeddings}")
+                                 f"{cfg.max_positions}")
             i, t = ids[b, :n].astype(np.int64), types[b, :n].astype(np.int64)
+            if not cfg.token_types:     # DistilBERT has no token types: its tokenizer's are ignored
+                t = np.zeros_like(t)
             if i.min() < 0 or i.max() >= cfg.vocab_size:
                 raise InputError(f"sample {b}: token id {int(i.max() if i.max() >= cfg.vocab_size else i.min())} "
                                  f"is outside the vocabulary [0, {cfg.vocab_size})")
@@ -108,9 +112,14 @@ class Model:
 
     # ------------------------------------------------------------------ forward pieces
     def embed(self, ids, type_ids):                              # [n] -> [n, H]
-        w = self.weights
-        return nn.embed(ids, type_ids, w["emb.word"], w["emb.pos"], w["emb.type"],
-                        w["emb.ln.w"], w["emb.ln.b"], self.config.layer_norm_eps)
+        w, c = self.weights, self.config
+        if c.model_type == "bert":
+            return nn.embed(ids, type_ids, w["emb.word"], w["emb.pos"], w["emb.type"],
+                            w["emb.ln.w"], w["emb.ln.b"], c.layer_norm_eps)
+        pos = arch.position_ids(ids, c)                                         # [n]
+        x = nn.embed_at(ids, type_ids, pos, w["emb.word"], w["emb.pos"], w.get("emb.type"),
+                        w["emb.ln.w"], w["emb.ln.b"], c.layer_norm_eps)          # [n, E]
+        return nn.linear(x, w["emb.proj.w"], w["emb.proj.b"]) if "emb.proj.w" in w else x   # [n, H]
 
     def layer(self, i: int, x, key_mask=None):                   # 0-based layer i: [n, H] -> [n, H]
         if key_mask is None:
@@ -141,9 +150,10 @@ class Model:
         B, T = ids.shape
         rows = self.rows(enc)
         types = np.asarray(enc.get("token_type_ids") if isinstance(enc, dict) else enc.token_type_ids)
-        types = np.zeros((B, T), np.int64) if types is None or types.shape != (B, T) else types
-        if T > self.config.max_position_embeddings:
-            raise InputError(f"padded length {T} exceeds {self.config.max_position_embeddings} positions")
+        types = np.zeros((B, T), np.int64) if types is None or types.shape != (B, T) or \
+            not self.config.token_types else types
+        if T > self.config.max_positions:
+            raise InputError(f"padded length {T} exceeds {self.config.max_positions} positions")
         states = [np.zeros((B, T, self.config.hidden_size), self.dtype) for _ in range(self.num_layers + 1)]
         for b, (r_ids, _) in enumerate(rows):
             key_mask = np.arange(T) < len(r_ids)                            # [T]
@@ -231,10 +241,44 @@ class Model:
                 f"from {self.source}>")
 
 
+class NoTokenizer:
+    """The tokenizer of a folder that ships none refexit reads (a RoBERTa / XLM-R / ALBERT folder
+    without tokenizer.json or vocab.json + merges.txt). False in a test; any use raises a
+    ConfigError saying so. Token ids work as for every model."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+    def __bool__(self):
+        return False
+
+    def __getattr__(self, name):
+        if name.startswith("__"):           # copy / pickle protocol lookups: plainly absent
+            raise AttributeError(name)
+        raise ConfigError(self.reason)
+
+    def __call__(self, *args, **kwargs):
+        raise ConfigError(self.reason)
+
+
 def load(path: str | Path, dtype=np.float32, exits: str | Path | None = None) -> Model:
-    """Load a Hugging Face BERT folder (config.json, model.safetensors, vocab.txt), plus its
-    exits.safetensors when present (or `exits`)."""
+    """Load a Hugging Face folder (config.json, model.safetensors, vocab.txt) of a family in
+    refexit.arch.FAMILIES, plus its exits.safetensors when present (or `exits`).
+
+    RoBERTa / XLM-R / ALBERT folders read their tokenizer.json (or vocab.json + merges.txt) with
+    refexit.tokenizers.load_tokenizer (byte-level BPE, Unigram); without one they load with a
+    NoTokenizer (false; using it raises ConfigError) and take token ids."""
     from .tokenizers.wordpiece import Tokenizer
     cfg, weights, exit_params, labels = load_checkpoint(path, dtype=dtype, exits=exits)
-    tok = Tokenizer.from_dir(path, cfg)
+    folder = Path(path)
+    if cfg.model_type in ("bert", "distilbert", "electra") or (folder / "vocab.txt").is_file():
+        tok = Tokenizer.from_dir(path, cfg)
+    elif (folder / "tokenizer.json").is_file() or (folder / "vocab.json").is_file():
+        from .tokenizers.load import load_tokenizer
+        tok = load_tokenizer(folder, cfg)
+    else:
+        tok = NoTokenizer(
+            f"{path}: this {cfg.model_type} folder has no tokenizer refexit reads (tokenizer.json, "
+            f"vocab.txt, or vocab.json + merges.txt): classify token ids instead (Python: "
+            f"model.classify({{'input_ids': ..., 'attention_mask': ...}}); compiled programs: --ids)")
     return Model(cfg, weights, exit_params, labels, tok, source=str(path))

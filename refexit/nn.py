@@ -202,3 +202,11 @@ def embed(ids, type_ids, word, pos, typ, ln_w, ln_b, eps: float):
     """ids, type_ids [T] int -> [T, H]: word + position + token type, then LayerNorm."""
     T = ids.shape[0]
     return layer_norm(word[ids] + pos[:T] + typ[type_ids], ln_w, ln_b, eps)
+
+
+def embed_at(ids, type_ids, positions, word, pos, typ, ln_w, ln_b, eps: float):
+    """ids, type_ids, positions [T] int -> [T, E]: word (+ type, when the family has a token type
+    table: typ None = DistilBERT) + pos[positions], summed in HF's order, then LayerNorm (at the
+    embedding width E)."""
+    x = word[ids] if typ is None else word[ids] + typ[type_ids]          # [T, E]
+    return layer_norm(x + pos[positions], ln_w, ln_b, eps)

@@ -52,7 +52,7 @@ from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegac
 
 SEED = 1234
 TRUNC = 16          # the truncation case (max_length) for singles and pairs
-SIZE_LIMIT = 2_500_000
+SIZE_LIMIT = 3_500_000     # 2.5 MB + the model families' folders
 
 FAST_FINAL_SIGMA = "fast lowercases char by char: no final sigma (ς)"
 FAST_SPECIAL_CTRL = "fast matches special tokens before removing control chars"
@@ -576,16 +576,125 @@ def tiny_golden(model_dir: Path, out: Path, name: str, seed: int, **cfg_kw) -> N
     print(f"{name}: logits {arrays['logits_f64'].shape}, hidden {h64.shape}")
 
 
+# ---------------------------------------------------------------- 4. model families (issue 19)
+
+FAMILY_IDS_ROWS = 4          # rows of the id batches of the families without a tokenizer here
+
+
+def family_configs():
+    """name -> (config, model class, id of [CLS]/<s>, id of [SEP]/</s>, pad id): tiny random models
+    of each family, every quirk switched on (ALBERT and ELECTRA with embedding_size != hidden_size,
+    DistilBERT with sinusoidal position embeddings, RoBERTa with its padding_idx position offset)."""
+    from transformers import (AlbertConfig, AlbertForSequenceClassification, DistilBertConfig,
+                              DistilBertForSequenceClassification, ElectraConfig,
+                              ElectraForSequenceClassification, RobertaConfig,
+                              RobertaForSequenceClassification)
+    labels = dict(id2label={0: "neg", 1: "neu", 2: "pos"}, label2id={"neg": 0, "neu": 1, "pos": 2})
+    return {
+        "roberta": (RobertaConfig(vocab_size=120, hidden_size=40, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=72, max_position_embeddings=34, type_vocab_size=1,
+                                  layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+                                  hidden_act="gelu", **labels),
+                    RobertaForSequenceClassification, 0, 2, 1),
+        "distilbert": (DistilBertConfig(vocab_size=600, dim=40, n_layers=2, n_heads=4, hidden_dim=72,
+                                        max_position_embeddings=64, sinusoidal_pos_embds=True,
+                                        activation="gelu", pad_token_id=0, **labels),
+                       DistilBertForSequenceClassification, 2, 3, 0),
+        "albert": (AlbertConfig(vocab_size=120, embedding_size=24, hidden_size=40, num_hidden_layers=3,
+                                num_attention_heads=4, intermediate_size=72, max_position_embeddings=32,
+                                type_vocab_size=2, layer_norm_eps=1e-12, pad_token_id=0, bos_token_id=2,
+                                eos_token_id=3, hidden_act="gelu_new", num_hidden_groups=1, inner_group_num=1,
+                                **labels),
+                   AlbertForSequenceClassification, 2, 3, 0),
+        "electra": (ElectraConfig(vocab_size=600, embedding_size=24, hidden_size=40, num_hidden_layers=2,
+                                  num_attention_heads=4, intermediate_size=72, max_position_embeddings=64,
+                                  type_vocab_size=2, layer_norm_eps=1e-12, pad_token_id=0, hidden_act="gelu",
+                                  **labels),
+                    ElectraForSequenceClassification, 2, 3, 0),
+    }
+
+
+def id_batch(seed, vocab, cls, sep, pad, lengths, pair_at=None, pad_inside=None):
+    """Random id rows [CLS] w.. [SEP] (and w.. [SEP] for the pair row, token type 1), right-padded:
+    int64 [B, T] ids, mask, types. pad_inside: (row, position) holding the pad id as a real token."""
+    rng = np.random.default_rng(seed)
+    T = max(lengths)
+    ids, mask, types = np.full((len(lengths), T), pad), np.zeros((len(lengths), T), np.int64), \
+        np.zeros((len(lengths), T), np.int64)
+    words = [i for i in range(5, vocab)]
+    for b, n in enumerate(lengths):
+        row = [cls] + list(rng.choice(words, n - 2)) + [sep]
+        if b == pair_at:
+            cut = n // 2
+            row[cut] = sep
+            types[b, cut + 1:n] = 1
+        ids[b, :n], mask[b, :n] = row, 1
+    if pad_inside is not None:
+        ids[pad_inside] = pad
+    return ids.astype(np.int64), mask, types
+
+
+@torch.no_grad()
+def run_family(model, ids, mask, types):
+    kw = dict(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), output_hidden_states=True)
+    if model.config.model_type != "distilbert":          # DistilBERT has no token types
+        kw["token_type_ids"] = torch.from_numpy(types)
+    out = model(**kw)
+    return out, torch.stack(out.hidden_states).numpy()  # [L+1, B, T, H]
+
+
+def families_golden(model_dir: Path, out: Path) -> None:
+    """<family>/ (save_pretrained: config.json, model.safetensors; vocab.txt + tokenizer files for the
+    WordPiece families) and <family>_golden.npz (input_ids, attention_mask, token_type_ids [B, T];
+    logits_f32/_f64 [B, C]; hidden_f64 [L+1, B, T, H]) for RoBERTa, DistilBERT, ALBERT, ELECTRA.
+    The WordPiece families (DistilBERT, ELECTRA) encode TINY_BATCH with the tiny vocabulary; RoBERTa
+    and ALBERT get random id rows (their BPE / Unigram tokenizers are golden elsewhere): a pair row
+    with token types (ALBERT), and for RoBERTa its pad id inside a real row (position ids skip it)."""
+    for k, (name, (config, cls_, cls_id, sep_id, pad_id)) in enumerate(family_configs().items()):
+        folder = out / name
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(SEED + 10 + k)
+        model = cls_(config).eval()
+        pos = [n for n, _ in model.named_parameters() if n.endswith("position_embeddings.weight")]
+        sinus = model.get_parameter(pos[0]).detach().clone() if name == "distilbert" else None
+        randomize(model, SEED + 10 + k)
+        if sinus is not None:                            # keep the sinusoidal table the config promises
+            with torch.no_grad():
+                model.get_parameter(pos[0]).copy_(sinus)
+        model.config.architectures = [cls_.__name__]
+        model.save_pretrained(str(folder))
+        if name in ("distilbert", "electra"):
+            vocab = tiny_vocab(model_dir)
+            (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+            tok = BertTokenizer(vocab={t: i for i, t in enumerate(vocab)}, model_max_length=64)
+            tok.save_pretrained(str(folder))
+            ids, mask, types = padded_batch(tok, TINY_BATCH)
+            extra = batch_texts(TINY_BATCH)
+        else:
+            lengths = [7, 12, 3, 9] if name == "roberta" else [6, 11, 4, 8]
+            ids, mask, types = id_batch(SEED + k, config.vocab_size, cls_id, sep_id, pad_id, lengths,
+                                        pair_at=1 if name == "albert" else None,
+                                        pad_inside=(1, 5) if name == "roberta" else None)
+            extra = {}
+        model = cls_.from_pretrained(str(folder), attn_implementation="eager").eval()
+        o32, _ = run_family(model, ids, mask, types)
+        o64, h64 = run_family(model.double(), ids, mask, types)
+        save_npz(out / f"{name}_golden.npz", input_ids=ids, attention_mask=mask, token_type_ids=types,
+                 logits_f64=o64.logits.numpy().astype(np.float64), logits_f32=o32.logits.numpy(),
+                 hidden_f64=h64.astype(np.float64), **extra)
+        print(f"{name}: logits {tuple(o64.logits.shape)}, hidden {h64.shape}")
+
+
 # ---------------------------------------------------------------- main
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model-dir", required=True, type=Path, help="local all-MiniLM-L6-v2 folder")
     ap.add_argument("--out", default=Path("tests/golden"), type=Path)
-    ap.add_argument("--only", choices=("tokens", "codepoints", "models"), action="append",
+    ap.add_argument("--only", choices=("tokens", "codepoints", "models", "families"), action="append",
                     help="write only these parts (repeatable; default: all)")
     args = ap.parse_args(argv)
-    parts = set(args.only or ("tokens", "codepoints", "models"))
+    parts = set(args.only or ("tokens", "codepoints", "models", "families"))
     for f in ("config.json", "vocab.txt", "model.safetensors"):
         if not (args.model_dir / f).is_file():
             ap.error(f"{args.model_dir / f} does not exist")
@@ -597,6 +706,8 @@ def main(argv=None) -> int:
         tokens_golden(args.model_dir, args.out)
     if "codepoints" in parts:
         codepoints_golden(args.model_dir, args.out)
+    if "families" in parts:
+        families_golden(args.model_dir, args.out)
     if "models" not in parts:
         return 0
     hidden_golden(args.model_dir, args.out)

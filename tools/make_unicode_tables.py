@@ -226,5 +226,140 @@ def verify(path: Path) -> int:
     return 1 if bad else 0
 
 
-if __name__ == "__main__":
+if __name__ == "__main__" and "--tokenizer-json" not in sys.argv[1:]:
     sys.exit(main())
+
+
+# ---------------------------------------------------------------- tokenizer.json pipelines (appended)
+#
+#     python tools/make_unicode_tables.py --tokenizer-json \
+#         --normalization unicode-normalization-alignments-0.1.12/src/tables.rs
+#
+# writes refexit/tokenizers/tokenizer_json_unicode.txt, the classes the other components of a
+# tokenizer.json pipeline use beyond BertNormalizer / BertPreTokenizer:
+#
+#   bytelevel_letter, bytelevel_number, bytelevel_space
+#                   \p{L}, \p{N} and \s of the ByteLevel pre-tokenizer's regex
+#                   ('s|'t|...| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+), as the Oniguruma
+#                   library compiled into the `tokenizers` wheel sees them: read off
+#                   `pre_tokenizers.ByteLevel` on every code point (as the lower case table is)
+#   word, word_space \w and \s of the Rust `regex` crate (Whitespace pre-tokenizer: \w+|[^\w\s]+),
+#                   read off `pre_tokenizers.Whitespace` on every code point
+#   combining_mark  `is_combining_mark` of unicode-normalization-alignments (StripAccents),
+#                   read off `normalizers.StripAccents`
+#   compat_decomposition
+#                   full compatibility decomposition where it differs from the canonical one
+#                   (NFKD/NFKC), read off `normalizers.NFKD` per code point
+#   composition     COMPOSITION_TABLE_KV and composition_table_astral of the pinned
+#                   unicode-normalization-alignments 0.1.12 tables.rs (NFC/NFKC), a,b:c
+#
+# then checks NFC/NFKC/NFKD/StripAccents of the tables against the wheel on every code point.
+
+JSON_TABLES = ROOT / "refexit" / "tokenizers" / "tokenizer_json_unicode.txt"
+
+
+def json_tables_main(argv) -> int:
+    ap = argparse.ArgumentParser(description="write refexit/tokenizers/tokenizer_json_unicode.txt")
+    ap.add_argument("--tokenizer-json", action="store_true", required=True)
+    ap.add_argument("--normalization", type=Path, required=True,
+                    help="unicode-normalization-alignments 0.1.12 src/tables.rs")
+    ap.add_argument("--out", type=Path, default=JSON_TABLES)
+    args = ap.parse_args(argv)
+    got = sha256(args.normalization)
+    if got != NORMALIZATION_SHA256:
+        raise SystemExit(f"{args.normalization}: sha256 {got}, expected {NORMALIZATION_SHA256}")
+    import tokenizers
+    from tokenizers import normalizers, pre_tokenizers
+    if tokenizers.__version__ != TOKENIZERS_VERSION:
+        raise SystemExit(f"tokenizers {tokenizers.__version__} installed; the tables pin {TOKENIZERS_VERSION}")
+    from refexit.tokenizers import unicode_pinned as up
+    canon = up.load()
+
+    bl = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    ws = pre_tokenizers.Whitespace()
+    strip, nfkd, nfd = normalizers.StripAccents(), normalizers.NFKD(), normalizers.NFD()
+    classes = {k: [] for k in ("bytelevel_letter", "bytelevel_number", "bytelevel_space", "word",
+                               "word_space", "combining_mark")}
+    compat = {}
+    for cp in range(0x110000):
+        if 0xD800 <= cp < 0xE000:
+            continue
+        ch = chr(cp)
+        letter = len(bl.pre_tokenize_str("a" + ch)) == 1
+        number = len(bl.pre_tokenize_str("1" + ch)) == 1
+        other = len(bl.pre_tokenize_str("!" + ch)) == 1
+        if letter + number + other > 1:
+            raise SystemExit(f"U+{cp:04X}: ByteLevel classes overlap")
+        if letter:
+            classes["bytelevel_letter"].append(cp)
+        elif number:
+            classes["bytelevel_number"].append(cp)
+        elif not other:
+            classes["bytelevel_space"].append(cp)
+        pieces = [p for p, _ in ws.pre_tokenize_str("a" + ch)]
+        if pieces == ["a" + ch]:
+            classes["word"].append(cp)
+        elif pieces == ["a"]:
+            classes["word_space"].append(cp)
+        elif pieces != ["a", ch]:
+            raise SystemExit(f"U+{cp:04X}: Whitespace pre-tokenizer gave {pieces!r}")
+        if strip.normalize_str(ch) == "":
+            classes["combining_mark"].append(cp)
+        k = nfkd.normalize_str(ch)
+        if k != nfd.normalize_str(ch):
+            compat[cp] = [ord(c) for c in k]
+    norm = args.normalization.read_text(encoding="utf-8")
+    m = re.search(r"COMPOSITION_TABLE_KV: &\[\(u32, char\)\] = &\[(.*?)\];", norm, re.S)
+    comp = [((k >> 16), k & 0xFFFF, int(v, 16)) for k, v in
+            ((int(a, 16), b) for a, b in re.findall(r"\(0x([0-9A-Fa-f]+), '\\u\{([0-9A-Fa-f]+)\}'\)", m.group(1)))]
+    m = re.search(r"fn composition_table_astral.*?\{(.*?)\n\}", norm, re.S)
+    comp += [(int(a, 16), int(b, 16), int(c, 16)) for a, b, c in
+             re.findall(r"\('\\u\{([0-9A-Fa-f]+)\}', '\\u\{([0-9A-Fa-f]+)\}'\) => Some\('\\u\{([0-9A-Fa-f]+)\}'\)",
+                        m.group(1))]
+    assert len(comp) > 900, len(comp)
+    lines = [
+        "# Pinned Unicode classes of the tokenizer.json components beyond BertNormalizer / BertPreTokenizer.",
+        "# Written by tools/make_unicode_tables.py --tokenizer-json; do not edit. Code points in hex; a-b = a range.",
+        f"# read off tokenizers {TOKENIZERS_VERSION} on every code point (Oniguruma \\p{{L}} \\p{{N}} \\s of ByteLevel;",
+        "# regex-crate \\w \\s of Whitespace; StripAccents; NFKD); composition: unicode-normalization-alignments",
+        f"# 0.1.12 (Unicode 9.0) src/tables.rs sha256 {NORMALIZATION_SHA256}",
+    ]
+    notes = {"bytelevel_letter": "\\p{L} of the ByteLevel regex", "bytelevel_number": "\\p{N} of the ByteLevel regex",
+             "bytelevel_space": "\\s of the ByteLevel regex", "word": "\\w of the Whitespace pre-tokenizer",
+             "word_space": "\\s of the Whitespace pre-tokenizer", "combining_mark": "dropped by StripAccents"}
+    for name, cps in classes.items():
+        lines.append(f"@{name:17s} {notes[name]}")
+        lines += wrap(fmt_ranges(ranges(cps)))
+    lines.append("@compat_decomposition  full NFKD of one code point where it differs from NFD, cp:seq")
+    lines += wrap([f"{cp:X}:" + ",".join(f"{x:X}" for x in v) for cp, v in sorted(compat.items())])
+    lines.append("@composition    canonical composition a,b:c (Hangul algorithmic)")
+    lines += wrap([f"{a:X},{b:X}:{c:X}" for a, b, c in sorted(comp)])
+    args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"{args.out}: {args.out.stat().st_size} bytes; " + ", ".join(f"{k} {len(v)}" for k, v in classes.items())
+          + f", {len(compat)} compatibility decompositions, {len(comp)} compositions")
+    return verify_json_tables(args.out)
+
+
+def verify_json_tables(path: Path) -> int:
+    """NFD/NFKD/NFC/NFKC/StripAccents of the tables against the wheel on every code point, alone and
+    after a base letter (so compositions with a starter are exercised)."""
+    from tokenizers import normalizers
+    from refexit.tokenizers import tokenizer_json as tj
+    bad = 0
+    for name in ("NFD", "NFKD", "NFC", "NFKC", "StripAccents"):
+        rust = getattr(normalizers, name)()
+        mine = tj.build_normalizer({"type": name})
+        for cp in range(0x110000):
+            if 0xD800 <= cp < 0xE000:
+                continue
+            for text in (chr(cp), "e" + chr(cp), "\u1100" + chr(cp)):
+                if rust.normalize_str(text) != mine(text):
+                    bad += 1
+                    if bad < 20:
+                        print(f"{name} {text!r}: rust {rust.normalize_str(text)!r} tables {mine(text)!r}")
+    print(f"tokenizer.json tables verified against tokenizers on every code point: {bad} differences")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__" and "--tokenizer-json" in sys.argv[1:]:
+    sys.exit(json_tables_main(sys.argv[1:]))

@@ -1,0 +1,112 @@
+#!/usr/bin/env python
+"""Count disagreements between refexit's tokenizer.json pipelines and the live
+`transformers.AutoTokenizer` (Rust `tokenizers` backend), for every kind of tests/golden/tokenizers/
+(byte-level BPE, Unigram, WordPiece; tools/make_tokenizer_golden.py) or the folders given.
+
+    python tools/check_tokenizer_json.py                         # every golden kind, everything below
+    python tools/check_tokenizer_json.py --kind albert --generated 5000 --no-datasets
+    python tools/check_tokenizer_json.py --folder /path/to/hf-model-folder
+
+Inputs (as tools/check_tokenizer_hf.py, the sibling for BERT's WordPiece and its C version):
+  data sets   every train+dev+test text of rotten_tomatoes, sms_spam, bbc_news, tweets: singles at
+              max_length 128 and 512; pairs of consecutive texts at 32, 33, 64, 65, 128, 129
+  generated   --generated strings (default 20,000; check_tokenizer_hf.generated_texts, seeded):
+              singles at 512 and 16, consecutive pairs at 17 and 32
+
+Both `TokenizerJson` and what `load_tokenizer` returns for the folder (wordpiece.Tokenizer for the
+BERT WordPiece kinds) are checked. Prints one line per (kind, input set, max_length) and the
+totals; exit status 1 on any mismatch.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
+
+from check_tokenizer_hf import DATASETS, PAIR_MLS, SINGLE_MLS, generated_texts  # noqa: E402
+
+GOLDEN = ROOT / "tests" / "golden" / "tokenizers"
+
+
+def check_folder(folder: Path, sets: dict[str, list[str]], show: int) -> int:
+    from transformers import AutoTokenizer
+    from refexit.tokenizers import TokenizerJson, load_tokenizer
+    hf = AutoTokenizer.from_pretrained(str(folder))
+    assert hf.is_fast, type(hf)
+    ours = {"pipeline": TokenizerJson.from_file(folder / "tokenizer.json", max_length=1 << 20),
+            "load_tokenizer": load_tokenizer(folder, max_length=1 << 20)}
+    for tok in ours.values():                      # each text is tokenized once, then truncated per case
+        name = "tokenize_ids" if hasattr(tok, "tokenize_ids") else "tokenize"
+        setattr(tok, name, functools.lru_cache(maxsize=None)(getattr(tok, name)))
+    total = 0
+    for name, texts in sets.items():
+        singles = (512, 16) if name == "generated" else SINGLE_MLS
+        pairs = (17, 32) if name == "generated" else PAIR_MLS
+        for kind, mls in (("single", singles), ("pair", pairs)):
+            for ml in mls:
+                t0 = time.time()
+                cases = [(t, None) for t in texts] if kind == "single" else list(zip(texts[:-1], texts[1:]))
+                want_ids, want_types = [], []
+                for k in range(0, len(cases), 64):   # small batches: see check_tokenizer_hf.py
+                    a = [x for x, _ in cases[k:k + 64]]
+                    b = None if kind == "single" else [y for _, y in cases[k:k + 64]]
+                    enc = hf(a, b, max_length=ml, truncation=True, return_token_type_ids=True)
+                    want_ids += enc["input_ids"]
+                    want_types += enc["token_type_ids"]
+                bad = {who: [] for who in ours}
+                for k, (a, b) in enumerate(cases):
+                    w = (list(want_ids[k]), list(want_types[k]))
+                    for who, tok in ours.items():
+                        if tok.encode(a, b, ml) != w:
+                            bad[who].append((a, b))
+                n_bad = sum(len(v) for v in bad.values())
+                total += n_bad
+                print(f"{folder.name:16s} {name:16s} {kind:6s} max_length {ml:3d}: {len(cases):6d} inputs, "
+                      f"mismatches " + ", ".join(f"{who} {len(v)}" for who, v in bad.items())
+                      + f"  ({time.time() - t0:.1f} s)", flush=True)
+                for who, v in bad.items():
+                    for a, b in v[:show]:
+                        print(f"    {who}: {a!r:.200}" + (f" / {b!r:.200}" if b is not None else ""))
+    return total
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--kind", action="append", help="a folder name under tests/golden/tokenizers (repeatable)")
+    ap.add_argument("--folder", type=Path, action="append", help="any HF folder holding tokenizer.json")
+    ap.add_argument("--generated", type=int, default=20000)
+    ap.add_argument("--seed", type=int, default=16)
+    ap.add_argument("--no-datasets", action="store_true")
+    ap.add_argument("--show", type=int, default=3, help="mismatches printed per set")
+    args = ap.parse_args(argv)
+    import tokenizers
+    from refexit import data
+    folders = list(args.folder or []) + [GOLDEN / k for k in (args.kind or [])]
+    if not folders:
+        folders = sorted(p for p in GOLDEN.iterdir() if (p / "tokenizer.json").is_file())
+    sets: dict[str, list[str]] = {}
+    if not args.no_datasets:
+        for name in DATASETS:
+            ds = data.load_dataset(name)
+            sets[name] = list(ds.train.texts) + list(ds.dev.texts) + list(ds.test.texts)
+    if args.generated:
+        sets["generated"] = generated_texts(args.generated, args.seed)
+    print(f"python {sys.version.split()[0]}, tokenizers {tokenizers.__version__}; "
+          f"{sum(map(len, sets.values()))} texts; folders: {', '.join(str(f) for f in folders)}")
+    total = sum(check_folder(f, sets, args.show) for f in folders)
+    print(f"total mismatches: {total}")
+    return 1 if total else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
