@@ -13,8 +13,9 @@ Inputs (as tools/check_tokenizer_hf.py, the sibling for BERT's WordPiece and its
   generated   --generated strings (default 20,000; check_tokenizer_hf.generated_texts, seeded):
               singles at 512 and 16, consecutive pairs at 17 and 32
 
-Both `TokenizerJson` and what `load_tokenizer` returns for the folder (wordpiece.Tokenizer for the
-BERT WordPiece kinds) are checked. Prints one line per (kind, input set, max_length) and the
+`TokenizerJson`, what `load_tokenizer` returns for the folder (wordpiece.Tokenizer for the BERT
+WordPiece kinds) and, for byte-level BPE folders, the generated C (codegen.tokenizer_emit.pack_bpe,
+CBpeTokenizer) are checked. Prints one line per (kind, input set, max_length) and the
 totals; exit status 1 on any mismatch.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ import argparse
 import functools
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -45,7 +47,15 @@ def check_folder(folder: Path, sets: dict[str, list[str]], show: int) -> int:
     assert hf.is_fast, type(hf)
     ours = {"pipeline": TokenizerJson.from_file(folder / "tokenizer.json", max_length=1 << 20),
             "load_tokenizer": load_tokenizer(folder, max_length=1 << 20)}
-    for tok in ours.values():                      # each text is tokenized once, then truncated per case
+    try:                                           # the generated C, for the pipelines it implements
+        from codegen import tokenizer_emit as te
+        packed = te.pack_bpe(ours["pipeline"])
+        ours["C"] = te.CBpeTokenizer(te.build_bpe_library(tempfile.mkdtemp(prefix="refexit-bpecheck-")), packed)
+    except ValueError:
+        pass
+    for who, tok in ours.items():                  # each text is tokenized once, then truncated per case
+        if who == "C":
+            continue
         name = "tokenize_ids" if hasattr(tok, "tokenize_ids") else "tokenize"
         setattr(tok, name, functools.lru_cache(maxsize=None)(getattr(tok, name)))
     total = 0
@@ -57,9 +67,12 @@ def check_folder(folder: Path, sets: dict[str, list[str]], show: int) -> int:
                 t0 = time.time()
                 cases = [(t, None) for t in texts] if kind == "single" else list(zip(texts[:-1], texts[1:]))
                 want_ids, want_types = [], []
-                for k in range(0, len(cases), 64):   # small batches: see check_tokenizer_hf.py
-                    a = [x for x, _ in cases[k:k + 64]]
-                    b = None if kind == "single" else [y for _, y in cases[k:k + 64]]
+                step = 64 if kind == "single" else 4
+                for k in range(0, len(cases), step):
+                    # small batches: the Rust tokenizer builds every overflowing window of both texts
+                    # of a truncated pair (their product): gigabytes for a batch of long articles
+                    a = [x for x, _ in cases[k:k + step]]
+                    b = None if kind == "single" else [y for _, y in cases[k:k + step]]
                     enc = hf(a, b, max_length=ml, truncation=True, return_token_type_ids=True)
                     want_ids += enc["input_ids"]
                     want_types += enc["token_type_ids"]
