@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from refexit.errors import CheckpointError, ConfigError, InputError
 from refexit.tokenizers import Tokenizer, TokenizerJson, load_tokenizer
 from refexit.tokenizers.tokenizer_json import build_normalizer, build_pre_tokenizer
+from test_fuzz_loaders import json_values, only_refexit_errors
 from test_tokenizer import RUST_TRICKY, mixed_texts
 
 GOLDEN = Path(__file__).parent / "golden" / "tokenizers"
@@ -273,9 +274,10 @@ def test_bad_models(tmp_path):
     with pytest.raises(ConfigError, match="unk_id"):
         TokenizerJson.from_file(_write(tmp_path, spec))
     spec = _spec("distilbert")
-    spec["model"]["vocab"]["[UNK]"] = -1
-    with pytest.raises(ConfigError, match="non-negative"):
-        TokenizerJson.from_file(_write(tmp_path, spec))
+    for bad in (-1, 10 ** 9):
+        spec["model"]["vocab"]["[UNK]"] = bad
+        with pytest.raises(ConfigError, match="integer id in"):
+            TokenizerJson.from_file(_write(tmp_path, spec))
     spec = _spec("distilbert")
     spec["post_processor"]["special_tokens"]["[CLS]"]["ids"] = [10 ** 6]
     with pytest.raises(ConfigError, match="post_processor adds token id"):
@@ -292,6 +294,33 @@ def test_truncated_and_non_json_files(tmp_path):
         TokenizerJson.from_file(tmp_path / "tokenizer.json")
     with pytest.raises(ConfigError, match="cannot be read"):
         TokenizerJson.from_file(tmp_path / "absent.json")
+
+
+def _mutate(spec, path: list[int], value):
+    """Replace the node a path of indices leads to (each index picks a key / item, modulo)."""
+    node = spec
+    for depth, i in enumerate(path):
+        keys = list(node) if isinstance(node, dict) else list(range(len(node)))
+        if not keys:
+            break
+        k = keys[i % len(keys)]
+        if depth == len(path) - 1 or not isinstance(node[k], (dict, list)):
+            node[k] = value
+            return spec
+        node = node[k]
+    return spec
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(kind=st.sampled_from(KINDS), path=st.lists(st.integers(0, 10**6), min_size=1, max_size=5),
+       value=json_values, text=json_texts)
+def test_fuzz_mutated_files(kind, path, value, text):
+    """Any one value of a tokenizer.json replaced by another JSON value: loading and encoding give
+    a result or a RefexitError (ConfigError / InputError) that says what is wrong, nothing else."""
+    spec = _mutate(_spec(kind), path, value)
+    tok = only_refexit_errors(TokenizerJson, spec)
+    if isinstance(tok, TokenizerJson):
+        only_refexit_errors(tok.encode, text, "b", 64)
 
 
 # ------------------------------------------------------------------ load_tokenizer fallbacks

@@ -47,6 +47,7 @@ MODELS = ("WordPiece", "BPE", "Unigram", "WordLevel")
 POST_PROCESSORS = ("TemplateProcessing", "BertProcessing", "RobertaProcessing", "ByteLevel", "Sequence")
 BEHAVIOURS = ("Removed", "Isolated", "MergedWithPrevious", "MergedWithNext", "Contiguous")
 _CACHE_LIMIT = 1 << 20
+MAX_ID = 1 << 24                # token ids above this are refused (the id -> token table is a list)
 
 
 # ---------------------------------------------------------------- reading the JSON
@@ -579,8 +580,8 @@ class Unigram:
 def _vocab_dict(w: _Where) -> dict[str, int]:
     vocab = w.get("vocab", "dict")
     for tok, i in vocab.items():
-        if not isinstance(i, int) or isinstance(i, bool) or i < 0:
-            w.fail(f"vocab[{tok!r}] must be a non-negative integer id, got {i!r:.40}")
+        if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < MAX_ID:
+            w.fail(f"vocab[{tok!r}] must be an integer id in [0, {MAX_ID}), got {i!r:.40}")
     return vocab
 
 
