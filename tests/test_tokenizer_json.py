@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -356,6 +357,24 @@ def test_load_tokenizer_errors(tmp_path):
     tok = load_tokenizer(GOLDEN / "albert", Cfg())
     assert tok.max_length == 64 and tok.pad_id == 0
     assert load_tokenizer(GOLDEN / "albert", max_length=100).max_length == 100
+
+
+@pytest.mark.parametrize("kind, edit, match", [
+    ("distilbert", {"do_lower_case": False}, "do_lower_case"),
+    ("electra", {"strip_accents": True}, "strip_accents"),
+    ("distilbert", {"tokenize_chinese_chars": False}, "chinese"),
+    ("roberta", {"add_prefix_space": True}, "add_prefix_space"),
+    ("albert", {"keep_accents": True}, "keep_accents"),
+])
+def test_config_must_agree_with_tokenizer_json(tmp_path, kind, edit, match):
+    """transformers 5 rebuilds these settings from tokenizer_config.json: a folder where they
+    disagree with tokenizer.json is refused rather than tokenized differently from AutoTokenizer."""
+    folder = tmp_path / kind
+    shutil.copytree(GOLDEN / kind, folder)
+    cfg = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    (folder / "tokenizer_config.json").write_text(json.dumps(cfg | edit), encoding="utf-8")
+    with pytest.raises(ConfigError, match=match):
+        load_tokenizer(folder)
 
 
 def test_behaviour_names_the_file():
