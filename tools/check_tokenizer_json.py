@@ -40,7 +40,7 @@ from check_tokenizer_hf import DATASETS, PAIR_MLS, SINGLE_MLS, generated_texts  
 GOLDEN = ROOT / "tests" / "golden" / "tokenizers"
 
 
-def check_folder(folder: Path, sets: dict[str, list[str]], show: int) -> int:
+def check_folder(folder: Path, sets: dict[str, list[str]], show: int, pair_chars: int | None = None) -> int:
     from transformers import AutoTokenizer
     from refexit.tokenizers import TokenizerJson, load_tokenizer
     hf = AutoTokenizer.from_pretrained(str(folder))
@@ -65,7 +65,8 @@ def check_folder(folder: Path, sets: dict[str, list[str]], show: int) -> int:
         for kind, mls in (("single", singles), ("pair", pairs)):
             for ml in mls:
                 t0 = time.time()
-                cases = [(t, None) for t in texts] if kind == "single" else list(zip(texts[:-1], texts[1:]))
+                cut = [t[:pair_chars] for t in texts] if pair_chars else texts
+                cases = [(t, None) for t in texts] if kind == "single" else list(zip(cut[:-1], cut[1:]))
                 want_ids, want_types = [], []
                 step = 64 if kind == "single" else 4
                 for k in range(0, len(cases), step):
@@ -101,6 +102,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=16)
     ap.add_argument("--no-datasets", action="store_true")
     ap.add_argument("--show", type=int, default=3, help="mismatches printed per set")
+    ap.add_argument("--pair-chars", type=int, default=None,
+                    help="cut each text of a pair to this many characters (both sides see the cut text): "
+                         "bounds the Rust tokenizer's overflow windows of long articles")
     args = ap.parse_args(argv)
     import tokenizers
     from refexit import data
@@ -116,7 +120,7 @@ def main(argv=None) -> int:
         sets["generated"] = generated_texts(args.generated, args.seed)
     print(f"python {sys.version.split()[0]}, tokenizers {tokenizers.__version__}; "
           f"{sum(map(len, sets.values()))} texts; folders: {', '.join(str(f) for f in folders)}")
-    total = sum(check_folder(f, sets, args.show) for f in folders)
+    total = sum(check_folder(f, sets, args.show, args.pair_chars) for f in folders)
     print(f"total mismatches: {total}")
     return 1 if total else 0
 
