@@ -216,6 +216,20 @@ def test_live_pre_tokenizers(spec, text):
     assert got == want
 
 
+@live
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(kind=st.sampled_from(KINDS), norms=st.lists(st.sampled_from(NORMALIZERS), max_size=2),
+       pre=st.sampled_from(PRE_TOKENIZERS), text=json_texts, pair=st.none() | json_texts)
+def test_live_composed_pipelines(kind, norms, pre, text, pair):
+    """Each golden model behind other normalizers and pre-tokenizers, whole pipelines against Rust."""
+    spec = _spec(kind)
+    spec["normalizer"] = {"type": "Sequence", "normalizers": norms} if norms else None
+    spec["pre_tokenizer"] = pre
+    rust = tokenizers.Tokenizer.from_str(json.dumps(spec))
+    want = rust.encode(text, pair)
+    assert TokenizerJson(spec, max_length=1 << 20).encode(text, pair, 1 << 20) == (want.ids, want.type_ids)
+
+
 def _rust_component(module: str, spec: dict):
     """The `tokenizers` object of a component, through its JSON (the way tokenizer.json holds it)."""
     base = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": [], "normalizer": None,
