@@ -9,8 +9,9 @@ What a folder may hold, in the order looked for:
                                [CLS] A [SEP] B [SEP]) the equivalent wordpiece.Tokenizer, which the
                                compiler also has in C
     vocab.txt                  BERT WordPiece with the settings of tokenizer_config.json (as today)
-    vocab.json + merges.txt    RoBERTa byte-level BPE (add_prefix_space from tokenizer_config.json;
-                               <s> A </s> </s> B </s>; <mask> lstrip, as transformers' RobertaTokenizer)
+    vocab.json + merges.txt    RoBERTa byte-level BPE as transformers 5's RobertaTokenizer builds it from
+                               them (add_prefix_space from tokenizer_config.json; <s> A </s> </s> B </s>;
+                               the special tokens without lstrip / rstrip)
 
 `spiece.model` alone (SentencePiece protobuf) is not read: a CheckpointError says so.
 """
@@ -180,7 +181,7 @@ def _roberta_spec(folder: Path, tok_cfg: dict) -> dict:
     for t in ("<s>", "</s>"):
         if t not in vocab:
             raise CheckpointError(f"{folder / 'vocab.json'} lacks the special token {t}")
-    added = [{"id": vocab[t], "content": t, "single_word": False, "lstrip": t == "<mask>", "rstrip": False,
+    added = [{"id": vocab[t], "content": t, "single_word": False, "lstrip": False, "rstrip": False,
               "normalized": False, "special": True}
              for t in ("<s>", "<pad>", "</s>", "<unk>", "<mask>") if t in vocab]
     return {"added_tokens": added, "normalizer": None,
