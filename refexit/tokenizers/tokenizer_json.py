@@ -159,7 +159,9 @@ def build_normalizer(obj, path: str = "normalizer", source: str = "tokenizer.jso
 
 # ---------------------------------------------------------------- pre-tokenizers: pieces -> pieces
 # A piece is (text, at_origin): at_origin when it starts at offset 0 of the original text (what
-# Metaspace's prepend_scheme "first" asks).
+# Metaspace's prepend_scheme "first" asks). Tracked as "offset 0 of the normalized first chunk":
+# the Rust offsets can differ from that only when a normalizer deletes leading characters before a
+# splitting pre-tokenizer (not seen in the live tests; ALBERT uses "always").
 
 def _split(text: str, spans, behaviour: str) -> list[tuple[int, int]]:
     """NormalizedString::split: spans [(start, end, is_match)] covering text -> the kept ranges."""
