@@ -371,6 +371,11 @@ def test_load_tokenizer_errors(tmp_path):
     tok = load_tokenizer(GOLDEN / "albert", Cfg())
     assert tok.max_length == 64 and tok.pad_id == 0
     assert load_tokenizer(GOLDEN / "albert", max_length=100).max_length == 100
+    folder = tmp_path / "rob"
+    shutil.copytree(GOLDEN / "roberta", folder)
+    (folder / "config.json").write_text(json.dumps({"model_type": "roberta", "max_position_embeddings": 514,
+                                                    "pad_token_id": 1}), encoding="utf-8")
+    assert load_tokenizer(folder).max_length == 512
 
 
 @pytest.mark.parametrize("kind, edit, match", [

@@ -34,7 +34,8 @@ def _read_optional(path: Path) -> dict:
 
 def _max_length(folder: Path, config, tok_cfg: dict, max_length: int | None) -> int:
     """The explicit max_length, else the model config's, else tokenizer_config's model_max_length
-    when it is a real limit, else config.json's max_position_embeddings, else 512."""
+    when it is a real limit, else config.json's max_position_embeddings (less RoBERTa's position
+    offset), else 512."""
     if max_length is not None:
         return max_length
     if config is not None and getattr(config, "max_length", None):
@@ -42,9 +43,13 @@ def _max_length(folder: Path, config, tok_cfg: dict, max_length: int | None) -> 
     mml = tok_cfg.get("model_max_length")
     if isinstance(mml, (int, float)) and not isinstance(mml, bool) and 0 < mml < HUGE:
         return int(mml)
-    mpe = _read_optional(folder / "config.json").get("max_position_embeddings")
+    cfg = _read_optional(folder / "config.json")
+    mpe, pad = cfg.get("max_position_embeddings"), cfg.get("pad_token_id", 1)
     if isinstance(mpe, int) and not isinstance(mpe, bool) and mpe > 0:
-        return mpe
+        if cfg.get("model_type") in ("roberta", "xlm-roberta", "camembert") and isinstance(pad, int):
+            mpe -= pad + 1                     # RoBERTa's positions start after padding_idx: 514 -> 512
+        if mpe > 0:
+            return mpe
     return 512
 
 
