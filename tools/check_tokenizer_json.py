@@ -40,7 +40,8 @@ from check_tokenizer_hf import DATASETS, PAIR_MLS, SINGLE_MLS, generated_texts  
 GOLDEN = ROOT / "tests" / "golden" / "tokenizers"
 
 
-def check_folder(folder: Path, sets: dict[str, list[str]], show: int, pair_chars: int | None = None) -> int:
+def check_folder(folder: Path, sets: dict[str, list[str]], show: int, pair_chars: int | None = None,
+                 single_mls=SINGLE_MLS, pair_mls=PAIR_MLS) -> int:
     from transformers import AutoTokenizer
     from refexit.tokenizers import TokenizerJson, load_tokenizer
     hf = AutoTokenizer.from_pretrained(str(folder))
@@ -60,8 +61,8 @@ def check_folder(folder: Path, sets: dict[str, list[str]], show: int, pair_chars
         setattr(tok, name, functools.lru_cache(maxsize=None)(getattr(tok, name)))
     total = 0
     for name, texts in sets.items():
-        singles = (512, 16) if name == "generated" else SINGLE_MLS
-        pairs = (17, 32) if name == "generated" else PAIR_MLS
+        singles = (512, 16) if name == "generated" else single_mls
+        pairs = (17, 32) if name == "generated" else pair_mls
         for kind, mls in (("single", singles), ("pair", pairs)):
             for ml in mls:
                 t0 = time.time()
@@ -102,6 +103,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=16)
     ap.add_argument("--no-datasets", action="store_true")
     ap.add_argument("--show", type=int, default=3, help="mismatches printed per set")
+    ap.add_argument("--single-mls", type=int, nargs="+", default=list(SINGLE_MLS))
+    ap.add_argument("--pair-mls", type=int, nargs="+", default=list(PAIR_MLS))
     ap.add_argument("--pair-chars", type=int, default=None,
                     help="cut each text of a pair to this many characters (both sides see the cut text): "
                          "bounds the Rust tokenizer's overflow windows of long articles")
@@ -120,7 +123,7 @@ def main(argv=None) -> int:
         sets["generated"] = generated_texts(args.generated, args.seed)
     print(f"python {sys.version.split()[0]}, tokenizers {tokenizers.__version__}; "
           f"{sum(map(len, sets.values()))} texts; folders: {', '.join(str(f) for f in folders)}")
-    total = sum(check_folder(f, sets, args.show, args.pair_chars) for f in folders)
+    total = sum(check_folder(f, sets, args.show, args.pair_chars, args.single_mls, args.pair_mls) for f in folders)
     print(f"total mismatches: {total}")
     return 1 if total else 0
 
