@@ -447,6 +447,19 @@ def emit_bpe_tokenizer(prefix: str, header_name: str | None = None) -> tuple[str
     return header, source
 
 
+def bpe_source_inlined(prefix: str) -> str:
+    """The BPE tokenizer's C source with its header pasted in place of its #include (one
+    translation unit, as codegen/text.py does for the WordPiece tokenizer of a model library):
+    what a model library of a byte-level BPE family appends, with `prefix` = "<model prefix>_bpe"
+    style names and the packed file (pack_bpe) stored where vocab.txt is today."""
+    header_name = f"{prefix}_bpe.h"
+    header, source = emit_bpe_tokenizer(prefix, header_name=header_name)
+    include = f'#include "{header_name}"\n'
+    if source.count(include) != 1:
+        raise AssertionError(f"BPE tokenizer source does not include {header_name} exactly once")
+    return source.replace(include, header)
+
+
 def pack_bpe(tok) -> bytes:
     """The packed file {prefix}_bpe_open reads, from a refexit.tokenizers.TokenizerJson whose pipeline
     the C code implements: no normalizer, the ByteLevel pre-tokenizer (with its regex), BPE without

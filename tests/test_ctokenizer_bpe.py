@@ -45,6 +45,15 @@ def test_builds_warning_free(tmp_path, cc):
     te.build_bpe_driver(tmp_path, prefix=f"d_{cc}", cc=cc, flags=WARN)
 
 
+def test_inlined_source_is_one_translation_unit(tmp_path):
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    c = tmp_path / "one.c"
+    c.write_text(te.bpe_source_inlined("m1"), encoding="utf-8")
+    te._compile([cc, "-std=c99", *WARN, "-c", str(c), "-o", str(tmp_path / "one.o")])
+
+
 def test_golden_texts(pair):
     py, c = pair
     texts = json.loads((GOLDEN / "roberta" / "expected.json").read_text(encoding="utf-8"))["texts"]

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 from refexit.errors import CheckpointError, ConfigError, InputError
 from refexit.tokenizers import Tokenizer, TokenizerJson, load_tokenizer
 from refexit.tokenizers.tokenizer_json import build_normalizer, build_pre_tokenizer
+from test_fuzz_loaders import json_values, only_refexit_errors
 from test_tokenizer import RUST_TRICKY, mixed_texts
 
 GOLDEN = Path(__file__).parent / "golden" / "tokenizers"
@@ -214,6 +216,20 @@ def test_live_pre_tokenizers(spec, text):
     assert got == want
 
 
+@live
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(kind=st.sampled_from(KINDS), norms=st.lists(st.sampled_from(NORMALIZERS), max_size=2),
+       pre=st.sampled_from(PRE_TOKENIZERS), text=json_texts, pair=st.none() | json_texts)
+def test_live_composed_pipelines(kind, norms, pre, text, pair):
+    """Each golden model behind other normalizers and pre-tokenizers, whole pipelines against Rust."""
+    spec = _spec(kind)
+    spec["normalizer"] = {"type": "Sequence", "normalizers": norms} if norms else None
+    spec["pre_tokenizer"] = pre
+    rust = tokenizers.Tokenizer.from_str(json.dumps(spec))
+    want = rust.encode(text, pair)
+    assert TokenizerJson(spec, max_length=1 << 20).encode(text, pair, 1 << 20) == (want.ids, want.type_ids)
+
+
 def _rust_component(module: str, spec: dict):
     """The `tokenizers` object of a component, through its JSON (the way tokenizer.json holds it)."""
     base = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": [], "normalizer": None,
@@ -273,9 +289,10 @@ def test_bad_models(tmp_path):
     with pytest.raises(ConfigError, match="unk_id"):
         TokenizerJson.from_file(_write(tmp_path, spec))
     spec = _spec("distilbert")
-    spec["model"]["vocab"]["[UNK]"] = -1
-    with pytest.raises(ConfigError, match="non-negative"):
-        TokenizerJson.from_file(_write(tmp_path, spec))
+    for bad in (-1, 10 ** 9):
+        spec["model"]["vocab"]["[UNK]"] = bad
+        with pytest.raises(ConfigError, match="integer id in"):
+            TokenizerJson.from_file(_write(tmp_path, spec))
     spec = _spec("distilbert")
     spec["post_processor"]["special_tokens"]["[CLS]"]["ids"] = [10 ** 6]
     with pytest.raises(ConfigError, match="post_processor adds token id"):
@@ -294,18 +311,45 @@ def test_truncated_and_non_json_files(tmp_path):
         TokenizerJson.from_file(tmp_path / "absent.json")
 
 
+def _mutate(spec, path: list[int], value):
+    """Replace the node a path of indices leads to (each index picks a key / item, modulo)."""
+    node = spec
+    for depth, i in enumerate(path):
+        keys = list(node) if isinstance(node, dict) else list(range(len(node)))
+        if not keys:
+            break
+        k = keys[i % len(keys)]
+        if depth == len(path) - 1 or not isinstance(node[k], (dict, list)):
+            node[k] = value
+            return spec
+        node = node[k]
+    return spec
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(kind=st.sampled_from(KINDS), path=st.lists(st.integers(0, 10**6), min_size=1, max_size=5),
+       value=json_values, text=json_texts)
+def test_fuzz_mutated_files(kind, path, value, text):
+    """Any one value of a tokenizer.json replaced by another JSON value: loading and encoding give
+    a result or a RefexitError (ConfigError / InputError) that says what is wrong, nothing else."""
+    spec = _mutate(_spec(kind), path, value)
+    tok = only_refexit_errors(TokenizerJson, spec)
+    if isinstance(tok, TokenizerJson):
+        only_refexit_errors(tok.encode, text, "b", 64)
+
+
 # ------------------------------------------------------------------ load_tokenizer fallbacks
 
 def test_vocab_json_merges_txt_fallback(tmp_path):
-    """vocab.json + merges.txt (no tokenizer.json) reads as transformers' RobertaTokenizer builds
-    them: the same ids as the roberta_prefix golden (add_prefix_space, <mask> lstrip)."""
-    spec = _spec("roberta_prefix")
+    """vocab.json + merges.txt (no tokenizer.json) reads as transformers 5's RobertaTokenizer builds
+    them (checked against AutoTokenizer on such a folder): the ids of the roberta golden."""
+    spec = _spec("roberta")
     (tmp_path / "vocab.json").write_text(json.dumps(spec["model"]["vocab"]), encoding="utf-8")
     merges = [" ".join(m) if isinstance(m, list) else m for m in spec["model"]["merges"]]
     (tmp_path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
-    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"add_prefix_space": True}), encoding="utf-8")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"add_prefix_space": False}), encoding="utf-8")
     tok = load_tokenizer(tmp_path)
-    exp = expected("roberta_prefix")
+    exp = expected("roberta")
     for ml, e in exp["singles"].items():
         assert [tok.encode(t, None, int(ml))[0] for t in exp["texts"]] == e["input_ids"]
 
@@ -327,6 +371,29 @@ def test_load_tokenizer_errors(tmp_path):
     tok = load_tokenizer(GOLDEN / "albert", Cfg())
     assert tok.max_length == 64 and tok.pad_id == 0
     assert load_tokenizer(GOLDEN / "albert", max_length=100).max_length == 100
+    folder = tmp_path / "rob"
+    shutil.copytree(GOLDEN / "roberta", folder)
+    (folder / "config.json").write_text(json.dumps({"model_type": "roberta", "max_position_embeddings": 514,
+                                                    "pad_token_id": 1}), encoding="utf-8")
+    assert load_tokenizer(folder).max_length == 512
+
+
+@pytest.mark.parametrize("kind, edit, match", [
+    ("distilbert", {"do_lower_case": False}, "do_lower_case"),
+    ("electra", {"strip_accents": True}, "strip_accents"),
+    ("distilbert", {"tokenize_chinese_chars": False}, "chinese"),
+    ("roberta", {"add_prefix_space": True}, "add_prefix_space"),
+    ("albert", {"keep_accents": True}, "keep_accents"),
+])
+def test_config_must_agree_with_tokenizer_json(tmp_path, kind, edit, match):
+    """transformers 5 rebuilds these settings from tokenizer_config.json: a folder where they
+    disagree with tokenizer.json is refused rather than tokenized differently from AutoTokenizer."""
+    folder = tmp_path / kind
+    shutil.copytree(GOLDEN / kind, folder)
+    cfg = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    (folder / "tokenizer_config.json").write_text(json.dumps(cfg | edit), encoding="utf-8")
+    with pytest.raises(ConfigError, match=match):
+        load_tokenizer(folder)
 
 
 def test_behaviour_names_the_file():

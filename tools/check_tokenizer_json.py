@@ -13,8 +13,9 @@ Inputs (as tools/check_tokenizer_hf.py, the sibling for BERT's WordPiece and its
   generated   --generated strings (default 20,000; check_tokenizer_hf.generated_texts, seeded):
               singles at 512 and 16, consecutive pairs at 17 and 32
 
-Both `TokenizerJson` and what `load_tokenizer` returns for the folder (wordpiece.Tokenizer for the
-BERT WordPiece kinds) are checked. Prints one line per (kind, input set, max_length) and the
+`TokenizerJson`, what `load_tokenizer` returns for the folder (wordpiece.Tokenizer for the BERT
+WordPiece kinds) and, for byte-level BPE folders, the generated C (codegen.tokenizer_emit.pack_bpe,
+CBpeTokenizer) are checked. Prints one line per (kind, input set, max_length) and the
 totals; exit status 1 on any mismatch.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ import argparse
 import functools
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,28 +40,41 @@ from check_tokenizer_hf import DATASETS, PAIR_MLS, SINGLE_MLS, generated_texts  
 GOLDEN = ROOT / "tests" / "golden" / "tokenizers"
 
 
-def check_folder(folder: Path, sets: dict[str, list[str]], show: int) -> int:
+def check_folder(folder: Path, sets: dict[str, list[str]], show: int, pair_chars: int | None = None,
+                 single_mls=SINGLE_MLS, pair_mls=PAIR_MLS) -> int:
     from transformers import AutoTokenizer
     from refexit.tokenizers import TokenizerJson, load_tokenizer
     hf = AutoTokenizer.from_pretrained(str(folder))
     assert hf.is_fast, type(hf)
     ours = {"pipeline": TokenizerJson.from_file(folder / "tokenizer.json", max_length=1 << 20),
             "load_tokenizer": load_tokenizer(folder, max_length=1 << 20)}
-    for tok in ours.values():                      # each text is tokenized once, then truncated per case
+    try:                                           # the generated C, for the pipelines it implements
+        from codegen import tokenizer_emit as te
+        packed = te.pack_bpe(ours["pipeline"])
+        ours["C"] = te.CBpeTokenizer(te.build_bpe_library(tempfile.mkdtemp(prefix="refexit-bpecheck-")), packed)
+    except ValueError:
+        pass
+    for who, tok in ours.items():                  # each text is tokenized once, then truncated per case
+        if who == "C":
+            continue
         name = "tokenize_ids" if hasattr(tok, "tokenize_ids") else "tokenize"
         setattr(tok, name, functools.lru_cache(maxsize=None)(getattr(tok, name)))
     total = 0
     for name, texts in sets.items():
-        singles = (512, 16) if name == "generated" else SINGLE_MLS
-        pairs = (17, 32) if name == "generated" else PAIR_MLS
+        singles = (512, 16) if name == "generated" else single_mls
+        pairs = (17, 32) if name == "generated" else pair_mls
         for kind, mls in (("single", singles), ("pair", pairs)):
             for ml in mls:
                 t0 = time.time()
-                cases = [(t, None) for t in texts] if kind == "single" else list(zip(texts[:-1], texts[1:]))
+                cut = [t[:pair_chars] for t in texts] if pair_chars else texts
+                cases = [(t, None) for t in texts] if kind == "single" else list(zip(cut[:-1], cut[1:]))
                 want_ids, want_types = [], []
-                for k in range(0, len(cases), 64):   # small batches: see check_tokenizer_hf.py
-                    a = [x for x, _ in cases[k:k + 64]]
-                    b = None if kind == "single" else [y for _, y in cases[k:k + 64]]
+                step = 64 if kind == "single" else 4
+                for k in range(0, len(cases), step):
+                    # small batches: the Rust tokenizer builds every overflowing window of both texts
+                    # of a truncated pair (their product): gigabytes for a batch of long articles
+                    a = [x for x, _ in cases[k:k + step]]
+                    b = None if kind == "single" else [y for _, y in cases[k:k + step]]
                     enc = hf(a, b, max_length=ml, truncation=True, return_token_type_ids=True)
                     want_ids += enc["input_ids"]
                     want_types += enc["token_type_ids"]
@@ -88,6 +103,11 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=16)
     ap.add_argument("--no-datasets", action="store_true")
     ap.add_argument("--show", type=int, default=3, help="mismatches printed per set")
+    ap.add_argument("--single-mls", type=int, nargs="+", default=list(SINGLE_MLS))
+    ap.add_argument("--pair-mls", type=int, nargs="+", default=list(PAIR_MLS))
+    ap.add_argument("--pair-chars", type=int, default=None,
+                    help="cut each text of a pair to this many characters (both sides see the cut text): "
+                         "bounds the Rust tokenizer's overflow windows of long articles")
     args = ap.parse_args(argv)
     import tokenizers
     from refexit import data
@@ -103,7 +123,7 @@ def main(argv=None) -> int:
         sets["generated"] = generated_texts(args.generated, args.seed)
     print(f"python {sys.version.split()[0]}, tokenizers {tokenizers.__version__}; "
           f"{sum(map(len, sets.values()))} texts; folders: {', '.join(str(f) for f in folders)}")
-    total = sum(check_folder(f, sets, args.show) for f in folders)
+    total = sum(check_folder(f, sets, args.show, args.pair_chars, args.single_mls, args.pair_mls) for f in folders)
     print(f"total mismatches: {total}")
     return 1 if total else 0
 

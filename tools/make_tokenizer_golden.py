@@ -2,8 +2,10 @@
 """Tiny tokenizers of each kind a model family ships, and the ids transformers.AutoTokenizer gives,
 written to tests/golden/tokenizers/<kind>/ (tokenizer.json, tokenizer_config.json, expected.json).
 
-NOT a library dependency: this script needs `tokenizers` and `transformers` (no PyTorch). Offline,
-deterministic (the trainers see a fixed text list; no randomness is involved):
+NOT a library dependency: this script needs `tokenizers` and `transformers` (no PyTorch). Offline;
+the trainers see a fixed text list, but the WordPiece and Unigram trainers order some equal-count
+entries differently from run to run, so a rerun may renumber those vocabularies (the expected ids
+are always recomputed with the tokenizers written next to them):
 
     python tools/make_tokenizer_golden.py                # all kinds
     python tools/make_tokenizer_golden.py --only roberta
@@ -55,6 +57,7 @@ FIXED_TEXTS = [
     "tabs\tand\nnewlines\r\n\u00a0nbsp\u2003em", "emoji 😀 and 🇫🇷 and \u200d\u200b", "``quoted'' text '' ``",
     "Ω Å K \u212b \u2126", "\u1100\u1161\u11a8 한국어 ㄱ", "e\u0301\u0327 a\u0308\u0304", "ΑΣ ς σ İ ß ǅ",
     "x" * 120, "’curly’ “quotes” — dash… ellipsis", "\x00nul \x7f del \ufffd", "\u2581meta space\u2581",
+    "a <mask> b", "a  <mask>  b", "x<s> y </s>z", "[MASK] a [SEP]b", " <pad>",
 ]
 
 

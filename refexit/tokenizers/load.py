@@ -9,8 +9,9 @@ What a folder may hold, in the order looked for:
                                [CLS] A [SEP] B [SEP]) the equivalent wordpiece.Tokenizer, which the
                                compiler also has in C
     vocab.txt                  BERT WordPiece with the settings of tokenizer_config.json (as today)
-    vocab.json + merges.txt    RoBERTa byte-level BPE (add_prefix_space from tokenizer_config.json;
-                               <s> A </s> </s> B </s>; <mask> lstrip, as transformers' RobertaTokenizer)
+    vocab.json + merges.txt    RoBERTa byte-level BPE as transformers 5's RobertaTokenizer builds it from
+                               them (add_prefix_space from tokenizer_config.json; <s> A </s> </s> B </s>;
+                               the special tokens without lstrip / rstrip)
 
 `spiece.model` alone (SentencePiece protobuf) is not read: a CheckpointError says so.
 """
@@ -33,7 +34,8 @@ def _read_optional(path: Path) -> dict:
 
 def _max_length(folder: Path, config, tok_cfg: dict, max_length: int | None) -> int:
     """The explicit max_length, else the model config's, else tokenizer_config's model_max_length
-    when it is a real limit, else config.json's max_position_embeddings, else 512."""
+    when it is a real limit, else config.json's max_position_embeddings (less RoBERTa's position
+    offset), else 512."""
     if max_length is not None:
         return max_length
     if config is not None and getattr(config, "max_length", None):
@@ -41,9 +43,13 @@ def _max_length(folder: Path, config, tok_cfg: dict, max_length: int | None) -> 
     mml = tok_cfg.get("model_max_length")
     if isinstance(mml, (int, float)) and not isinstance(mml, bool) and 0 < mml < HUGE:
         return int(mml)
-    mpe = _read_optional(folder / "config.json").get("max_position_embeddings")
+    cfg = _read_optional(folder / "config.json")
+    mpe, pad = cfg.get("max_position_embeddings"), cfg.get("pad_token_id", 1)
     if isinstance(mpe, int) and not isinstance(mpe, bool) and mpe > 0:
-        return mpe
+        if cfg.get("model_type") in ("roberta", "xlm-roberta", "camembert") and isinstance(pad, int):
+            mpe -= pad + 1                     # RoBERTa's positions start after padding_idx: 514 -> 512
+        if mpe > 0:
+            return mpe
     return 512
 
 
@@ -60,6 +66,7 @@ def load_tokenizer(folder: str | Path, config=None, max_length: int | None = Non
     if (folder / "tokenizer.json").is_file():
         tok = TokenizerJson.from_file(folder / "tokenizer.json", max_length=ml, pad_token=pad_token,
                                       pad_token_id=None if pad_token is not None else pad_id)
+        check_config_agrees(tok.spec, tok_cfg, folder)
         tok = as_wordpiece(tok) or tok
     elif (folder / "vocab.txt").is_file():
         if config is None:
@@ -83,6 +90,57 @@ def load_tokenizer(folder: str | Path, config=None, max_length: int | None = Non
         raise ConfigError(f"{folder}: the tokenizer has {tok.vocab_size} tokens but config field 'vocab_size' "
                           f"is {vocab_size}: token ids would run past the embedding table")
     return tok
+
+
+_BERT_CLASSES = {"BertTokenizer", "DistilBertTokenizer", "ElectraTokenizer"}
+
+
+def check_config_agrees(spec: dict, tok_cfg: dict, folder: Path) -> None:
+    """transformers 5 does not run a folder's tokenizer.json as written when tokenizer_config.json
+    names a class with its own set-up (BertTokenizer, DistilBertTokenizer, ElectraTokenizer,
+    RobertaTokenizer, AlbertTokenizer): it takes the vocabulary (and merges) from tokenizer.json
+    and rebuilds the normalizer and pre-tokenizer from tokenizer_config.json's settings. refexit
+    reads tokenizer.json; when the two disagree on a setting that changes ids, that is a
+    ConfigError naming it (never a silent difference from AutoTokenizer)."""
+    cls = str(tok_cfg.get("tokenizer_class") or "").removesuffix("Fast")
+    norm, pre = spec.get("normalizer") or {}, spec.get("pre_tokenizer") or {}
+    problems = []
+
+    def want(key, default):
+        v = tok_cfg.get(key, default)
+        return default if v is None and default is not None else v
+    if cls in _BERT_CLASSES:
+        lower, strip = want("do_lower_case", True), tok_cfg.get("strip_accents")
+        cjk = want("tokenize_chinese_chars", True)
+        if norm.get("type") != "BertNormalizer" or pre.get("type") != "BertPreTokenizer":
+            problems.append(f"{cls} builds BertNormalizer + BertPreTokenizer, tokenizer.json has "
+                            f"{norm.get('type')} + {pre.get('type')}")
+        else:
+            fl = norm.get("lowercase", True)
+            fs = norm.get("strip_accents")
+            for name, a, b in (("do_lower_case / lowercase", lower, fl),
+                               ("strip_accents", lower if strip is None else strip, fl if fs is None else fs),
+                               ("tokenize_chinese_chars / handle_chinese_chars", cjk,
+                                norm.get("handle_chinese_chars", True))):
+                if a != b:
+                    problems.append(f"{name}: {a} in tokenizer_config.json, {b} in tokenizer.json")
+    elif cls == "RobertaTokenizer":
+        a, b = want("add_prefix_space", False), pre.get("add_prefix_space", True)
+        if pre.get("type") != "ByteLevel" or a != b:
+            problems.append(f"add_prefix_space: {a} in tokenizer_config.json; tokenizer.json's pre-tokenizer "
+                            f"{pre.get('type')} add_prefix_space {b}")
+    elif cls == "AlbertTokenizer":
+        types = [n.get("type") for n in (norm.get("normalizers", []) if norm.get("type") == "Sequence" else [norm])
+                 if isinstance(n, dict)]
+        lower, keep = want("do_lower_case", True), want("keep_accents", False)
+        expect = ["Replace", "Replace"] + ([] if keep else ["NFKD", "StripAccents"]) + (["Lowercase"] if lower else [])
+        if [t for t in types if t != "Precompiled"][:len(expect) + 1] != expect:
+            problems.append(f"do_lower_case {lower}, keep_accents {keep} in tokenizer_config.json build the "
+                            f"normalizers {expect}; tokenizer.json has {types}")
+    if problems:
+        raise ConfigError(f"{folder}: tokenizer_config.json and tokenizer.json disagree (transformers 5's "
+                          f"{cls} follows tokenizer_config.json, refexit reads tokenizer.json): "
+                          + "; ".join(problems))
 
 
 def as_wordpiece(tok: TokenizerJson) -> Tokenizer | None:
@@ -128,7 +186,7 @@ def _roberta_spec(folder: Path, tok_cfg: dict) -> dict:
     for t in ("<s>", "</s>"):
         if t not in vocab:
             raise CheckpointError(f"{folder / 'vocab.json'} lacks the special token {t}")
-    added = [{"id": vocab[t], "content": t, "single_word": False, "lstrip": t == "<mask>", "rstrip": False,
+    added = [{"id": vocab[t], "content": t, "single_word": False, "lstrip": False, "rstrip": False,
               "normalized": False, "special": True}
              for t in ("<s>", "<pad>", "</s>", "<unk>", "<mask>") if t in vocab]
     return {"added_tokens": added, "normalizer": None,

@@ -47,6 +47,7 @@ MODELS = ("WordPiece", "BPE", "Unigram", "WordLevel")
 POST_PROCESSORS = ("TemplateProcessing", "BertProcessing", "RobertaProcessing", "ByteLevel", "Sequence")
 BEHAVIOURS = ("Removed", "Isolated", "MergedWithPrevious", "MergedWithNext", "Contiguous")
 _CACHE_LIMIT = 1 << 20
+MAX_ID = 1 << 24                # token ids above this are refused (the id -> token table is a list)
 
 
 # ---------------------------------------------------------------- reading the JSON
@@ -158,7 +159,9 @@ def build_normalizer(obj, path: str = "normalizer", source: str = "tokenizer.jso
 
 # ---------------------------------------------------------------- pre-tokenizers: pieces -> pieces
 # A piece is (text, at_origin): at_origin when it starts at offset 0 of the original text (what
-# Metaspace's prepend_scheme "first" asks).
+# Metaspace's prepend_scheme "first" asks). Tracked as "offset 0 of the normalized first chunk":
+# the Rust offsets can differ from that only when a normalizer deletes leading characters before a
+# splitting pre-tokenizer (not seen in the live tests; ALBERT uses "always").
 
 def _split(text: str, spans, behaviour: str) -> list[tuple[int, int]]:
     """NormalizedString::split: spans [(start, end, is_match)] covering text -> the kept ranges."""
@@ -579,8 +582,8 @@ class Unigram:
 def _vocab_dict(w: _Where) -> dict[str, int]:
     vocab = w.get("vocab", "dict")
     for tok, i in vocab.items():
-        if not isinstance(i, int) or isinstance(i, bool) or i < 0:
-            w.fail(f"vocab[{tok!r}] must be a non-negative integer id, got {i!r:.40}")
+        if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < MAX_ID:
+            w.fail(f"vocab[{tok!r}] must be an integer id in [0, {MAX_ID}), got {i!r:.40}")
     return vocab
 
 
@@ -597,9 +600,10 @@ def build_model(obj, path: str = "model", source: str = "tokenizer.json"):
 class PostProcessor:
     """Adds the special tokens and sets the type ids: process(a, b or None) -> (ids, type_ids)."""
 
-    def __init__(self, single, pair, override_types: bool):
-        # single / pair: lists of ("A" | "B" | [special ids], type_id)
-        self.single, self.pair, self.override = single, pair, override_types
+    def __init__(self, single, pair):
+        # single / pair: lists of ("A" | "B" | [special ids], type_id); a sequence's tokens all get
+        # the type id of its place (every processor read here sets them so)
+        self.single, self.pair = single, pair
 
     def added(self, is_pair: bool) -> int:
         return sum(len(x) for x, _ in (self.pair if is_pair else self.single) if not isinstance(x, str))
@@ -616,7 +620,7 @@ class PostProcessor:
 
 def build_post_processor(obj, path: str = "post_processor", source: str = "tokenizer.json") -> PostProcessor:
     if obj is None:                                # no special tokens; a pair's second part has type 1
-        return PostProcessor([("A", 0)], [("A", 0), ("B", 1)], False)
+        return PostProcessor([("A", 0)], [("A", 0), ("B", 1)])
     w = _Where(obj, path, source)
     t = w.kind(POST_PROCESSORS, "post-processor")
     if t == "ByteLevel":                           # offsets only
@@ -637,10 +641,9 @@ def build_post_processor(obj, path: str = "post_processor", source: str = "token
             ids[key] = v[1]
         cls, sep = [ids["cls"]], [ids["sep"]]
         if t == "BertProcessing":
-            return PostProcessor([(cls, 0), ("A", 0), (sep, 0)], [(cls, 0), ("A", 0), (sep, 0), ("B", 1), (sep, 1)],
-                                 True)
+            return PostProcessor([(cls, 0), ("A", 0), (sep, 0)], [(cls, 0), ("A", 0), (sep, 0), ("B", 1), (sep, 1)])
         return PostProcessor([(cls, 0), ("A", 0), (sep, 0)],
-                             [(cls, 0), ("A", 0), (sep, 0), (sep, 0), ("B", 0), (sep, 0)], True)
+                             [(cls, 0), ("A", 0), (sep, 0), (sep, 0), ("B", 0), (sep, 0)])
     # TemplateProcessing
     specials = w.get("special_tokens", "dict")
     special_ids = {}
@@ -669,7 +672,7 @@ def build_post_processor(obj, path: str = "post_processor", source: str = "token
                     bw.fail(f"special token {ident!r} is not in special_tokens")
                 out.append((special_ids[ident], type_id))
         return out
-    return PostProcessor(template("single", ("A",)), template("pair", ("A", "B")), True)
+    return PostProcessor(template("single", ("A",)), template("pair", ("A", "B")))
 
 
 # ---------------------------------------------------------------- added tokens
@@ -685,7 +688,6 @@ class AddedTokens:
         entry's flags. An empty content is skipped, as there."""
         self.by_content: dict[str, int] = {}
         entries: dict[int, tuple[str, dict, bool]] = {}
-        self.special: set[str] = set()
         next_id = model_size
         for k, item in enumerate(items):
             w = _Where(item, f"added_tokens[{k}]", source)
@@ -704,8 +706,6 @@ class AddedTokens:
             flags["id"] = tid
             self.by_content[content] = tid
             entries[tid] = (content, flags, normalized)
-            if special:
-                self.special.add(content)
         self.raw: dict[str, dict] = {}
         self.normed: dict[str, dict] = {}
         for content, flags, normalized in entries.values():
@@ -764,7 +764,7 @@ class TokenizerJson:
         self.post = build_post_processor(top.get("post_processor", "dict", None, none_ok=True), source=source)
         if self.post is None:
             self.post = build_post_processor(None, source=source)
-        top.get("decoder", "dict", None, none_ok=True)
+        top.get("decoder", "dict", None, none_ok=True)      # checked, not used: ids only
         model_size = len(self.model.pieces) if isinstance(self.model, Unigram) else len(self.model.vocab)
         self.added = AddedTokens(top.get("added_tokens", "list", []), source, self.normalizer, self.model.vocab,
                                  model_size)
