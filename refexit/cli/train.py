@@ -76,5 +76,6 @@ def run(args) -> int:
         print(f"{r['layer']:>5} {100 * r['accuracy']:>7.2f}% {100 * r['macro_f1']:>7.2f}% {r['nll']:>7.4f} "
               f"{r['temperature']:>6.3f}")
     print(f"wrote {path} and {path.parent / T.EXITS_JSON}")
-    print(f"evaluate: refexit evaluate {args.model_dir} --exits {path.parent} --sweep")
+    print(f"evaluate: refexit evaluate {args.model_dir} --exits {path.parent} --sweep"
+          + (f" --limit {args.limit}" if args.limit else ""))
     return 0
