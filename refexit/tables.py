@@ -242,8 +242,7 @@ def _header(path: Path, records) -> list[str]:
         raise InputError(f"{path}: empty file, no header line (the first line names the columns)") from None
     except csv.Error as e:
         raise InputError(f"{path}: cannot read the header line: {e}") from None
-    bad = next((h for h in header if _SURROGATE.search(h)), None)
-    if bad is not None:
+    if any(_SURROGATE.search(h) for h in header):
         raise InputError(f"{path}: the header line is not valid UTF-8")
     if not header or header == [""]:
         raise InputError(f"{path}: the header line is empty (the first line names the columns)")

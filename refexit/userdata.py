@@ -68,9 +68,10 @@ def looks_like_path(name) -> bool:
 
 def load_data(name_or_path, split_seed: int = 0, **table_options) -> "data.Dataset":
     """A built-in data set (refexit.data.DATASETS; then no table options may be given) or the
-    table files `name_or_path` names (load_table with `table_options`)."""
+    table files `name_or_path` names (load_table with `table_options`). A built-in name given as a
+    str is the built-in set even if a file of that name exists (write ./NAME for the file)."""
     given = {k: v for k, v in table_options.items() if v is not None}
-    if str(name_or_path) in data.DATASETS and not Path(str(name_or_path)).exists():
+    if isinstance(name_or_path, str) and name_or_path in data.DATASETS:
         if given:
             raise InputError(f"{name_or_path} is a built-in data set with its own columns and splits: "
                              f"{', '.join('--' + k.replace('_', '-') for k in given)} apply only to "

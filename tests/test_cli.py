@@ -259,6 +259,9 @@ def test_train_exits_then_evaluate_on_your_own_csv(folder, tmp_path, capsys, own
     rep = json.loads((out / "evaluate-mine.json").read_text())
     assert rep["dataset"] == "mine" and rep["sizes"] == {"dev": d["sizes"]["dev"], "test": d["sizes"]["test"]}
     assert rep["data"]["bad_rows"]["count"] == 3 and "3 bad row(s) left out" in err
+    three = tables.write_rows(tmp_path / "three.csv", [dict(r, label="abc"[i % 3]) for i, r in enumerate(own_rows())])
+    rc, _, err = run_main(capsys, "evaluate", folder, "--exits", out, "--sweep", "--no-plot", "--data", three)
+    assert rc == 1 and "three has 3 labels ['a', 'b', 'c'], the model with these exits 2" in err
 
 
 def test_sentence_pairs_and_a_split_column(folder, tmp_path, capsys, own_cache):

@@ -97,6 +97,10 @@ def run(args) -> int:
                                  "cross-check takes single texts); evaluate pairs without --precision")
     name = ds.name
     model = refexit.load(args.model_dir, exits=file)
+    if ds.num_labels != model.num_labels:
+        raise refexit.InputError(f"{name} has {ds.num_labels} labels {ds.label_names}, the model with these exits "
+                                 f"{model.num_labels} {list(model.label_names)}: evaluate them on the data they "
+                                 f"were trained for")
     ds = limited(ds, args.limit, args.seed) if args.limit else ds
     feats = {s: data_args.extract(model, ds, s, max_length, use_cache=not args.no_cache) for s in ("dev", "test")}
     labels = {s: getattr(ds, s).labels for s in ("dev", "test")}
