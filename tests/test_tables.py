@@ -295,3 +295,26 @@ def test_txt_round_trip(tmp_path, texts):
     p = tmp_path / "r.txt"
     p.write_text("".join(t + "\n" for t in texts), encoding="utf-8")
     assert ok(rows_of(p)) == [(i, {"text": t}) for i, t in enumerate(texts)]
+
+
+@pytest.mark.parametrize("name", ["big.csv", "big.jsonl", "big.txt", "big.csv.gz", "big.parquet"])
+def test_streaming_keeps_memory_constant(tmp_path, name):
+    """The peak memory of reading a file does not grow with the file (rows are streamed, a line or
+    a Parquet record batch at a time): 4x the rows, about the same peak, below half the file size."""
+    import tracemalloc
+    if name.endswith("parquet"):
+        pytest.importorskip("pyarrow", reason="Parquet needs the optional pyarrow")
+
+    def peak(n):
+        p = T.write_rows(tmp_path / f"{n}{name}", [{"text": f"row {i} " + "x" * 60} for i in range(n)])
+        tracemalloc.start()
+        try:
+            count = sum(1 for r in T.iter_rows(p) if r.error is None)
+            return count, tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    n = 3 * T.PARQUET_BATCH_ROWS
+    (n1, small), (n4, large) = peak(n), peak(4 * n)
+    assert (n1, n4) == (n, 4 * n)
+    assert large < 1.25 * small + 32_768 and large < 4 * n * 70 / 2, (small, large)   # file: ~4n * 70 bytes
