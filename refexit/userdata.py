@@ -210,6 +210,7 @@ def load_table(paths, text_column: str = "text", label_column: str = "label", pa
             where.append((f, row.number))
         if seen:
             _check_columns(f, seen, wanted)
+    raw_size = len(texts) + sum(bad.kinds.values())           # every data row of every file
     if not texts:
         raise InputError(f"{', '.join(map(str, files))}: no usable rows "
                          f"({sum(bad.kinds.values())} bad rows: {dict(bad.kinds) or 'none'})")
@@ -269,7 +270,7 @@ def load_table(paths, text_column: str = "text", label_column: str = "label", pa
                "format": format}
     info = {"source": "files", "files": [str(f.resolve()) for f in files], "table": options,
             "seed": split_seed, "problem_type": problem_type,
-            "raw_size": len(texts) + sum(bad.kinds.values()), "size": int(keep.sum()),
+            "raw_size": raw_size, "size": int(keep.sum()),
             "duplicate_texts": sum(c - 1 for c in counts.values()),
             "bad_rows": bad.report()}
     return data.Dataset(name, label_names, split(part["train"]), split(part["dev"]), split(part["test"]),

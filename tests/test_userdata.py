@@ -157,7 +157,7 @@ def test_every_bad_row_kind_is_counted_with_its_row_number(tmp_path):
     ds = userdata.load_table(p, split_column="split")
     assert ds.train.texts == ["good one", "multi\nline"] and ds.dev.texts == ["dev one"] and not ds.test.texts
     bad = ds.info["bad_rows"]
-    assert bad["count"] == 8
+    assert bad["count"] == 8 and (ds.info["raw_size"], ds.info["size"]) == (11, 3)
     assert bad["by_kind"] == {"bad bytes": 1, "empty text": 2, "missing label": 1, "unknown label": 1,
                               "unknown split": 1, "unreadable row": 2}
     assert [(r["row"], r["kind"]) for r in bad["rows"]] == [
