@@ -491,20 +491,27 @@ def model_dir(name: str = "all-MiniLM-L6-v2", fetch: bool = True) -> Path:
 @dataclass
 class Split:
     texts: list[str]
-    labels: np.ndarray  # int64 [N], indices into Dataset.label_names
+    labels: np.ndarray  # int64 [N], indices into Dataset.label_names (float64 [N]: regression targets)
+    pairs: list[str] | None = None  # sentence-pair tasks: the second text of each example
 
     def __post_init__(self):
         self.texts = list(self.texts)
-        self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
+        labels = np.asarray(self.labels).reshape(-1)
+        self.labels = labels.astype(np.float64 if labels.dtype.kind == "f" else np.int64)
         if len(self.texts) != len(self.labels):
             raise ValueError(f"{len(self.texts)} texts but {len(self.labels)} labels")
+        if self.pairs is not None:
+            self.pairs = list(self.pairs)
+            if len(self.pairs) != len(self.texts):
+                raise ValueError(f"{len(self.texts)} texts but {len(self.pairs)} pairs")
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def take(self, idx) -> "Split":
         idx = np.asarray(idx, dtype=np.int64)
-        return Split([self.texts[i] for i in idx], self.labels[idx])
+        pairs = None if self.pairs is None else [self.pairs[i] for i in idx]
+        return Split([self.texts[i] for i in idx], self.labels[idx], pairs)
 
 
 @dataclass
@@ -515,6 +522,7 @@ class Dataset:
     dev: Split
     test: Split
     info: dict = field(default_factory=dict, repr=False, compare=False)  # provenance + cleaning counts
+    problem_type: str = "single_label_classification"   # or "regression" (labels: float targets)
 
     @property
     def num_labels(self) -> int:
@@ -540,6 +548,9 @@ class Dataset:
                 continue
             if not 0 <= n <= len(split):
                 raise ValueError(f"{self.name}: asked for {n} {key} examples, the split has {len(split)}")
+            if self.problem_type == "regression":           # nothing to stratify on
+                parts[key] = split.take(rng.permutation(len(split))[:n])
+                continue
             counts = np.bincount(split.labels, minlength=self.num_labels)
             take = _allocate(counts, n)
             idx = [rng.permutation(np.flatnonzero(split.labels == k))[:take[k]]
@@ -547,7 +558,7 @@ class Dataset:
             parts[key] = split.take(rng.permutation(np.concatenate(idx)))
         info = dict(self.info, subset={"of": {k: len(v) for k, v in self.splits().items()},
                                         "seed": seed})
-        return Dataset(self.name, list(self.label_names), info=info, **parts)
+        return Dataset(self.name, list(self.label_names), info=info, problem_type=self.problem_type, **parts)
 
 
 def _allocate(counts: np.ndarray, n: int) -> np.ndarray:
@@ -733,7 +744,13 @@ _READERS = {
 
 def load_dataset(name: str, fetch: bool = True, seed: int = 0) -> Dataset:
     """Read, clean (drop empty texts and exact duplicates, first kept) and split 70/10/20
-    (stratified, numpy default_rng(seed)) one of DATASETS; fetched into the cache on first use."""
+    (stratified, numpy default_rng(seed)) one of DATASETS; fetched into the cache on first use.
+    A name that is not one of SOURCES but a file, folder or glob of table files is read by
+    refexit.userdata.load_table (columns text / label, the same 70/10/20 split)."""
+    if isinstance(name, (str, Path)) and str(name) not in SOURCES:
+        from . import userdata
+        if userdata.looks_like_path(name):
+            return userdata.load_table(name, split_seed=seed)
     if _source(name).kind != "dataset":
         raise DataError(f"{name!r} is a model, not a data set (use model_dir); data sets: "
                         f"{', '.join(DATASETS)}")

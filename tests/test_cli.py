@@ -216,3 +216,127 @@ def test_bench_never_overwrites_a_tracked_file(tmp_path):
     with pytest.raises(SystemExit, match="tracked by git"):
         tool.refuse_tracked(root / "README.md")
     tool.refuse_tracked(tmp_path / "mine.json")                # a path of the user's own: fine
+
+
+# ---------------------------------------------------------------- your own data (--data FILE)
+def own_rows(n=48, pairs=False):
+    """Labelled rows a tiny random model can tokenize (its vocabulary: letters and letter pairs)."""
+    rng = __import__("numpy").random.default_rng(1)
+    rows = []
+    for i in range(n):
+        words = " ".join("".join(rng.choice(list("abcdefgh"), 2)) for _ in range(3 + i % 4))
+        row = {"text": words, "label": "yes" if i % 3 else "no"}
+        if pairs:
+            row["second"] = words[::-1]
+        rows.append(row)
+    return rows
+
+
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("REFEXIT_CACHE", str(tmp_path / "cache"))     # features cached away from ~
+
+
+def test_train_exits_then_evaluate_on_your_own_csv(folder, tmp_path, capsys, own_cache):
+    from refexit import tables
+    p = tables.write_rows(tmp_path / "mine.csv", own_rows())
+    with open(p, "ab") as f:
+        f.write(b",yes\nno label here,\nbad \xff byte,no\n")         # data rows 48, 49, 50
+    out = tmp_path / "exits"
+    rc, stdout, err = run_main(capsys, "train-exits", folder, "--data", p, "--out", out, "--epochs", "3",
+                               "--max-length", "16")
+    assert rc == 0, err
+    assert "3 bad row(s) left out" in err and f"{p} row 49: missing label" in err
+    info = json.loads((out / "exits.json").read_text())
+    d = info["dataset"]
+    assert d["name"] == "mine" and d["files"] == [str(p.resolve())] and d["problem_type"] == "single_label_classification"
+    assert d["bad_rows"]["count"] == 3 and [r["row"] for r in d["bad_rows"]["rows"]] == [48, 49, 50]
+    assert sum(d["sizes"].values()) == 48
+    # evaluate without --data: the same file, the same split, from exits.json
+    rc, stdout, err = run_main(capsys, "evaluate", folder, "--exits", out, "--sweep", "--no-plot",
+                               "--policy", "entropy")
+    assert rc == 0, err
+    rep = json.loads((out / "evaluate-mine.json").read_text())
+    assert rep["dataset"] == "mine" and rep["sizes"] == {"dev": d["sizes"]["dev"], "test": d["sizes"]["test"]}
+    assert rep["data"]["bad_rows"]["count"] == 3 and "3 bad row(s) left out" in err
+    three = tables.write_rows(tmp_path / "three.csv", [dict(r, label="abc"[i % 3]) for i, r in enumerate(own_rows())])
+    rc, _, err = run_main(capsys, "evaluate", folder, "--exits", out, "--sweep", "--no-plot", "--data", three)
+    assert rc == 1 and "three has 3 labels ['a', 'b', 'c'], the model with these exits 2" in err
+
+
+def test_sentence_pairs_and_a_split_column(folder, tmp_path, capsys, own_cache):
+    from refexit import tables
+    rows = own_rows(30, pairs=True)
+    for i, r in enumerate(rows):
+        r["part"] = ("train", "train", "dev", "test")[i % 4]
+    p = tables.write_rows(tmp_path / "pairs.jsonl", rows)
+    out = tmp_path / "exits"
+    rc, _, err = run_main(capsys, "train-exits", folder, "--data", p, "--pair-column", "second",
+                          "--split-column", "part", "--out", out, "--epochs", "2", "--max-length", "20")
+    assert rc == 0, err
+    d = json.loads((out / "exits.json").read_text())["dataset"]
+    assert d["pairs"] and d["table"]["pair_column"] == "second" and d["sizes"] == {"train": 16, "dev": 7, "test": 7}
+    rc, _, err = run_main(capsys, "evaluate", folder, "--exits", out, "--sweep", "--no-plot", "--policy", "max_prob")
+    assert rc == 0, err
+    assert json.loads((out / "evaluate-pairs.json").read_text())["data"]["pairs"] is True
+
+
+@pytest.mark.parametrize("make, argv, match", [
+    (None, ["--data", "nope"], "'nope' is neither a built-in data set"),
+    (None, ["--data", "missing.csv"], "missing.csv: no such file"),
+    (None, ["--data", "sms_spam", "--text-column", "x"], "--text-column apply only to your own files"),
+    ("csv", ["--label-column", "y"], r"no column 'y' \(--label-column\)"),
+    ("csv", ["--split-column", "s", "--dev-fraction", "0.2"], "--split-column or --dev-fraction"),
+    ("csv", ["--dev-fraction", "0.6", "--test-fraction", "0.5"], "leaves nothing to train on"),
+    ("regression", [], "regression.*train-exits handles classification only"),
+])
+def test_own_data_mistakes_are_clear_errors(folder, tmp_path, capsys, own_cache, make, argv, match):
+    import re as _re
+
+    from refexit import tables
+    if make == "csv":
+        argv = ["--data", tables.write_rows(tmp_path / "d.csv", own_rows(12))] + argv
+    elif make == "regression":
+        argv = ["--data", tables.write_rows(tmp_path / "r.csv", [{"text": "ab", "label": f"{i / 4}"} for i in range(12)])]
+    rc, _, err = run_main(capsys, "train-exits", folder, "--out", tmp_path / "o", *argv)
+    assert rc == 1 and _re.search(match, err), err
+    assert "Traceback" not in err
+
+
+def test_own_csv_of_builtin_rows_scores_as_the_builtin_set(minilm_dir, tmp_path, capsys, monkeypatch):
+    """train-exits + evaluate on a CSV made from sms_spam's rows give the accuracies of the
+    built-in run on the same rows (the same texts, labels and splits -> the same numbers). The
+    feature cache (keyed by the texts) is a fresh one: the second run reuses the first one's
+    features only if its texts are the same, in the same order."""
+    from refexit import data, tables
+    whole = data.load_dataset("sms_spam")               # the data cache, before pointing the cache away
+    monkeypatch.setenv("REFEXIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(data, "load_dataset", lambda name, fetch=True, seed=0: whole if name == "sms_spam" else
+                        pytest.fail(f"unexpected load_dataset({name!r})"))
+    from refexit.cli.train import limited
+    ds = limited(whole, 24, 0)
+    rows = [{"sms": t, "class": ds.label_names[y], "split": k}
+            for k, s in ds.splits().items() for t, y in zip(s.texts, s.labels)]
+    p = tables.write_rows(tmp_path / "sms.csv", rows)
+    common = ["--max-length", "32", "--epochs", "5"]
+    builtin, own = tmp_path / "builtin", tmp_path / "own"
+    assert run_main(capsys, "train-exits", minilm_dir, "--data", "sms_spam", "--limit", "24",
+                    "--out", builtin, *common)[0] == 0
+    rc, _, err = run_main(capsys, "train-exits", minilm_dir, "--data", p, "--text-column", "sms",
+                          "--label-column", "class", "--split-column", "split", "--out", own, *common)
+    assert rc == 0, err
+    reports = {}
+    for name, folder_, extra in (("sms_spam", builtin, ["--limit", "24"]), ("sms", own, [])):
+        rc, _, err = run_main(capsys, "evaluate", minilm_dir, "--exits", folder_, "--sweep", "--no-plot",
+                              "--policy", "entropy", *extra)
+        assert rc == 0, err
+        reports[name] = json.loads((folder_ / f"evaluate-{name}.json").read_text())
+    a, b = reports["sms_spam"], reports["sms"]
+    assert a["sizes"] == b["sizes"] and a["labels"] == b["labels"] == ["ham", "spam"]
+    assert a["full"] == b["full"]                                   # full model: dev and test accuracy, F1
+    assert a["policies"]["entropy"]["points"] == b["policies"]["entropy"]["points"]
+    dev_own, dev_builtin = (json.loads((f / "exits.json").read_text())["dev_per_layer"] for f in (own, builtin))
+    for x, y in zip(dev_own, dev_builtin, strict=True):   # training on the same features: BLAS rounding aside
+        assert (x["accuracy"], x["macro_f1"]) == (y["accuracy"], y["macro_f1"])
+        assert x["nll"] == pytest.approx(y["nll"], rel=1e-5) and x["temperature"] == pytest.approx(y["temperature"], rel=1e-5)
+    assert len(list((tmp_path / "cache" / "features").glob("*.npz"))) == 3      # train, dev, test: shared

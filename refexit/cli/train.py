@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from refexit.cli import data_args
 from refexit.train import exits as T
 
 DEFAULT_EXTRAS = ",".join(T.EXTRAS)
@@ -21,7 +22,7 @@ def add_subcommand(subparsers) -> None:
                     "the exit heads with Adam and early stopping on dev. Writes exits.safetensors "
                     "(load with refexit.load(MODEL_DIR, exits=...)) and exits.json.")
     p.add_argument("model_dir", metavar="MODEL_DIR", help="HF BERT folder (e.g. `refexit data path all-MiniLM-L6-v2`)")
-    p.add_argument("--data", required=True, metavar="NAME", help="data set (refexit data list)")
+    data_args.add_arguments(p, required=True)
     p.add_argument("--heads", default="mean_linear", choices=T.TRAINABLE_KINDS, help="head kind (default mean_linear)")
     p.add_argument("--l2norm", action="store_true", help="mean_linear: L2-normalise the mean first")
     p.add_argument("--objective", default="deebert", choices=T.OBJECTIVES, help="exit-head objective (default deebert)")
@@ -44,29 +45,29 @@ def limited(ds, limit, seed):
 
 def run(args) -> int:
     import refexit
-    from refexit import data
+    from refexit import userdata
     from refexit.train import features as F
     extras = tuple(e.strip() for e in args.extras.split(",") if e.strip())
     extras = () if extras == ("none",) else extras
     bad = set(extras) - set(T.EXTRAS)
     if bad:
         raise refexit.InputError(f"unknown --extras {sorted(bad)} (known: {', '.join(T.EXTRAS)}, or none)")
+    ds = data_args.load(args)
+    userdata.require_classification(ds, "train-exits")
     model = refexit.load(args.model_dir)
-    ds = limited(data.load_dataset(args.data), args.limit, args.seed)
+    ds = limited(ds, args.limit, args.seed)
     print(f"train-exits: {ds}; {model}", file=sys.stderr)
-    get = lambda split: F.extract(model, getattr(ds, split).texts, args.max_length,  # noqa: E731
-                                  use_cache=not args.no_cache, label=f"{args.data}/{split}")
+    get = lambda split: data_args.extract(model, ds, split, args.max_length,  # noqa: E731
+                                          use_cache=not args.no_cache)
     f_train, f_dev = get("train"), get("dev")
     cfg = T.TrainConfig(seed=args.seed, max_epochs=args.epochs)
     res = T.train_exits(model, f_train, ds.train.labels, f_dev, ds.dev.labels, ds.label_names,
                         kind=args.heads, objective=args.objective, cfg=cfg, l2norm=args.l2norm,
                         extras=extras, log=lambda m: print(f"train-exits: {m}", file=sys.stderr))
-    out = args.out or default_out(args.data, args.heads, args.objective, args.seed)
+    out = args.out or default_out(ds.name, args.heads, args.objective, args.seed)
     extra = {"model": {"dir": str(Path(args.model_dir).resolve()), "weights_sha256": F.weights_hash(model),
                        "num_layers": model.num_layers},
-             "dataset": {"name": args.data, "limit": args.limit,
-                         "sizes": {k: len(v) for k, v in ds.splits().items()},
-                         "split_seed": ds.info.get("seed")},
+             "dataset": {**userdata.describe(ds), "limit": args.limit},
              "max_length": min(args.max_length, model.tokenizer.max_length),
              "argv": sys.argv[1:]}
     path = T.save(res, out, extra)
@@ -75,5 +76,6 @@ def run(args) -> int:
         print(f"{r['layer']:>5} {100 * r['accuracy']:>7.2f}% {100 * r['macro_f1']:>7.2f}% {r['nll']:>7.4f} "
               f"{r['temperature']:>6.3f}")
     print(f"wrote {path} and {path.parent / T.EXITS_JSON}")
-    print(f"evaluate: refexit evaluate {args.model_dir} --exits {path.parent} --sweep")
+    print(f"evaluate: refexit evaluate {args.model_dir} --exits {path.parent} --sweep"
+          + (f" --limit {args.limit}" if args.limit else ""))
     return 0

@@ -75,7 +75,7 @@ def weights_hash(model) -> str:
     return h.hexdigest()
 
 
-def cache_key(model, texts: list[str], max_length: int) -> str:
+def cache_key(model, texts: list[str], max_length: int, pairs: list[str] | None = None) -> str:
     h = hashlib.sha256(f"refexit-features-{FORMAT}|{weights_hash(model)}|{max_length}|".encode())
     tok = model.tokenizer
     h.update("\n".join(tok.vocab).encode())
@@ -88,6 +88,11 @@ def cache_key(model, texts: list[str], max_length: int) -> str:
     for t in texts:
         h.update(t.encode("utf-8", "surrogatepass"))
         h.update(b"\0")
+    if pairs is not None:                                 # sentence pairs: the second texts too
+        h.update(b"pairs\0")
+        for t in pairs:
+            h.update(t.encode("utf-8", "surrogatepass"))
+            h.update(b"\0")
     return h.hexdigest()[:32]
 
 
@@ -149,10 +154,10 @@ class Progress:
 
 # ---------------------------------------------------------------- extraction
 def compute(model, texts: list[str], max_length: int = 128, tokens: bool = False,
-            progress: bool = True, label: str = "features") -> Features:
-    """Run the frozen backbone once per text (oracle functions, real tokens only)."""
+            progress: bool = True, label: str = "features", pairs: list[str] | None = None) -> Features:
+    """Run the frozen backbone once per text (or text pair; oracle functions, real tokens only)."""
     L, H = model.num_layers, model.config.hidden_size
-    enc = model.tokenizer(list(texts), max_length=max_length)
+    enc = model.tokenizer(list(texts), None if pairs is None else list(pairs), max_length=max_length)
     rows = model.rows(enc)
     N = len(rows)
     lengths = np.array([len(ids) for ids, _ in rows], np.int64)
@@ -176,11 +181,12 @@ def compute(model, texts: list[str], max_length: int = 128, tokens: bool = False
 
 
 def extract(model, texts: list[str], max_length: int = 128, tokens: bool = False,
-            use_cache: bool = True, progress: bool = True, label: str = "features") -> Features:
-    """Features of `texts`, from the cache when present (computed and cached otherwise).
-    max_length is clipped to the tokenizer's maximum."""
+            use_cache: bool = True, progress: bool = True, label: str = "features",
+            pairs: list[str] | None = None) -> Features:
+    """Features of `texts` (with `pairs`: of the sentence pairs), from the cache when present
+    (computed and cached otherwise). max_length is clipped to the tokenizer's maximum."""
     max_length = min(int(max_length), model.tokenizer.max_length)
-    key = cache_key(model, texts, max_length)
+    key = cache_key(model, texts, max_length, pairs)
     plain, full = cache_dir() / f"{key}.npz", cache_dir() / f"{key}-tokens.npz"
     if use_cache:
         for path in ((full,) if tokens else (plain, full)):
@@ -188,7 +194,7 @@ def extract(model, texts: list[str], max_length: int = 128, tokens: bool = False
                 got = _load(path, key, tokens)
                 if got is not None:
                     return got
-    feats = compute(model, texts, max_length, tokens, progress, label)
+    feats = compute(model, texts, max_length, tokens, progress, label, pairs)
     feats.key = key
     if use_cache:
         _save(full if tokens else plain, feats)
