@@ -52,8 +52,8 @@ def _text(values: dict, column: str, what: str) -> tuple[bytes | None, str | Non
 
 def extract(row, spec: Spec):
     """A table Row -> (id, text bytes, pair bytes or None, error or None)."""
-    if row.error is not None:
-        return row.number, None, None, row.error
+    if row.error is not None:                 # unreadable: no id column to read
+        return (row.number if spec.id_column is None else None), None, None, row.error
     v = row.values
     rid = row.number
     if spec.id_column is not None:
