@@ -170,8 +170,8 @@ def test_bad_rows_keep_their_place_and_go_to_the_errors_file(tiny, tmp_path):
     assert [r["id"] for r in rows] == ["g0", "m1", None, "e3", "n4", None, "g6", "z7", "g8"]
     bad = {r["row"]: r["error"] for r in rows if r.get("error")}
     assert sorted(bad) == [1, 2, 3, 4, 5, 7]
-    assert "no text column 'text'" in bad[1] and "UTF-8" in bad[2] and bad[3] == "empty text"
-    assert "int" in bad[4] and "JSON" in bad[5] and "null" in bad[7]
+    assert bad[1] == bad[7] == "no text (column 'text' missing or null)"
+    assert "UTF-8" in bad[2] and bad[3] == "empty text" and "int" in bad[4] and "JSON" in bad[5]
     assert all(rows[i]["label"] is None and rows[i]["exit_layer"] is None for i in bad)
     assert_matches([rows[i] for i in (0, 6, 8)], expected(cm, good[:3]))
     errs = read_jsonl(tmp_path / "out.jsonl.errors.jsonl")

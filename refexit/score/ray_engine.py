@@ -86,6 +86,9 @@ def unpack_artefact(art: dict, cache_root: Path | None = None) -> Path:
     except (RefexitError, OSError, B.BuildError):
         pass                                     # another CPU or libc: rebuild for this node below
     current = jsonio.read_object(folder / name, CheckpointError)
+    # the unusable library was copied into the build cache under its key on the way: drop it there,
+    # so that a build with the same flags compiles instead of restoring it
+    (B.cache_dir() / f"{manifest['build_key']}{Path(manifest['library']).suffix}").unlink(missing_ok=True)
     res = B.build(folder / manifest["source"], folder, manifest["prefix"], openmp=bool(manifest.get("openmp")),
                   precision=manifest.get("precision", "fp32"))
     current |= {"library": res.library.name, "build_key": res.key, "flags": res.flags, "compiler": res.compiler,
@@ -166,7 +169,7 @@ def _read(ray, inputs: list[Path], opt):
         raise InputError(f"--engine ray reads one format per run, got {sorted(fmts)}")
     f = fmts.pop()
     paths = [str(p) for p in inputs]
-    light = {"ray_remote_args": LIGHT}
+    light = LIGHT
     if f == "txt":
         return ray.data.read_text(paths, drop_empty_lines=False, include_paths=True, **light)
     if f == "jsonl":
@@ -184,6 +187,13 @@ def _read(ray, inputs: list[Path], opt):
 
 def score_ray(folder: Path, cm, inputs: list[Path], out_path: Path, opt, address: str | None = None) -> dict:
     """`refexit score --engine ray`: see the module doc. -> the summary (as the local engine's)."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=r"ray(\.|$)")         # Ray's own deprecation notices
+        return _score_ray(folder, cm, inputs, out_path, opt, address)
+
+
+def _score_ray(folder: Path, cm, inputs: list[Path], out_path: Path, opt, address: str | None) -> dict:
     ray = require_ray()
     if opt.resume:
         raise InputError("--resume is for the local engine; Ray retries failed actors and batches itself")

@@ -39,11 +39,11 @@ def columns(spec: Spec, num_labels: int) -> list[str]:
 
 
 def _text(values: dict, column: str, what: str) -> tuple[bytes | None, str | None]:
-    if column not in values:
-        return None, f"no {what} column {column!r}"
-    v = values[column]
+    v = values.get(column)
+    if v is None or v != v:                   # missing, null or NaN: the same to a columnar reader (Ray)
+        return None, f"no {what} (column {column!r} missing or null)"
     if not isinstance(v, str):
-        return None, f"{what} column {column!r} holds {'null' if v is None else type(v).__name__}, not text"
+        return None, f"{what} column {column!r} holds {type(v).__name__}, not text"
     try:
         return v.encode("utf-8"), None
     except UnicodeEncodeError:
