@@ -201,6 +201,7 @@ def _score_ray(folder: Path, cm, inputs: list[Path], out_path: Path, opt, addres
     if opt.quiet or not output_isatty():
         import logging
         logging.getLogger("ray.data").setLevel(logging.ERROR)
+    t_init = time.perf_counter()
     if not ray.is_initialized():
         ray.init(address=address, logging_level="ERROR", log_to_driver=False,
                  **({} if address else {"include_dashboard": False}))
@@ -210,6 +211,7 @@ def _score_ray(folder: Path, cm, inputs: list[Path], out_path: Path, opt, addres
         ctx.enable_progress_bars = False
     workers = opt.workers or max(1, int(ray.cluster_resources().get("CPU", 1)) // opt.threads_per_worker)
     t0 = time.perf_counter()
+    init_s = t0 - t_init
     thr = cm.thresholds if cm.num_layers > 1 else None
     cls = map_batches_fn(folder, opt.text_column, opt.pair_column, opt.id_column, opt.batch,
                          opt.threads_per_worker, opt.logits, thr)
@@ -221,11 +223,14 @@ def _score_ray(folder: Path, cm, inputs: list[Path], out_path: Path, opt, addres
         import shutil
         shutil.rmtree(parts)
     ds.write_parquet(str(parts), ray_remote_args=LIGHT)
+    t1 = time.perf_counter()
     summary = merge(parts, inputs, out_path, cm, opt, fmt)
     seconds = time.perf_counter() - t0
     summary |= {"seconds": round(seconds, 3), "rows_this_run": summary["rows"],
                 "texts_per_s": round(summary["rows"] / seconds, 1) if seconds > 0 else None, "engine": "ray",
-                "workers": workers}
+                "workers": workers,
+                "timing_s": {"ray_init": round(init_s, 3), "ship_read_score_write": round(t1 - t0, 3),
+                             "merge": round(time.perf_counter() - t1, 3)}}
     return summary
 
 
