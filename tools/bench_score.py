@@ -7,7 +7,8 @@ Rotten Tomatoes texts (refexit.data, all splits) repeated to --rows lines in one
 real all-MiniLM-L6-v2 with the given exit heads compiled once (codegen.compile_model + the
 standalone programs). Each contender runs in its own process, one after another in one run, on
 the same file (the peers on the first --peer-rows lines); for each: wall seconds, texts/s and the
-process's peak RSS (os.wait4; Ray: the driver's only, its workers are other processes):
+process's peak RSS (sampled from /proc: the process's own VmHWM, and the peak sum over its process
+tree, which for Ray includes its daemons and workers):
 
   standalone   OUT/<prefix>-sidecar --batch B --threads T < input.txt (the C program, no Python)
   local        refexit score COMPILED input.txt -o out.jsonl (thread pool, one C handle per core)
@@ -53,17 +54,59 @@ def write_input(path: Path, rows: int) -> int:
     return len(texts)
 
 
+def _status_kb(pid: int, field: str) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += children.get(p, [])
+    return out
+
+
 def run(cmd, stdin=None, stdout=None, env=None) -> dict:
-    """Run `cmd`; -> wall seconds, exit code, peak RSS in MB (of that process), its stderr."""
+    """Run `cmd`; -> wall seconds, exit code, its stderr, and memory sampled every 0.2 s from /proc
+    (ru_maxrss is no use here: a forked child inherits the parent's high-water mark):
+    peak_rss_mb, the process's VmHWM; peak_tree_rss_mb, the largest sum of VmRSS over it and
+    its descendants (Ray's daemons and workers)."""
+    import threading
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, stdin=stdin, stdout=stdout or subprocess.DEVNULL, stderr=subprocess.PIPE,
                          env=os.environ | (env or {}), cwd=ROOT)
+    peak = {"hwm": 0, "tree": 0}
+
+    def sample():
+        while p.poll() is None:
+            peak["hwm"] = max(peak["hwm"], _status_kb(p.pid, "VmHWM"))
+            peak["tree"] = max(peak["tree"], sum(_status_kb(q, "VmRSS") for q in _descendants(p.pid)))
+            time.sleep(0.2)
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
     err = p.stderr.read().decode("utf-8", "replace")
-    _, status, ru = os.wait4(p.pid, 0)
+    p.wait()
     wall = time.perf_counter() - t0
-    p.returncode = os.waitstatus_to_exitcode(status)
-    return {"seconds": round(wall, 3), "returncode": p.returncode, "peak_rss_mb": round(ru.ru_maxrss / 1024, 1),
-            "stderr_tail": err.strip().splitlines()[-3:]}
+    t.join()
+    return {"seconds": round(wall, 3), "returncode": p.returncode, "peak_rss_mb": round(peak["hwm"] / 1024, 1),
+            "peak_tree_rss_mb": round(peak["tree"] / 1024, 1), "stderr_tail": err.strip().splitlines()[-3:]}
 
 
 def refexit_cmd(*args) -> list[str]:
@@ -174,8 +217,8 @@ def main(argv=None) -> int:
     res = doc["results"]
     log = lambda *a: print(*a, file=sys.stderr, flush=True)          # noqa: E731
     if "one-handle" in only:
-        code = ("import sys, codegen; cm = codegen.load_compiled(sys.argv[1]); "
-                "cm.classify(cm.tokenizer(['a fine film'] * 32))")
+        code = ("import sys, time, codegen; cm = codegen.load_compiled(sys.argv[1]); "
+                "cm.classify(cm.tokenizer(['a fine film'] * 32)); time.sleep(1)")       # sampled at 0.2 s
         res["one-handle"] = run([sys.executable, "-c", code, str(work / "compiled")],
                                 env={"PYTHONPATH": str(ROOT)})
         log("one-handle", res["one-handle"])

@@ -119,6 +119,8 @@ def score_local(cm, inputs: list[Path], out_path: Path, opt: Options) -> dict:
                 if failure:
                     break
                 jobs.put(job)
+            if failure:
+                break
     finally:
         for _ in threads:
             jobs.put(None)
@@ -158,7 +160,7 @@ def finish(run: chunks.RunDir, inputs, out_path: Path, cm, spec: R.Spec, rows_sc
            fmt: str) -> dict:
     """Every chunk committed: write the output and the errors file, remove the parts, -> summary."""
     done = run.committed()
-    ordered, errors, total = [], [], 0
+    ordered, total = [], 0
     exits = np.zeros(cm.num_layers, np.int64)
     many = len(inputs) > 1
     for f, path in enumerate(inputs):
@@ -167,11 +169,11 @@ def finish(run: chunks.RunDir, inputs, out_path: Path, cm, spec: R.Spec, rows_sc
         if todo or not end_known:
             raise RuntimeError(f"internal: {path} has chunks not committed: {todo}")     # a bug, not an input
         for k in sorted(d):
-            ordered.append(run.chunk_path(f, k))
+            ordered.append((f, k))
             total += d[k]["rows"]
             exits += np.asarray(d[k]["exits"], np.int64)
-            errors += [({"file": str(path)} if many else {}) | e for e in d[k]["errors"]]
-    output.write_output(out_path, ordered, R.columns(spec, cm.num_labels))
+    output.write_output(out_path, [run.chunk_path(f, k) for f, k in ordered], R.columns(spec, cm.num_labels))
+    errors = (({"file": str(inputs[f])} if many else {}) | e for f, k in ordered for e in done[f][k]["errors"])
     n_err = output.write_errors(output.errors_path(out_path), errors)
     run.remove()
     scored = int(exits.sum())
