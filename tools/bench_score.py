@@ -14,6 +14,7 @@ tree, which for Ray includes its daemons and workers):
   local        refexit score COMPILED input.txt -o out.jsonl (thread pool, one C handle per core)
   ray          refexit score ... --engine ray (a local Ray on this node; Ray start-up included,
                and its own split: start-up / ship + read + score + write / merge)
+  local-tenth  the local engine on the first tenth of the rows (memory must not grow with the input)
   one-handle   a process that opens one handle and classifies one batch: the RSS baseline
   torch        HF transformers BertModel (torch, eager attention) + the same final exit head in
                NumPy, --batch texts per call padded to the longest (needs torch, transformers)
@@ -190,7 +191,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2, help="cores used by every contender")
     ap.add_argument("--work", type=Path, default=Path("build/bench_score"))
-    ap.add_argument("--only", default="standalone,local,ray,one-handle,torch,onnxruntime")
+    ap.add_argument("--only", default="one-handle,standalone,local-tenth,local,ray,torch,onnxruntime")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--peer", help=argparse.SUPPRESS)
     ap.add_argument("--input", help=argparse.SUPPRESS)
@@ -229,18 +230,25 @@ def main(argv=None) -> int:
         r["texts_per_s"] = round(args.rows / r["seconds"], 1)
         res["standalone"] = r
         log("standalone", r)
-    for engine in ("local", "ray"):
+    if "local-tenth" in only:                        # memory flat: the same run on a tenth of the rows
+        with open(inp, encoding="utf-8") as fin, open(work / "input-tenth.txt", "w", encoding="utf-8") as fout:
+            for i, line in enumerate(fin):
+                if i == args.rows // 10:
+                    break
+                fout.write(line)
+    for engine in ("local-tenth", "local", "ray"):
         if engine not in only:
             continue
         out = work / f"{engine}.jsonl"
         summary = work / f"{engine}-summary.json"
-        r = run(refexit_cmd("score", work / "compiled", inp, "-o", out, "--batch", args.batch, "-q",
-                            "--engine", engine, "--summary", summary,
-                            *(["--workers", args.threads] if engine == "local" else [])),
+        rows = args.rows // 10 if engine == "local-tenth" else args.rows
+        r = run(refexit_cmd("score", work / "compiled", work / "input-tenth.txt" if engine == "local-tenth" else inp,
+                            "-o", out, "--batch", args.batch, "-q", "--engine", engine.removesuffix("-tenth"),
+                            "--summary", summary, *(["--workers", args.threads] if engine != "ray" else [])),
                 env={"PYTHONPATH": str(ROOT)})
         if r["returncode"] == 0:
             s = json.loads(summary.read_text())
-            r |= {"texts_per_s": round(args.rows / r["seconds"], 1), "engine_seconds": s["seconds"],
+            r |= {"rows": rows, "texts_per_s": round(rows / r["seconds"], 1), "engine_seconds": s["seconds"],
                   "engine_texts_per_s": s["texts_per_s"], "mean_exit_layer": s["mean_exit_layer"],
                   "timing_s": s.get("timing_s")}
         res[engine] = r

@@ -90,6 +90,8 @@ def score_local(cm, inputs: list[Path], out_path: Path, opt: Options) -> dict:
             scorer = Scorer(shared, opt.batch, opt.threads_per_worker)
         except BaseException as e:             # noqa: BLE001  (reported by the main thread)
             failure.append(e)
+            while jobs.get() is not None:      # drain so that the producer never blocks
+                pass
             return
         try:
             while (job := jobs.get()) is not None:
