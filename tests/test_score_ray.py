@@ -119,3 +119,25 @@ def test_the_shipped_library_is_rebuilt_where_it_does_not_load(tiny, tmp_path, m
         [w["exit_layer"] for w in expected(cm, texts)]
     assert ray_engine.unpack_artefact(ray_engine.pack_artefact(compiled), cache_root=tmp_path / "node2") \
         .joinpath(cm.manifest["weights"]).read_bytes() == (compiled / cm.manifest["weights"]).read_bytes()
+
+
+def test_folder_output_keeps_rays_files_unmerged(tiny, local_ray, tmp_path, capsys):
+    """-o DIR/ (or a URI) with --engine ray: Ray's Parquet files are the output (the cluster case:
+    no merge through the driver); ids come from --id-column, which it needs."""
+    compiled, cm = tiny
+    pq = pytest.importorskip("pyarrow.parquet")
+    texts = random_texts(120, seed=24)
+    src = tables.write_rows(tmp_path / "in.jsonl", [{"key": f"k{i}", "text": t} for i, t in enumerate(texts)])
+    out = str(tmp_path / "out") + "/"
+    assert main(["score", str(compiled), str(src), "-o", out, "--engine", "ray", "-q"]) == 1
+    assert "--id-column" in capsys.readouterr().err
+    assert main(["score", str(compiled), str(src), "-o", out, "-q", "--id-column", "key"]) == 1   # local: a file
+    assert main(["score", str(compiled), str(src), "-o", out, "--engine", "ray", "-q", "--id-column", "key",
+                 "--summary", str(tmp_path / "s.json")]) == 0
+    rows = pq.read_table(out).to_pylist()
+    assert sorted(r["id"] for r in rows) == sorted(f"k{i}" for i in range(120))
+    by_id = {r["id"]: r for r in rows}
+    want = expected(cm, texts)
+    assert [by_id[f"k{i}"]["exit_layer"] for i in range(120)] == [w["exit_layer"] for w in want]
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert (s["rows"], s["scored"], s["errors"]) == (120, 120, 0)

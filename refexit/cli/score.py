@@ -24,8 +24,10 @@ def add_subcommand(sub) -> None:
                               "--id-column review_id")
     p.add_argument("source", metavar="SOURCE", help="compiled folder, or HF model folder (compiled, cached)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="input files, folders or globs")
-    p.add_argument("-o", "--output", required=True, type=Path, metavar="OUTPUT",
-                   help="output file: .jsonl, .csv or .parquet")
+    p.add_argument("-o", "--output", required=True, metavar="OUTPUT",
+                   help="output file: .jsonl, .csv or .parquet; with --engine ray also a folder (a path "
+                        "ending in /, or a URI such as s3://bucket/dir/) that keeps Ray's Parquet files "
+                        "unmerged (needs --id-column)")
     p.add_argument("--text-column", default="text", metavar="NAME", help="column holding the text (default: text)")
     p.add_argument("--pair-column", metavar="NAME", help="column holding the second text of a sentence pair")
     p.add_argument("--id-column", metavar="NAME", help="column copied to `id` (default: the row number)")
@@ -59,7 +61,16 @@ def run(args) -> int:
     from refexit.score.source import open_source
     if args.address and args.engine != "ray":
         raise InputError("--address is for --engine ray")
-    output_format(args.output)                         # a bad extension before any work
+    folder_output = args.output.endswith("/") or "://" in args.output
+    if folder_output and args.engine != "ray":
+        raise InputError(f"-o {args.output}: a folder output is for --engine ray; the local engine writes "
+                         f"one file (.jsonl, .csv, .parquet)")
+    if folder_output and not args.id_column:
+        raise InputError(f"-o {args.output}: a folder output keeps Ray's files unmerged, without row numbers: "
+                         f"give --id-column to tell the rows apart")
+    args.output = args.output if folder_output else Path(args.output)
+    if not folder_output:
+        output_format(args.output)                     # a bad extension before any work
     inputs = tables.expand_inputs(args.inputs)
     opt = engine.Options(text_column=args.text_column, pair_column=args.pair_column, id_column=args.id_column,
                          batch=args.batch, workers=args.workers, threads_per_worker=args.threads_per_worker,

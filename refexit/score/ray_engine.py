@@ -197,7 +197,8 @@ def _score_ray(folder: Path, cm, inputs: list[Path], out_path: Path, opt, addres
     ray = require_ray()
     if opt.resume:
         raise InputError("--resume is for the local engine; Ray retries failed actors and batches itself")
-    fmt = output.output_format(out_path)
+    folder_output = isinstance(out_path, str)          # "dir/" or "s3://bucket/dir/": Ray's files, unmerged
+    fmt = None if folder_output else output.output_format(out_path)
     if opt.quiet or not output_isatty():
         import logging
         logging.getLogger("ray.data").setLevel(logging.ERROR)
@@ -218,13 +219,18 @@ def _score_ray(folder: Path, cm, inputs: list[Path], out_path: Path, opt, addres
     ds = _read(ray, inputs, opt).map_batches(
         cls, batch_size=opt.chunk_rows, concurrency=workers, num_cpus=opt.threads_per_worker,
         max_restarts=-1, max_task_retries=-1)
-    parts = out_path.with_name(out_path.name + ".ray")
-    if parts.exists():
-        import shutil
-        shutil.rmtree(parts)
-    ds.write_parquet(str(parts), ray_remote_args=LIGHT)
-    t1 = time.perf_counter()
-    summary = merge(parts, inputs, out_path, cm, opt, fmt)
+    if folder_output:
+        ds.write_parquet(out_path, ray_remote_args=LIGHT)
+        t1 = time.perf_counter()
+        summary = folder_summary(out_path, cm)
+    else:
+        parts = out_path.with_name(out_path.name + ".ray")
+        if parts.exists():
+            import shutil
+            shutil.rmtree(parts)
+        ds.write_parquet(str(parts), ray_remote_args=LIGHT)
+        t1 = time.perf_counter()
+        summary = merge(parts, inputs, out_path, cm, opt, fmt)
     seconds = time.perf_counter() - t0
     summary |= {"seconds": round(seconds, 3), "rows_this_run": summary["rows"],
                 "texts_per_s": round(summary["rows"] / seconds, 1) if seconds > 0 else None, "engine": "ray",
@@ -281,6 +287,21 @@ def merge(parts: Path, inputs: list[Path], out_path: Path, cm, opt, fmt: str) ->
             "mean_exit_layer": round(float((exits * np.arange(1, len(exits) + 1)).sum() / scored), 4) if scored
             else None, "exit_layers": {str(i + 1): int(c) for i, c in enumerate(exits)},
             "output": str(out_path), "errors_file": str(output.errors_path(out_path))}
+
+
+def folder_summary(out: str, cm) -> dict:
+    """The summary of a folder output, from the `exit_layer` and `error` columns of Ray's files
+    (the bad rows stay in those files, with `error` set: no separate errors file)."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+    t = pads.dataset(out, format="parquet").to_table(columns=["exit_layer", "error"])
+    layers = t.column("exit_layer").drop_null().to_numpy(zero_copy_only=False).astype(np.int64)
+    exits = np.bincount(layers, minlength=cm.num_layers + 1)[1:]
+    scored = int(exits.sum())
+    return {"rows": t.num_rows, "scored": scored, "errors": int(pc.sum(pc.is_valid(t.column("error"))).as_py() or 0),
+            "mean_exit_layer": round(float(layers.mean()), 4) if scored else None,
+            "exit_layers": {str(i + 1): int(c) for i, c in enumerate(exits)}, "output": out,
+            "errors_file": f"{out} (rows with `error` set)"}
 
 
 def output_isatty() -> bool:
