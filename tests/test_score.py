@@ -366,3 +366,15 @@ def _wait_in_read(thread: threading.Thread, fd: int) -> None:
         if len(fields) > 1 and fields[0] in ("0", "63") and int(fields[1], 16) == fd:
             return
         threading.Event().wait(0.001)
+
+
+def test_threads_per_worker_and_batch_do_not_change_the_answers(tiny, tmp_path):
+    _, compiled, _ = tiny
+    src = tables.write_rows(tmp_path / "in.txt", [{"text": t} for t in random_texts(90, seed=14)])
+    outs = []
+    for i, extra in enumerate((["--workers", "1", "--threads-per-worker", "2", "--batch", "64"],
+                               ["--workers", "3", "--batch", "1", "--chunk-rows", "7"])):
+        out = tmp_path / f"out{i}.jsonl"
+        assert score(compiled, src, "-o", out, "--logits", *extra) == 0
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]
