@@ -18,7 +18,6 @@ per row."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -70,10 +69,11 @@ def unpack_artefact(art: dict, cache_root: Path | None = None) -> Path:
     from refexit import jsonio
     from refexit.errors import CheckpointError, RefexitError
     manifest = jsonio.loads(art["manifest"], "shipped manifest", CheckpointError)
-    root = cache_root or Path(os.environ.get("REFEXIT_CACHE") or "~/.cache/refexit").expanduser() / "score-ray"
+    from refexit.data import cache_root as refexit_cache
+    root = cache_root or refexit_cache() / "score-ray"
     folder = root / f"{manifest['model_hash'][:16]}-{manifest['build_key'][:16]}"
     folder.mkdir(parents=True, exist_ok=True)
-    name = f"{manifest['prefix']}{'.manifest.json'}"
+    name = f"{manifest['prefix']}.manifest.json"
     for key in ARTEFACT_KEYS[1:]:
         path = folder / manifest[key]
         if not path.is_file() or path.stat().st_size != len(art[key]):

@@ -6,7 +6,6 @@ already holds the library)."""
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 from refexit.errors import InputError, RefexitError
@@ -33,8 +32,8 @@ def cache_folder(model_dir: Path, exits: Path | None, policy) -> Path:
     if exits is not None:
         h.update(f"{Path(exits).resolve()}\0".encode())
         _stat_key(h, Path(exits))
-    root = Path(os.environ.get("REFEXIT_CACHE") or "~/.cache/refexit").expanduser()
-    return root / "score" / h.hexdigest()[:24]
+    from refexit.data import cache_root
+    return cache_root() / "score" / h.hexdigest()[:24]
 
 
 def open_source(source, policy=None, exits=None, max_batch: int = 256):
