@@ -66,7 +66,6 @@ def test_ray_engine_writes_what_the_local_engine_writes(tiny, local_ray, tmp_pat
     assert rows[5]["error"] == "no text (column 'text' missing or null)" and rows[37]["error"] == "empty text"
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_a_killed_actor_loses_and_duplicates_nothing(tiny, local_ray, tmp_path):
     """One scoring actor SIGKILLs itself on its third batch (a real worker death, once): Ray restarts
     it and retries the batch; the output has every input row exactly once, in order."""
@@ -94,7 +93,7 @@ def test_a_killed_actor_loses_and_duplicates_nothing(tiny, local_ray, tmp_path):
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
     ds = ray.data.read_json([str(src)], lines=True, **ray_engine.LIGHT).map_batches(
-        KillOnce, batch_size=50, concurrency=2, num_cpus=1, max_restarts=-1, max_task_retries=-1)
+        KillOnce, batch_size=50, concurrency=2, num_cpus=1)         # Ray Data's defaults restart and retry
     out = ds.take_all()
     assert Path(marker).exists()                       # an actor really died mid-run
     assert [r["id"] for r in out] == list(range(1200))

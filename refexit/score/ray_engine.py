@@ -11,7 +11,8 @@ and loads the shipped library, or rebuilds it from the C source (cached by codeg
 when it does not load or does not run on that node's CPU. Inputs and outputs move through Ray
 Data (the object store), so OUTPUT's folder must be on the driver's machine or a shared store.
 
-Actors are restarted and their batches retried when one dies (max_restarts, max_task_retries):
+Actors are restarted and their batches retried when one dies (Ray Data's actor pools default to
+max_restarts=-1 and max_task_retries=-1; tests/test_score_ray.py kills one mid-run):
 the output still has exactly one row per input row. Rows Ray's readers cannot read (bytes that
 are not UTF-8, malformed JSON) fail the read there, unlike the local engine, which reports them
 per row."""
@@ -217,8 +218,7 @@ def _score_ray(folder: Path, cm, inputs: list[Path], out_path: Path, opt, addres
     cls = map_batches_fn(folder, opt.text_column, opt.pair_column, opt.id_column, opt.batch,
                          opt.threads_per_worker, opt.logits, thr)
     ds = _read(ray, inputs, opt).map_batches(
-        cls, batch_size=opt.chunk_rows, concurrency=workers, num_cpus=opt.threads_per_worker,
-        max_restarts=-1, max_task_retries=-1)
+        cls, batch_size=opt.chunk_rows, concurrency=workers, num_cpus=opt.threads_per_worker)
     if folder_output:
         ds.write_parquet(out_path, ray_remote_args=LIGHT)
         t1 = time.perf_counter()
