@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES = (
     "refexit.cli.evaluate",   # refexit evaluate
     "refexit.cli.demo",           # refexit demo
     "refexit.cli.bench",      # refexit bench
+    "refexit.cli.score",      # refexit score
 )
 
 

@@ -1,0 +1,312 @@
+"""The Ray engine of `refexit score` (`pip install '.[ray]'`): Ray Data reads the inputs
+(`read_text` / `read_json` / `read_csv` / `read_parquet`), scores them with `map_batches` and a
+callable class that opens the compiled library once per actor (map_batches_fn), and writes them
+with `write_parquet`; the driver then merges Ray's files, in order, into OUTPUT (row numbers
+assigned per input file) and the errors file, exactly as the local engine does.
+
+What reaches the workers, without a shared file system: the compiled artefact (manifest, header,
+C source, the built library and the weights file) is put once in Ray's object store; each actor
+unpacks it into its node's cache ($REFEXIT_CACHE/score-ray/<model hash>-<build key>/, once per node)
+and loads the shipped library, or rebuilds it from the C source (cached by codegen's build cache)
+when it does not load or does not run on that node's CPU. Inputs and outputs move through Ray
+Data (the object store), so OUTPUT's folder must be on the driver's machine or a shared store.
+
+Actors are restarted and their batches retried when one dies (Ray Data's actor pools default to
+max_restarts=-1 and max_task_retries=-1; tests/test_score_ray.py kills one mid-run):
+the output still has exactly one row per input row. Rows Ray's readers cannot read (bytes that
+are not UTF-8, malformed JSON) fail the read there, unlike the local engine, which reports them
+per row."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from refexit.errors import InputError
+
+from . import output, rows as R
+from .chunks import write_durable
+
+ARTEFACT_KEYS = ("manifest", "header", "source", "library", "weights")
+# Read and write tasks reserve no CPU: the scoring actors take every CPU (as the local engine's
+# workers do), and a read task waiting for a CPU behind them would stall the pipeline.
+LIGHT = {"num_cpus": 0}
+
+
+def require_ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise InputError("--engine ray needs Ray Data: pip install 'refexit[ray]' (or 'ray[data]')") from None
+    return ray
+
+
+# ---------------------------------------------------------------------- the artefact
+def pack_artefact(compiled_dir) -> dict:
+    """The files of a compiled folder as bytes: what a worker needs to score (no model, no
+    shared file system)."""
+    from codegen.binding import MANIFEST_SUFFIX
+    from refexit import jsonio
+    from refexit.errors import CheckpointError
+    folder = Path(compiled_dir)
+    found = sorted(folder.glob(f"*{MANIFEST_SUFFIX}"))
+    if len(found) != 1:
+        raise InputError(f"{folder}: expected one compiled model (*{MANIFEST_SUFFIX}), found {len(found)}")
+    manifest = jsonio.read_object(found[0], CheckpointError, what="the manifest of a compiled model")
+    art = {"manifest": found[0].read_bytes()}
+    for key in ARTEFACT_KEYS[1:]:
+        art[key] = (folder / manifest[key]).read_bytes()
+    return art
+
+
+def unpack_artefact(art: dict, cache_root: Path | None = None) -> Path:
+    """Write the artefact into this node's cache (once) and return a compiled folder whose library
+    loads here: the shipped one, or one rebuilt from the C source for this CPU / compiler."""
+    import codegen
+    from codegen import build as B
+    from refexit import jsonio
+    from refexit.errors import CheckpointError, RefexitError
+    manifest = jsonio.loads(art["manifest"], "shipped manifest", CheckpointError)
+    from refexit.data import cache_root as refexit_cache
+    root = cache_root or refexit_cache() / "score-ray"
+    folder = root / f"{manifest['model_hash'][:16]}-{manifest['build_key'][:16]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"{manifest['prefix']}.manifest.json"
+    for key in ARTEFACT_KEYS[1:]:
+        path = folder / manifest[key]
+        if not path.is_file() or path.stat().st_size != len(art[key]):
+            write_durable(path, art[key])
+    if not (folder / name).is_file():
+        write_durable(folder / name, art["manifest"])
+    try:
+        codegen.load_compiled(folder).close()
+        return folder
+    except (RefexitError, OSError, B.BuildError):
+        pass                                     # another CPU or libc: rebuild for this node below
+    current = jsonio.read_object(folder / name, CheckpointError)
+    # the unusable library was copied into the build cache under its key on the way: drop it there,
+    # so that a build with the same flags compiles instead of restoring it
+    (B.cache_dir() / f"{manifest['build_key']}{Path(manifest['library']).suffix}").unlink(missing_ok=True)
+    res = B.build(folder / manifest["source"], folder, manifest["prefix"], openmp=bool(manifest.get("openmp")),
+                  precision=manifest.get("precision", "fp32"))
+    current |= {"library": res.library.name, "build_key": res.key, "flags": res.flags, "compiler": res.compiler,
+                "isa": res.isa, "openmp": res.openmp}
+    write_durable(folder / name, json.dumps(current, indent=1).encode())
+    return folder
+
+
+# ---------------------------------------------------------------------- the callable class
+def map_batches_fn(compiled_dir, text_column: str = "text", pair_column: str | None = None,
+                   id_column: str | None = None, batch: int = 32, threads: int = 1, logits: bool = False,
+                   thresholds=None):
+    """A callable class for `ds.map_batches(cls, concurrency=N)`: each actor opens the compiled
+    model of `compiled_dir` once (shipped through the object store, see the module doc) and turns
+    each batch (any batch format Ray gives: pyarrow, pandas, numpy) into a pyarrow table with the
+    output columns of `refexit score` (row numbers are unknown to Ray: `row` is null and `id` is the
+    id column's value, or null without one). `thresholds`: the exit thresholds to run at (None:
+    the compiled ones)."""
+    ray = require_ray()
+    ref = ray.put(pack_artefact(compiled_dir))
+    spec = R.Spec(text_column, pair_column, id_column, logits)
+    thr = None if thresholds is None else np.asarray(thresholds, np.float32)
+    return _make_class(ref, spec, batch, threads, thr)
+
+
+def _make_class(ref, spec: R.Spec, batch: int, threads: int, thresholds):
+    class ScoreBatch:
+        """Scores batches with one C handle, opened once per actor."""
+
+        def __init__(self):
+            import ray
+
+            import codegen
+            from .handles import Scorer, SharedWeights
+            art = ray.get(ref)
+            self.cm = codegen.load_compiled(unpack_artefact(art))
+            if thresholds is not None:
+                self.cm.set_thresholds(thresholds)
+            self.scorer = Scorer(SharedWeights(self.cm), batch, threads)
+            self.spec = spec
+
+        def __call__(self, batch):
+            import pyarrow as pa
+            from refexit.tables import Row
+            recs = _batch_records(batch)
+            rows = [Row(-1, r) for r in recs]
+            lines, _ = R.score_rows(self.scorer, rows, self.spec, self.cm.label_names)
+            out = [json.loads(line) for line in lines]
+            for o, r in zip(out, recs):
+                o["row"] = None
+                if self.spec.id_column is None:
+                    o["id"] = None
+                if "path" in r:
+                    o["path"] = r["path"]
+            cols = R.columns(self.spec, self.cm.num_labels) + (["path"] if recs and "path" in recs[0] else [])
+            return pa.Table.from_pylist([{k: o.get(k) for k in cols} for o in out])
+
+    return ScoreBatch
+
+
+def _batch_records(batch) -> list[dict]:
+    """A Ray batch (pyarrow Table, pandas DataFrame or dict of arrays) -> row dicts."""
+    if hasattr(batch, "to_pylist"):
+        return batch.to_pylist()
+    if hasattr(batch, "to_dict"):
+        return batch.to_dict("records")
+    keys = list(batch)
+    n = len(batch[keys[0]]) if keys else 0
+    return [{k: (batch[k][i].item() if isinstance(batch[k][i], np.generic) else batch[k][i]) for k in keys}
+            for i in range(n)]
+
+
+# ---------------------------------------------------------------------- the command
+def _read(ray, inputs: list[Path], opt):
+    from refexit import tables
+    fmts = {tables.table_format(p, opt.input_format) for p in inputs}
+    if len(fmts) != 1:
+        raise InputError(f"--engine ray reads one format per run, got {sorted(fmts)}")
+    f = fmts.pop()
+    paths = [str(p) for p in inputs]
+    light = LIGHT
+    if f == "txt":
+        return ray.data.read_text(paths, drop_empty_lines=False, include_paths=True, **light)
+    if f == "jsonl":
+        return ray.data.read_json(paths, lines=True, include_paths=True, **light)
+    if f in ("csv", "tsv"):
+        import pyarrow as pa
+        import pyarrow.csv as pcsv
+        text = [c for c in (opt.text_column, opt.pair_column, opt.id_column) if c]      # as the local reader: text
+        return ray.data.read_csv(paths, include_paths=True, **light,
+                                 parse_options=pcsv.ParseOptions(delimiter="," if f == "csv" else "\t"),
+                                 convert_options=pcsv.ConvertOptions(
+                                     strings_can_be_null=False, column_types={c: pa.string() for c in text}))
+    return ray.data.read_parquet(paths, include_paths=True, **light)
+
+
+def score_ray(folder: Path, cm, inputs: list[Path], out_path: Path, opt, address: str | None = None) -> dict:
+    """`refexit score --engine ray`: see the module doc. -> the summary (as the local engine's)."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=r"ray(\.|$)")         # Ray's own deprecation notices
+        return _score_ray(folder, cm, inputs, out_path, opt, address)
+
+
+def _score_ray(folder: Path, cm, inputs: list[Path], out_path: Path, opt, address: str | None) -> dict:
+    ray = require_ray()
+    if opt.resume:
+        raise InputError("--resume is for the local engine; Ray retries failed actors and batches itself")
+    folder_output = isinstance(out_path, str)          # "dir/" or "s3://bucket/dir/": Ray's files, unmerged
+    fmt = None if folder_output else output.output_format(out_path)
+    if opt.quiet or not output_isatty():
+        import logging
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
+    t_init = time.perf_counter()
+    if not ray.is_initialized():
+        ray.init(address=address, logging_level="ERROR", log_to_driver=False,
+                 **({} if address else {"include_dashboard": False}))
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True
+    if opt.quiet or not output_isatty():
+        ctx.enable_progress_bars = False
+    workers = opt.workers or max(1, int(ray.cluster_resources().get("CPU", 1)) // opt.threads_per_worker)
+    t0 = time.perf_counter()
+    init_s = t0 - t_init
+    thr = cm.thresholds if cm.num_layers > 1 else None
+    cls = map_batches_fn(folder, opt.text_column, opt.pair_column, opt.id_column, opt.batch,
+                         opt.threads_per_worker, opt.logits, thr)
+    ds = _read(ray, inputs, opt).map_batches(
+        cls, batch_size=opt.chunk_rows, concurrency=workers, num_cpus=opt.threads_per_worker)
+    if folder_output:
+        ds.write_parquet(out_path, ray_remote_args=LIGHT)
+        t1 = time.perf_counter()
+        summary = folder_summary(out_path, cm)
+    else:
+        parts = out_path.with_name(out_path.name + ".ray")
+        if parts.exists():
+            import shutil
+            shutil.rmtree(parts)
+        ds.write_parquet(str(parts), ray_remote_args=LIGHT)
+        t1 = time.perf_counter()
+        summary = merge(parts, inputs, out_path, cm, opt, fmt)
+    seconds = time.perf_counter() - t0
+    summary |= {"seconds": round(seconds, 3), "rows_this_run": summary["rows"],
+                "texts_per_s": round(summary["rows"] / seconds, 1) if seconds > 0 else None, "engine": "ray",
+                "workers": workers,
+                "timing_s": {"ray_init": round(init_s, 3), "ship_read_score_write": round(t1 - t0, 3),
+                             "merge": round(time.perf_counter() - t1, 3)}}
+    return summary
+
+
+def merge(parts: Path, inputs: list[Path], out_path: Path, cm, opt, fmt: str) -> dict:
+    """Ray's Parquet files (in write order) -> OUTPUT and the errors file, with row numbers per
+    input file (and ids from them without --id-column); -> the summary."""
+    import shutil
+
+    import pyarrow.parquet as pq
+    many = len(inputs) > 1
+    resolved = {str(p.resolve()): str(p) for p in inputs}
+    spec = R.Spec(opt.text_column, opt.pair_column, opt.id_column, opt.logits, "" if many else None)
+    cols = R.columns(spec, cm.num_labels)
+    counters: dict = {}
+    errors: list = []
+    exits = np.zeros(cm.num_layers, np.int64)
+    total = 0
+    jsonl = out_path.with_name(out_path.name + ".merge.jsonl")
+    with open(jsonl, "w", encoding="utf-8") as out:
+        for f in sorted(parts.glob("*.parquet")):
+            for rec in pq.read_table(f).to_pylist():
+                path = rec.pop("path", None)
+                name = resolved.get(str(Path(path).resolve()) if path else "", path)
+                n = counters.get(name, 0)
+                counters[name] = n + 1
+                rec["row"] = n
+                if opt.id_column is None:
+                    rec["id"] = n
+                if many:
+                    rec["file"] = name
+                rec = {k: rec.get(k) for k in cols}
+                if rec["error"] is None:
+                    del rec["error"]
+                    exits[rec["exit_layer"] - 1] += 1
+                else:
+                    errors.append(({"file": name} if many else {}) |
+                                  {"row": n, "id": rec["id"], "error": rec["error"]})
+                out.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
+                total += 1
+    try:
+        output.write_output(out_path, [jsonl], cols)
+        n_err = output.write_errors(output.errors_path(out_path), errors)
+    finally:
+        jsonl.unlink(missing_ok=True)
+        shutil.rmtree(parts, ignore_errors=True)
+    scored = int(exits.sum())
+    return {"rows": total, "scored": scored, "errors": n_err,
+            "mean_exit_layer": round(float((exits * np.arange(1, len(exits) + 1)).sum() / scored), 4) if scored
+            else None, "exit_layers": {str(i + 1): int(c) for i, c in enumerate(exits)},
+            "output": str(out_path), "errors_file": str(output.errors_path(out_path))}
+
+
+def folder_summary(out: str, cm) -> dict:
+    """The summary of a folder output, from the `exit_layer` and `error` columns of Ray's files
+    (the bad rows stay in those files, with `error` set: no separate errors file)."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+    t = pads.dataset(out, format="parquet").to_table(columns=["exit_layer", "error"])
+    layers = t.column("exit_layer").drop_null().to_numpy(zero_copy_only=False).astype(np.int64)
+    exits = np.bincount(layers, minlength=cm.num_layers + 1)[1:]
+    scored = int(exits.sum())
+    return {"rows": t.num_rows, "scored": scored, "errors": int(pc.sum(pc.is_valid(t.column("error"))).as_py() or 0),
+            "mean_exit_layer": round(float(layers.mean()), 4) if scored else None,
+            "exit_layers": {str(i + 1): int(c) for i, c in enumerate(exits)}, "output": out,
+            "errors_file": f"{out} (rows with `error` set)"}
+
+
+def output_isatty() -> bool:
+    import sys
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
