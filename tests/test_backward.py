@@ -71,7 +71,8 @@ def test_layer_norm(M, H, eps, seed):
     assert np.array_equal(y, refexit.nn.layer_norm(x, w, b, eps))          # the oracle's bits
     dx, g = BW.layer_norm_bwd(R, cache)
     f = lambda: float(np.sum(BW.layer_norm_fwd(x, w, b, eps)[0] * R))      # noqa: E731
-    check(directional(f, {"x": x, "w": w, "b": b}, {"x": dx, "w": g["w"], "b": g["b"]}), rtol=1e-5)
+    # atol: with H = 2 the output hardly depends on x (it is +-1), the slope is a difference of O(1) terms
+    check(directional(f, {"x": x, "w": w, "b": b}, {"x": dx, "w": g["w"], "b": g["b"]}), rtol=1e-5, atol=1e-7)
 
 
 @settings(max_examples=20, deadline=None)
