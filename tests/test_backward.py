@@ -300,3 +300,31 @@ def test_gradients_match_pytorch_autograd(name):
         scale = max(np.max(np.abs(ref)), 1e-7)         # the key bias: exactly 0 in theory (softmax shift)
         err = np.max(np.abs(grads[name] - ref)) / scale
         assert err <= 1e-5, f"{name} ({hf}): max error {err:.2g} of the largest |gradient|"
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(2, 4), st.integers(1, 4), st.integers(0, 10**6))
+def test_ponder_loss(L, B, seed):
+    """PALBERT's loss with its inputs' gradients: the frozen-backbone trainer's loss and parameter
+    gradients (refexit.train.exits.ponder_loss), and finite differences for all of them."""
+    from refexit.train.exits import ponder_loss
+    rng = np.random.default_rng(seed)
+    F, P_ = 5, 3
+    params = {"pos": rnd(rng, L, F), "hid.w": rnd(rng, P_, F), "hid.b": rnd(rng, P_), "out.w": rnd(rng, 1, P_),
+              "out.b": rnd(rng, 1)}
+    feat, ce = rnd(rng, L - 1, B, F), np.abs(rnd(rng, L, B))
+    loss, g, dfeat, dce = BW.ponder_bwd(params, feat, ce, 0.05, 0.3)
+    ref_loss, ref_g = ponder_loss(params, feat, ce, 0.05, 0.3)
+    assert loss == pytest.approx(ref_loss, rel=1e-12)
+    for k in ref_g:
+        np.testing.assert_allclose(g[k], ref_g[k], rtol=1e-10, atol=1e-14)
+    f = lambda: BW.ponder_bwd(params, feat, ce, 0.05, 0.3)[0]               # noqa: E731
+    check(directional(f, dict(params, feat=feat, ce=ce), dict(g, feat=dfeat, ce=dce)), rtol=1e-5)
+
+
+def test_erf32():
+    import math
+    x = np.concatenate([np.linspace(-8, 8, 20001), [0.0, -0.0, 1e-30, -1e-30]]).astype(np.float32)
+    ref = np.array([math.erf(float(v)) for v in x])
+    assert np.max(np.abs(BW.erf32(x).astype(np.float64) - ref)) < 5e-7     # float32 arithmetic: 3.4e-7 near 0
+    assert BW.erf32(x).dtype == np.float32
