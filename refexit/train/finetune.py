@@ -185,9 +185,12 @@ def _sub(P: dict, prefix: str) -> dict:
 
 
 # ================================================================ objectives
-def objective_loss(cfg: FinetuneConfig, z: dict, feats: dict, y, P: dict, L: int, regression: bool):
-    """z {i: [B, C]} logits of the heads (0-based layer index; L-1 = final), feats {i: [B, F]}.
-    -> (loss, dz {i: [B, C]}, dfeat {i: [B, F]}, grads of the objective's own parameters)."""
+def objective_loss(cfg: FinetuneConfig, z: dict, feats: dict, y, P: dict, L: int, regression: bool,
+                   teacher=None):
+    """z {i: [B, C]} logits of the heads (0-based layer index; L-1 = final), feats {i: [B, F]};
+    teacher: distill's teacher logits, a constant (default z[L-1], whose gradient through the
+    teacher role is not taken). -> (loss, dz {i: [B, C]}, dfeat {i: [B, F]}, grads of the
+    objective's own parameters)."""
     lossf = BW.mse if regression else BW.cross_entropy
     last = L - 1
     per = {i: lossf(zi, y) for i, zi in z.items()}                  # i -> (mean, dz of the mean, per sample)
@@ -204,12 +207,13 @@ def objective_loss(cfg: FinetuneConfig, z: dict, feats: dict, y, P: dict, L: int
         w = {i: float(s[i]) for i in range(last)}
         w[last] = L - float(s.sum())
         own["elbert.w"] = np.array([(per[i][0] - per[last][0]) * s[i] * (1 - s[i]) for i in range(last)],
-                                   np.float32)
+                                   P["elbert.w"].dtype)
     elif obj == "distill":
         g, T = cfg.distill_gamma, cfg.distill_temperature
+        teacher = z[last] if teacher is None else teacher
         loss, dz = per[last][0], {last: per[last][1]}
         for i in range(last):
-            kl, dkl = (BW.mse(z[i], z[last][:, 0]) if regression else BW.distill_kl(z[i], z[last], T))[:2]
+            kl, dkl = (BW.mse(z[i], teacher[:, 0]) if regression else BW.distill_kl(z[i], teacher, T))[:2]
             loss += (1 - g) * per[i][0] + g * kl
             dz[i] = (1 - g) * per[i][1] + g * dkl
         return loss, dz, dfeat, own
@@ -217,13 +221,13 @@ def objective_loss(cfg: FinetuneConfig, z: dict, feats: dict, y, P: dict, L: int
         ce = np.stack([per[i][2] for i in range(L)])                 # [L, B]
         feat = np.stack([feats[i] for i in range(last)])             # [L-1, B, F]
         loss, gp, df, dce = BW.ponder_bwd(_sub(P, "ponder."), feat, ce, cfg.ponder_beta, cfg.ponder_prior)
-        own = {f"ponder.{k}": v.astype(np.float32) for k, v in gp.items()}
+        own = {f"ponder.{k}": v for k, v in gp.items()}
         B = len(y)
-        dz = {i: (per[i][1] * (B * dce[i])[:, None]).astype(np.float32) for i in range(L)}
-        dfeat = {i: df[i].astype(np.float32) for i in range(last)}
+        dz = {i: per[i][1] * (B * dce[i])[:, None] for i in range(L)}      # d(mean CE)/dz x B x dLoss/dCE_n
+        dfeat = {i: df[i] for i in range(last)}
         return loss, dz, dfeat, own
     loss = sum(wi * per[i][0] for i, wi in w.items())
-    dz = {i: (wi * per[i][1]).astype(np.float32) for i, wi in w.items()}
+    dz = {i: wi * per[i][1] for i, wi in w.items()}
     return loss, dz, dfeat, own
 
 
