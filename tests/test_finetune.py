@@ -75,7 +75,8 @@ def test_objective_gradients(tiny, objective, regression):
 
     _, grads = loss(True)
     assert set(grads) == set(P)
-    check(directional(loss, P, grads), rtol=1e-5, atol=1e-9)
+    # atol: the key biases' gradient is 0 (a softmax shift); their slope is rounding noise ~1e-9
+    check(directional(loss, P, grads), rtol=1e-5, atol=1e-8)
 
 
 # ---------------------------------------------------------------- optimiser
