@@ -247,3 +247,21 @@ def test_cli_fine_tune(tmp_path, capsys, monkeypatch):
     assert (tmp_path / "ft" / "exits.safetensors").is_file()
     rc = cli.main(["classify", str(tmp_path / "ft"), "good nice"])
     assert rc == 0
+
+
+def test_demo_fine_tunes_once_and_says_subset(tmp_path, capsys):
+    """refexit demo's fine-tuning step: trains on the (subset) training split, says it is a subset,
+    and reuses the cached folder on the next run."""
+    from refexit.cli import demo
+    model_dir = synthetic.save_model(synthetic.random_model(num_layers=2, hidden=16, heads=2, intermediate=24,
+                                                            lte=False, ponder=False), tmp_path / "base",
+                                     with_exits=False)
+    ds = SimpleNamespace(train=toy(40, 1), dev=toy(12, 2), test=toy(12, 3), label_names=["neg", "pos"],
+                         splits=lambda: {"train": ds.train, "dev": ds.dev, "test": ds.test})
+    args = SimpleNamespace(data="toy", full=False, seed=0, retrain=False, ft_epochs=1, max_length=16)
+    path = demo._fine_tune_or_load(model_dir, ds, args, tmp_path / "out", full_size=400)
+    said = capsys.readouterr().out
+    assert "a subset of 40 of the 400 training examples" in said and "fine-tuned: dev accuracy" in said
+    assert refexit.load(path).num_labels == 2 and not (path / FT.CHECKPOINT).exists()
+    assert demo._fine_tune_or_load(model_dir, ds, args, tmp_path / "out", full_size=400) == path
+    assert "cached fine-tuned model" in capsys.readouterr().out

@@ -364,9 +364,8 @@ def fine_tune(model, train, dev, label_names: list, cfg: FinetuneConfig | None =
             break
     P = best_P if best_P is not None else P
     best_epoch = max(log_rows, key=lambda r: r["dev"][L])["epoch"] if log_rows else 0
-    table = {}
-    for split, d in data.items():
-        table[split] = exit_scores(predict(P, spec, d, cfg.eval_batch), d.labels, regression)
+    table = {split: exit_scores(predict(P, spec, d, cfg.eval_batch), d.labels, regression)
+             for split, d in data.items() if split != "train"}          # dev, test: the table per exit
     info = {"format": FORMAT, "config": asdict(cfg), "regression": regression, "label_names": list(label_names),
             "max_length": max_len, "sizes": {k: len(d.lengths) for k, d in data.items()},
             "epochs_run": len(log_rows), "best_epoch": best_epoch, "log": log_rows, "per_exit": table,
