@@ -9,7 +9,7 @@ Runs offline (HF_HUB_OFFLINE=1, local paths only), deterministically (seeded, on
 
     python tools/make_golden.py --model-dir /path/to/all-MiniLM-L6-v2 --out tests/golden
 
-Writes (--only tokens / codepoints / models to write a part)
+Writes (--only tokens / codepoints / models / families / grads to write a part)
   minilm_tokens.json           tokenizer outputs of AutoTokenizer (the Rust `tokenizers` backend,
                                which refexit.tokenizers.wordpiece's default mode mirrors) for >= 80 texts (every
                                Unicode category, special tokens broken by controls) at max_length
@@ -22,6 +22,10 @@ Writes (--only tokens / codepoints / models to write a part)
   minilm_hidden.npz            all hidden states of all-MiniLM-L6-v2 on a padded batch, float32 and float64
   tiny_seqcls/ + tiny_seqcls_golden.npz          a random 2-layer BertForSequenceClassification (3 labels)
   tiny_regression/ + tiny_regression_golden.npz  the same with 1 label, "regression", gelu_new
+  tiny_seqcls_grads.npz, tiny_regression_grads.npz  (--only grads) the loss and every parameter's
+                               gradient from autograd on a batch of the tiny models, eval mode
+  <family>/ + <family>_golden.npz  (--only families) tiny random RoBERTa, DistilBERT, ALBERT, ELECTRA
+                               (save_pretrained) with their hidden states and logits on id batches
 
 In transformers 5.x the class named `BertTokenizer` (and AutoTokenizer's choice) is the Rust-backed
 tokenizer; the Python one is `BertTokenizerLegacy` (BertTokenizer before 5.0).
@@ -52,7 +56,7 @@ from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegac
 
 SEED = 1234
 TRUNC = 16          # the truncation case (max_length) for singles and pairs
-SIZE_LIMIT = 3_500_000     # 2.5 MB + the model families' folders
+SIZE_LIMIT = 5_000_000     # 2.5 MB + the model families' folders + tools/make_tokenizer_golden.py's tokenizers/
 
 FAST_FINAL_SIGMA = "fast lowercases char by char: no final sigma (ς)"
 FAST_SPECIAL_CTRL = "fast matches special tokens before removing control chars"
@@ -683,6 +687,36 @@ def families_golden(model_dir: Path, out: Path) -> None:
                  logits_f64=o64.logits.numpy().astype(np.float64), logits_f32=o32.logits.numpy(),
                  hidden_f64=h64.astype(np.float64), **extra)
         print(f"{name}: logits {tuple(o64.logits.shape)}, hidden {h64.shape}")
+# ---------------------------------------------------------------- 4. gradients (fine-tuning)
+
+def grad_golden(out: Path, name: str, seed: int) -> None:
+    """The loss and every parameter's gradient from autograd for the tiny model `name` (written by
+    tiny_golden) on TINY_BATCH with seeded labels: float64, eval mode (dropout off), the loss
+    BertForSequenceClassification computes itself (cross-entropy, or MSE for regression).
+    -> <name>_grads.npz: inputs, labels, logits, loss (float64), grad.<HF parameter name> (float32)."""
+    folder = out / name
+    model = BertForSequenceClassification.from_pretrained(str(folder), attn_implementation="eager").eval().double()
+    slow = BertTokenizerLegacy(str(folder / "vocab.txt"), model_max_length=64)
+    ids, mask, types = padded_batch(slow, TINY_BATCH)
+    g = torch.Generator().manual_seed(seed)
+    if model.config.problem_type == "regression":
+        labels = torch.randn(len(ids), generator=g, dtype=torch.float64)
+    else:
+        labels = torch.randint(0, model.config.num_labels, (len(ids),), generator=g)
+    o = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
+              token_type_ids=torch.from_numpy(types), labels=labels)
+    o.loss.backward()
+    # float32 storage (relative rounding 6e-8, far below the tests' 1e-5) keeps the golden files under SIZE_LIMIT
+    grads = {f"grad.{n}": p.grad.numpy().astype(np.float32) for n, p in model.named_parameters()}
+    assert all(np.isfinite(v).all() for v in grads.values())
+    save_npz(out / f"{name}_grads.npz", input_ids=ids, attention_mask=mask, token_type_ids=types,
+             labels=labels.numpy(), logits=o.logits.detach().numpy(), loss=o.loss.detach().numpy(), **grads)
+    print(f"{name}_grads.npz: loss {o.loss.item():.6f}, {len(grads)} gradients")
+
+
+def grads_golden(out: Path) -> None:
+    grad_golden(out, "tiny_seqcls", seed=SEED + 3)
+    grad_golden(out, "tiny_regression", seed=SEED + 4)
 
 
 # ---------------------------------------------------------------- main
@@ -691,10 +725,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model-dir", required=True, type=Path, help="local all-MiniLM-L6-v2 folder")
     ap.add_argument("--out", default=Path("tests/golden"), type=Path)
-    ap.add_argument("--only", choices=("tokens", "codepoints", "models", "families"), action="append",
+    ap.add_argument("--only", choices=("tokens", "codepoints", "models", "families", "grads"), action="append",
                     help="write only these parts (repeatable; default: all)")
     args = ap.parse_args(argv)
-    parts = set(args.only or ("tokens", "codepoints", "models", "families"))
+    parts = set(args.only or ("tokens", "codepoints", "models", "families", "grads"))
     for f in ("config.json", "vocab.txt", "model.safetensors"):
         if not (args.model_dir / f).is_file():
             ap.error(f"{args.model_dir / f} does not exist")
@@ -708,6 +742,8 @@ def main(argv=None) -> int:
         codepoints_golden(args.model_dir, args.out)
     if "families" in parts:
         families_golden(args.model_dir, args.out)
+    if "grads" in parts and "models" not in parts:      # from the tiny models already written
+        grads_golden(args.out)
     if "models" not in parts:
         return 0
     hidden_golden(args.model_dir, args.out)
@@ -715,6 +751,8 @@ def main(argv=None) -> int:
                 id2label={0: "neg", 1: "neu", 2: "pos"}, label2id={"neg": 0, "neu": 1, "pos": 2})
     tiny_golden(args.model_dir, args.out, "tiny_regression", seed=SEED + 2, hidden_act="gelu_new",
                 num_labels=1, problem_type="regression")
+    if "grads" in parts:
+        grads_golden(args.out)
     total = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())
     print(f"{args.out}: {total / 1e6:.2f} MB in total")
     assert total < SIZE_LIMIT, f"golden files take {total} bytes, more than {SIZE_LIMIT}"

