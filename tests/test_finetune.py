@@ -229,18 +229,21 @@ def test_bad_labels(tiny):
         FT.fine_tune(tiny, tr, toy(5, 2), ["neg", "pos"], cfg())
 
 
-def test_cli_fine_tune(tmp_path, capsys, monkeypatch):
-    """`refexit fine-tune` end to end on a tiny saved model and a built-in data set stand-in."""
-    from refexit import data
+def test_cli_fine_tune(tmp_path, capsys):
+    """`refexit fine-tune` end to end on a tiny saved model and a user's CSV (refexit.tables)."""
+    from refexit import tables
     from refexit.cli import main as cli
     model_dir = synthetic.save_model(synthetic.random_model(num_layers=2, hidden=16, heads=2, intermediate=24,
                                                             lte=False, ponder=False), tmp_path / "base",
                                      with_exits=False)
-    tr, dv, te = toy(64, 1), toy(20, 2), toy(20, 3)
-    ds = data.Dataset("toy", ["neg", "pos"], tr, dv, te)
-    monkeypatch.setattr(data, "load_dataset", lambda name, *a, **k: ds)
-    rc = cli.main(["fine-tune", str(model_dir), "--data", "toy", "-o", str(tmp_path / "ft"), "--epochs", "1",
-                   "--objective", "pabee", "--lr", "3e-3", "--max-length", "16"])
+    names = ["neg", "pos"]
+    rows = [{"text": t, "label": names[y], "split": split}
+            for split, sp in (("train", toy(64, 1)), ("dev", toy(20, 2)), ("test", toy(20, 3)))
+            for t, y in zip(sp.texts, sp.labels)]
+    tables.write_rows(tmp_path / "toy.csv", rows)
+    rc = cli.main(["fine-tune", str(model_dir), "--data", str(tmp_path / "toy.csv"), "--split-column", "split",
+                   "-o", str(tmp_path / "ft"), "--epochs", "1", "--objective", "pabee", "--lr", "3e-3",
+                   "--max-length", "16"])
     out = capsys.readouterr()
     assert rc == 0, out.err
     assert "test accuracy" in out.out and "tokens/s" in out.err and "ETA" in out.err
