@@ -57,15 +57,19 @@ def c_comment(text: str) -> str:
 
 # ---------------------------------------------------------------- templates
 def templates_root():
-    """The templates folder: package data `codegen.templates` when installed, else the source
-    tree's top-level templates/ folder."""
+    """The templates folder: the source tree's top-level templates/ next to this codegen/ when there
+    is one (a checkout, or a git worktree whose editable install points at another checkout), else
+    the package data `codegen.templates` of an installed wheel."""
+    src = Path(__file__).resolve().parent.parent / "templates"
+    if src.joinpath("model.c.j2").is_file():
+        return src
     try:
         root = importlib.resources.files("codegen.templates")
         if root.joinpath("model.c.j2").is_file():
             return root
     except ModuleNotFoundError:
         pass
-    return Path(__file__).resolve().parent.parent / "templates"
+    return src
 
 
 def environment() -> jinja2.Environment:
