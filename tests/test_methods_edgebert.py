@@ -235,3 +235,23 @@ def test_compiled_edgebert_settings(build_root):
     import codegen
     with pytest.raises(InputError, match="exit table"):
         codegen.compile_model(bare, refexit.PredictedExit(0.5), build_root / "edge_bare", prefix="edge_bare")
+
+
+@pytest.mark.parametrize("policy", [refexit.PredictedExit([0.6, 0.5, 0.4]),
+                                    refexit.PredictedExit(0.5, check_between=True),
+                                    refexit.DistanceEntropy(0.6, lam=0.5)])
+def test_oracle_results_do_not_depend_on_the_batch(policy):
+    """Each sample alone gives bit for bit what it gets inside a mixed-length batch."""
+    m = random_model(num_layers=4, hidden=16, heads=2, intermediate=24, num_labels=3, seed=3,
+                     head_kind="pooler_linear", prototypes=True, edge_rows=6, scale=1.5)
+    rng = np.random.default_rng(1)
+    texts = [" ".join(rng.choice(m.tokenizer.vocab[5:], rng.integers(1, 14))) for _ in range(9)]
+    enc = m.tokenizer(texts, max_length=32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", refexit.ExitWarning)
+        batch = m.classify(enc, policy)
+        assert len(set(batch.exit_layers.tolist())) >= 2, batch.exit_layers
+        for b, t in enumerate(texts):
+            one = m.classify(m.tokenizer([t], max_length=32), policy)
+            np.testing.assert_array_equal(one.logits[0], batch.logits[b])
+            assert one.exit_layers[0] == batch.exit_layers[b] and one.flops[0] == batch.flops[b]
