@@ -206,3 +206,22 @@ def test_compiled_de3_settings(build_root):
     bare = random_model(num_layers=2, hidden=12, heads=2, intermediate=16, num_labels=2, seed=2)
     with pytest.raises(InputError, match="prototypes"):
         refexit_compile(bare, refexit.DistanceEntropy(0.5), build_root / "de3_bare")
+
+
+def test_command_line_settings_of_de3_and_edgebert():
+    import argparse
+    from refexit.cli.policy_args import add_policy_args, policy_from_args
+    p = argparse.ArgumentParser()
+    add_policy_args(p)
+    pol = policy_from_args(p.parse_args(["--policy", "de3", "--threshold", "0.2,0.3", "--lam", "2"]))
+    assert isinstance(pol, refexit.DistanceEntropy) and pol.lam == 2.0 and pol.threshold == [0.2, 0.3]
+    pol = policy_from_args(p.parse_args(["--policy", "edgebert", "--threshold", "0.1", "--check-between"]))
+    assert isinstance(pol, refexit.PredictedExit) and pol.check_between is True
+    assert policy_from_args(p.parse_args(["--policy", "edgebert", "--threshold", "0.1"])).check_between is False
+    for argv, match in ((["--policy", "entropy", "--threshold", "0.1", "--lam", "2"], "not a setting"),
+                        (["--policy", "de3", "--threshold", "0.1", "--check-between"], "not a setting"),
+                        (["--policy", "de3"], "needs --threshold"),
+                        (["--policy", "de3", "--threshold", "0.1", "--lam", "nan"], "lam"),
+                        (["--lam", "1"], "needs --policy")):
+        with pytest.raises(InputError, match=match):
+            policy_from_args(p.parse_args(argv))
