@@ -102,7 +102,8 @@ class CompiledModel:
         self.isa = manifest["isa"]
         self.warnings = list(manifest["warnings"])
         self._count = manifest["policy"]["count"]
-        self._flops = flops_table(manifest["flops"], self.num_layers, self.policy_name, self.max_length)
+        self._flops = flops_table(manifest["flops"], self.num_layers, self.policy_name, self.max_length,
+                                  bool(manifest["policy"].get("check_between", False)))
         C = self.num_labels
         self._dtype = np.dtype([("logits", "<f4", (C,)), ("label", "<i4"), ("exit_layer", "<i4"),
                                 ("score", "<f4"), ("margin", "<f4")])
@@ -183,7 +184,9 @@ class CompiledModel:
                              f"(compile again for another policy)")
         stub = types.SimpleNamespace(lte=True if self.manifest["has_lte"] else None,
                                      ponder=True if self.manifest["has_ponder"] else None,
-                                     temperatures=np.asarray(self.manifest["model_temperatures"]))
+                                     temperatures=np.asarray(self.manifest["model_temperatures"]),
+                                     prototypes=True if self.manifest.get("has_prototypes") else None,
+                                     edge_table=True if self.manifest.get("edge_rows") else None)
         msgs = policy.check(self.num_layers, self.num_labels, stub)
         if policy.name == "norm_entropy" and bool(policy.inclusive) != bool(pol["inclusive"]):
             raise InputError(f"compiled with inclusive={pol['inclusive']}; recompile to change it")
@@ -192,6 +195,12 @@ class CompiledModel:
             raise InputError("compiled with other temperatures; recompile to change them")
         if policy.name in ("patience", "window") and self.num_labels == 1 and policy.tau != pol["tau"]:
             raise InputError(f"compiled with tau={pol['tau']}; recompile to change it")
+        lam = pol["params"].get("lam") if isinstance(pol["params"], dict) else None
+        if policy.name == "de3" and policy.lam != lam:
+            raise InputError(f"compiled with lam={lam}; recompile to change it")
+        between = bool(pol.get("check_between", False))
+        if policy.name == "edgebert" and policy.check_between != between:
+            raise InputError(f"compiled with check_between={between}; recompile to change it")
         if policy.name in COUNT_POLICIES:
             self.set_threshold(policy.k if policy.name == "static" else policy.count)
         elif self.num_layers > 1:
@@ -348,6 +357,10 @@ def check_manifest(manifest, where) -> dict:
     validate.label_names(get(manifest, "label_names"), C, f"{where}: manifest field 'label_names'", E)
     for key in ("has_lte", "has_ponder"):
         validate.boolean(get(manifest, key), f"{where}: manifest field {key!r}", E)
+    if "has_prototypes" in manifest:                   # absent in manifests before DE3-BERT
+        validate.boolean(manifest["has_prototypes"], f"{where}: manifest field 'has_prototypes'", E)
+    if "edge_rows" in manifest:                        # absent in manifests before EdgeBERT
+        integer("edge_rows", 0, 4096)
     validate.string_list(get(manifest, "warnings"), f"{where}: manifest field 'warnings'", E)
     numbers(get(manifest, "model_temperatures"), "'model_temperatures'", L)
     if "precision" in manifest:
@@ -378,7 +391,7 @@ def check_manifest(manifest, where) -> dict:
     return manifest
 
 
-def flops_polynomials(fl: dict, L: int, policy_name: str):
+def flops_polynomials(fl: dict, L: int, policy_name: str, check_between: bool = False):
     """FLOPs as the oracle counts them (every layer run, every head evaluated, the policy's extra) as
     polynomials (c0, c1, c2) in a sample's length n, from the manifest's coefficients:
     (by_exit [L], full) where by_exit[e - 1] is a sample that exits after layer e and full is the
@@ -390,14 +403,16 @@ def flops_polynomials(fl: dict, L: int, policy_name: str):
     def spent(e):
         if policy_name == "static":                               # only the head it exits at runs
             return add(layers(e), heads[e - 1])
+        if policy_name == "edgebert" and not check_between:       # layer 1's head and the exit's
+            return add(layers(e), *heads[:1], *heads[e - 1:e] if e > 1 else ())
         return add(layers(e), *heads[:e], (fl["policy"] * min(e, L - 1), 0, 0))
     return [spent(e) for e in range(1, L + 1)], add(layers(L), heads[L - 1])
 
 
-def flops_table(fl: dict, L: int, policy_name: str, max_length: int) -> np.ndarray:
+def flops_table(fl: dict, L: int, policy_name: str, max_length: int, check_between: bool = False) -> np.ndarray:
     """[L + 1, max_length + 1, 2] float64: [e, n] = (FLOPs spent on a sample of n tokens that exits
     after layer e, FLOPs of the full model on it), computed exactly in integers (row 0: unused)."""
-    by_exit, full = flops_polynomials(fl, L, policy_name)
+    by_exit, full = flops_polynomials(fl, L, policy_name, check_between)
     c = np.array([by_exit[0], *by_exit, full], np.int64)            # [L + 2, 3] (c0, c1, c2)
     n = np.arange(max_length + 1, dtype=np.int64)                   # [N]
     exact = c[:, :1] + n * (c[:, 1:2] + n * c[:, 2:3])              # [L + 2, N] (< 2**63 for any BERT)
@@ -445,10 +460,11 @@ def _manifest(model, plan, res) -> dict:
         "label_names": plan.label_names, "vocab_size": plan.vocab_size, "type_vocab_size": plan.type_vocab,
         "max_length": plan.max_length, "max_batch": plan.max_batch, "max_tokens": plan.max_tokens,
         "heads": [h.kind for h in plan.heads], "has_lte": plan.lte, "has_ponder": bool(plan.ponder_hidden),
+        "has_prototypes": bool(plan.prototypes), "edge_rows": plan.edge_rows,
         "model_temperatures": [float(t) for t in model.exits.temperatures],
         "policy": {"name": pol.name, "repr": pol.repr, "params": pol.params,
                    "thresholds": [float(t) for t in pol.thresholds], "count": pol.count,
-                   "inclusive": pol.inclusive, "tau": pol.tau,
+                   "inclusive": pol.inclusive, "tau": pol.tau, "check_between": pol.check_between,
                    "temperatures": [float(t) for t in pol.temperatures]},
         "warnings": plan.warnings,
         "flops": {"layer": [0, 2 * (4 * H * H + 2 * H * I), 4 * H],

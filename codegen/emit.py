@@ -55,6 +55,10 @@ POLICY_RULES = {
                 "equals t (t = 0: run the full model).",
     "window": "Exit when the prediction has been the same for N consecutive layers (this one included).",
     "static": "Exit at layer k.",
+    "de3": "Exit when EDR_i = (lam + 1) / (lam / DR_i + 1 / (H_i / ln C)) < thr_i (strict), DR_i the "
+           "prototype distance ratio.",
+    "edgebert": "After layer 1: exit when H(softmax(z_1)) < S_1 (strict, nats); else predict the exit "
+                "layer from the exit table's row nearest to that entropy and exit there{between}.",
 }
 
 
@@ -63,7 +67,8 @@ def c_lvalue(name: str) -> str:
     simple = {"emb.word": "w->word", "emb.pos": "w->pos", "emb.type": "w->type",
               "emb.ln.w": "w->emb_ln_w", "emb.ln.b": "w->emb_ln_b", "pooler.w": "w->pooler_w",
               "pooler.b": "w->pooler_b", "lte.w": "w->lte_w", "lte.b": "w->lte_b",
-              "emb.proj.w": "w->emb_proj_w", "emb.proj.b": "w->emb_proj_b"}
+              "emb.proj.w": "w->emb_proj_w", "emb.proj.b": "w->emb_proj_b",
+              "prototypes": "w->prototypes", "edge_table": "w->edge_table"}
     if name in simple:
         return simple[name]
     parts = name.split(".")
@@ -105,7 +110,9 @@ def provenance(plan, what: str) -> str:
            f"position_offset={plan.position_offset} shared_layers={plan.shared_layers}"]
           if plan.model_type != "bert" else []),
         f"exits:   {_heads_summary(plan)}; lte={'yes' if plan.lte else 'no'}; "
-        f"ponder={'hidden ' + str(plan.ponder_hidden) if plan.ponder_hidden else 'no'}",
+        f"ponder={'hidden ' + str(plan.ponder_hidden) if plan.ponder_hidden else 'no'}"
+        + ("; prototypes=yes" if plan.prototypes else "")
+        + (f"; edge_table={plan.edge_rows} rows" if plan.edge_rows else ""),
         f"policy:  {plan.policy.repr}",
         f"options: prefix={plan.prefix} max_length={plan.max_length} max_batch={plan.max_batch} "
         f"max_tokens={plan.max_tokens} precision={plan.precision}",
@@ -119,7 +126,8 @@ def _context(plan) -> dict:
     pol = plan.policy
     L = plan.num_layers
     how = "inclusive" if pol.inclusive else "strict"
-    rule = POLICY_RULES[pol.name].format(op="<=" if pol.inclusive else "<", how=how)
+    between = " (or earlier, by the entropy rule)" if pol.check_between else ", checking nothing in between"
+    rule = POLICY_RULES[pol.name].format(op="<=" if pol.inclusive else "<", how=how, between=between)
     thresholds = list(pol.thresholds) + [0.0]                 # [L]: the last one is never read
     head_layers = [(i, h) for i, h in enumerate(plan.heads) if h.kind != "none"]
     kinds = {"pooler": any(h.kind in ("pooler_linear", "shared_pooler") for _, h in head_layers),
@@ -145,7 +153,8 @@ def _context(plan) -> dict:
         label_names=", ".join(c_string(n) for n in plan.label_names),
         thresholds=", ".join(c_float(t) for t in thresholds),
         temperatures=", ".join(c_float(t) for t in pol.temperatures),
-        pol=dict(name=pol.name, count=pol.count, inclusive=pol.inclusive, tau=pol.tau,
+        pol=dict(name=pol.name, count=pol.count, inclusive=pol.inclusive, tau=pol.tau, lam=pol.lam,
+                 check_between=pol.check_between,
                  repr_comment=c_comment(pol.repr), rule=rule),
         fmt=fmt)
 

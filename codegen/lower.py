@@ -26,7 +26,7 @@ DEFAULT_MAX_BATCH = 32          # samples per internal chunk (classify_batch tak
 DEFAULT_TOKEN_BUDGET = 4096     # tokens per internal chunk, at least max_length
 ACTIVATION_C = {"gelu": "gelu_erf", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
 HEAD_KIND_IDS = {"none": 0, "pooler_linear": 1, "shared_pooler": 2, "mean_linear": 3, "fastbert": 4}
-POLICY_KINDS = ("entropy", "norm_entropy", "max_prob", "learned", "ponder", "patience", "window", "static")
+POLICY_KINDS = ("entropy", "norm_entropy", "max_prob", "learned", "ponder", "patience", "window", "static", "de3", "edgebert")
 COUNT_POLICIES = ("patience", "window", "static")   # their run-time "threshold" is an integer count
 MAX_EMBEDDING_SIZE = 8192       # E of a projected embedding: one row of it lives on the C stack
 
@@ -53,6 +53,8 @@ class PolicyPlan:
     count: int = 0                     # patience t, window N, static k
     tau: float | None = None           # patience/window on regression (C = 1)
     temperatures: np.ndarray = None    # [L] float32, max_prob
+    lam: float = 1.0                   # de3: weight of the distance ratio in the harmonic mean
+    check_between: bool = False        # edgebert: also check the entropy rule before the predicted layer
     repr: str = ""
     params: dict = field(default_factory=dict)
 
@@ -106,6 +108,8 @@ class Plan:
     position_offset: int = 0           # RoBERTa: positions start after the pad id (= pad_id + 1)
     pad_id: int = 0                    # the pad token id (RoBERTa: a real token equal to it takes position pad_id)
     shared_layers: bool = False        # ALBERT: one layer's weights in the file, applied num_layers times
+    prototypes: bool = False           # DE3-BERT class prototypes [L-1, C, F] in the blob
+    edge_rows: int = 0                 # rows K of the EdgeBERT exit table [K, L-1] in the blob (0: none)
 
     @property
     def head_dim(self) -> int:
@@ -143,6 +147,8 @@ def _policy_plan(policy: Policy, L: int) -> PolicyPlan:
     tau = getattr(policy, "tau", None)
     return PolicyPlan(name=name, thresholds=thr, inclusive=bool(getattr(policy, "inclusive", True)),
                       count=int(count), tau=None if tau is None else float(tau), temperatures=temps,
+                      lam=float(getattr(policy, "lam", 1.0)),
+                      check_between=bool(getattr(policy, "check_between", False)),
                       repr=repr(policy), params=policy.params())
 
 
@@ -236,6 +242,9 @@ def lower(model, policy: Policy | None = None, prefix: str | None = None, max_le
             raise InputError(f"embedding_size {cfg.embedding_size} is above the {MAX_EMBEDDING_SIZE} the "
                              f"compiled embedding projection supports")
         plan.embedding_size = int(cfg.embedding_size)
+    plan.prototypes = ep.prototypes is not None and ep.prototypes.shape == (L - 1, C, F)
+    et = ep.edge_table
+    plan.edge_rows = int(et.shape[0]) if et is not None and et.ndim == 2 and et.shape[1] == max(L - 1, 1) else 0
     plan.tensors = pack.layout(model, plan)
     plan.model_hash = pack.model_hash(model, plan)
     return plan

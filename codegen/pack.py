@@ -32,7 +32,8 @@ attn.qkv.w (packed, the q, k, v weights one after the other: 3H outputs), attn.q
 attn.o.w (packed), attn.o.b, attn.ln.{w,b}, ffn.up.w (packed), ffn.up.b, ffn.down.w (packed),
 ffn.down.b, ffn.ln.{w,b}; pooler.{w,b} (if the model has one); per layer with an exit head, its
 parameters in refexit.heads.param_shapes order; lte.{w [1,F], b [1]} (if any); ponder.{pos [L,F],
-hid.w [P,F], hid.b, out.w [1,P], out.b [1]} (if any).
+hid.w [P,F], hid.b, out.w [1,P], out.b [1]} (if any); prototypes [L-1,C,F] (DE3-BERT, if any);
+edge_table [K,L-1] (EdgeBERT, if any).
 
 Packed (the layer GEMMs' weights, in the GEMM micro-kernel's panel layout): a Linear weight
 W [N out, K in] becomes [ceil(N / PANEL)][K][PANEL]: panel p holds outputs p*PANEL .. p*PANEL+31,
@@ -151,6 +152,10 @@ def tensor_order(model, plan) -> list[str]:
         names += ["lte.w", "lte.b"]
     if plan.ponder_hidden:
         names += [f"ponder.{p}" for p in _PONDER_PARTS]
+    if getattr(plan, "prototypes", False):
+        names += ["prototypes"]
+    if getattr(plan, "edge_rows", 0):
+        names += ["edge_table"]
     return names
 
 
@@ -271,6 +276,10 @@ def get_array(model, name: str, precision: str = "fp32") -> np.ndarray:
         return ep.lte[name[4:]]
     if name.startswith("ponder."):
         return ep.ponder[name[7:]]
+    if name == "prototypes":
+        return ep.prototypes
+    if name == "edge_table":
+        return ep.edge_table
     return model.weights[name]
 
 

@@ -69,7 +69,7 @@ def templates_root():
             return root
     except ModuleNotFoundError:
         pass
-    return Path(__file__).resolve().parent.parent / "templates"
+    return src
 
 
 def environment() -> jinja2.Environment:

@@ -9,6 +9,8 @@ Canonical names (layers 0-based as in HF; Linear weights [out, in] as in HF, nev
   heads.{i}.<param>                 exit head after layer i+1 (see heads.param_shapes)
   lte.{w [1,F], b [1]}              BERxiT learned exit
   ponder.{pos [L,F], hid.w [P,F], hid.b [P], out.w [1,P], out.b [1]}   PALBERT lambda MLP
+  prototypes [L-1,C,F]              DE3-BERT class prototypes of the exit heads' features
+  edge_table [K,L-1]                EdgeBERT exit table (layer-1 entropy -> later layers' entropies)
 
 The other families (RoBERTa, XLM-R, DistilBERT, ALBERT, ELECTRA; refexit/arch.py) add
   emb.proj.{w [H,E], b [H]}         ALBERT / ELECTRA embedding projection (the emb.* tables are [., E])
@@ -335,7 +337,10 @@ def _load_exits(path: Path, ep: ExitParams, cfg: BertConfig, labels: list) -> li
                 raise CheckpointError(f"{where}: the ponder (PALBERT) head lacks 'ponder.{n}'")
             _check(f"ponder.{n}", pond[n], shape, where)
         ep.ponder = pond
-    other = [n for n in tensors if not n.startswith(("heads.", "lte.", "ponder."))]
+    ep.prototypes = _take_prototypes(tensors, ep, L, F, where)
+    ep.edge_table = _take_edge_table(tensors, ep, L, where)
+    other = [n for n in tensors if not n.startswith(("heads.", "lte.", "ponder."))
+             and n not in ("prototypes", "edge_table")]
     if other:
         raise CheckpointError(f"{where}: unexpected tensor(s) {sorted(other)[:5]}")
     if temps is not None:
@@ -352,6 +357,30 @@ def _load_exits(path: Path, ep: ExitParams, cfg: BertConfig, labels: list) -> li
             raise CheckpointError(f"{where}: labels {file_labels} differ from the model's {labels}")
         return list(file_labels)
     return labels
+
+
+def _take_prototypes(tensors, ep: ExitParams, L: int, F: int, where: str):
+    """DE3-BERT's class prototypes [L-1, C, F] (absent in older exits files: None)."""
+    if "prototypes" not in tensors:
+        return ep.prototypes
+    heads = [h for h in ep.heads if h is not None]
+    C = heads[-1].num_labels if heads else 0
+    _check("prototypes", tensors["prototypes"], (L - 1, C, F), where)
+    if not np.all(np.isfinite(tensors["prototypes"])):
+        raise CheckpointError(f"{where}: 'prototypes' holds NaN or infinite values")
+    return tensors["prototypes"]
+
+
+def _take_edge_table(tensors, ep: ExitParams, L: int, where: str):
+    """EdgeBERT's exit table [K, L-1], 1 <= K <= 4096 (absent in older exits files: None)."""
+    if "edge_table" not in tensors:
+        return ep.edge_table
+    t = tensors["edge_table"]
+    K = t.shape[0] if t.ndim == 2 else 0
+    _check("edge_table", t, (K, max(L - 1, 1)), where)
+    if not 1 <= K <= 4096 or not np.all(np.isfinite(t)):
+        raise CheckpointError(f"{where}: 'edge_table' must hold 1 to 4096 rows of finite numbers")
+    return t
 
 
 def exits_file(path: str | Path) -> Path:
@@ -392,7 +421,8 @@ def save_exits(path: str | Path, ep: ExitParams, labels: list[str], extra_meta: 
     classifier, which loads from model.safetensors)."""
     L = len(ep.heads)
     if not include_final:
-        ep = ExitParams(ep.heads[:L - 1] + [None], ep.lte, ep.ponder, ep.temperatures)
+        ep = ExitParams(ep.heads[:L - 1] + [None], ep.lte, ep.ponder, ep.temperatures, ep.prototypes,
+                        ep.edge_table)
     exit_heads = [h for h in ep.heads[:L - 1] if h is not None]
     if not exit_heads and ep.heads[L - 1] is None:
         raise CheckpointError("no exit heads to save")
@@ -407,6 +437,10 @@ def save_exits(path: str | Path, ep: ExitParams, labels: list[str], extra_meta: 
     for prefix, d in (("lte", ep.lte), ("ponder", ep.ponder)):
         if d:
             tensors.update({f"{prefix}.{n}": np.asarray(a, np.float32) for n, a in d.items()})
+    if ep.prototypes is not None:
+        tensors["prototypes"] = np.asarray(ep.prototypes, np.float32)
+    if ep.edge_table is not None:
+        tensors["edge_table"] = np.asarray(ep.edge_table, np.float32)
     meta = {"refexit_exits": EXITS_FORMAT, "kind": ref.kind, "l2norm": json.dumps(bool(ref.l2norm)),
             "attn_heads": str(ref.attn_heads), "labels": json.dumps(list(labels)),
             "temperatures": json.dumps([float(t) for t in ep.temperatures])}

@@ -104,6 +104,8 @@ class ExitParams:
     lte: dict | None = None       # BERxiT: {"w": [1, F], "b": [1]}
     ponder: dict | None = None    # PALBERT: {"pos": [L, F], "hid.w": [P, F], "hid.b": [P], "out.w": [1, P], "out.b": [1]}
     temperatures: np.ndarray = field(default=None)   # [L] Right-Tool calibration, 1 = none
+    prototypes: np.ndarray | None = None  # DE3-BERT: [L-1, C, F] class means of the exit heads' features
+    edge_table: np.ndarray | None = None  # EdgeBERT: [K, L-1] layer-1 entropy, then predicted entropies of layers 2..L-1
 
     def lte_score(self, feat):                       # [F] -> u in (0, 1)
         return nn.sigmoid(nn.linear(feat, self.lte["w"], self.lte["b"]))[0]
@@ -113,7 +115,13 @@ class ExitParams:
         h = np.tanh(nn.linear(feat + p["pos"][layer - 1], p["hid.w"], p["hid.b"]))  # [P]
         return nn.sigmoid(nn.linear(h, p["out.w"], p["out.b"]))[0]
 
+    def prototype_distances(self, layer: int, feat):  # 1-based layer < L, [F] -> Euclidean distances [C]
+        d = self.prototypes[layer - 1] - feat[None, :]                              # [C, F]
+        return np.sqrt(np.sum(d * d, axis=1))                                       # [C]
+
     def astype(self, dtype) -> "ExitParams":
         conv = (lambda d: None if d is None else {k: v.astype(dtype) for k, v in d.items()})
         return ExitParams([h.astype(dtype) if h else None for h in self.heads], conv(self.lte),
-                          conv(self.ponder), self.temperatures.astype(dtype))
+                          conv(self.ponder), self.temperatures.astype(dtype),
+                          None if self.prototypes is None else self.prototypes.astype(dtype),
+                          None if self.edge_table is None else self.edge_table.astype(dtype))

@@ -203,8 +203,8 @@ class Model:
                 x[b] = self.layer(layer - 1, x[b])
                 n = len(x[b])
                 flops[b] += self.layer_flops(n)
-                if layer < L and (isinstance(policy, Static) and layer != policy.k):
-                    continue                        # the static baseline evaluates one head only
+                if layer < L and not policy.evaluates_head(layer, states[b]):
+                    continue                        # e.g. the static baseline evaluates one head only
                 z, feat = self.head(layer, x[b])
                 flops[b] += self.exits.heads[layer - 1].flops(n)
                 if layer == L:
@@ -230,6 +230,8 @@ class Model:
         if policy.name == "ponder":
             P = self.exits.ponder["hid.w"].shape[0]
             return 2 * P * F + 2 * P
+        if policy.name == "de3":                    # squared distances to the C prototypes
+            return 3 * self.num_labels * F
         return 0
 
     def __repr__(self):

@@ -58,6 +58,10 @@ class Policy(ABC):
     def start(self) -> dict:
         return {}
 
+    def evaluates_head(self, layer: int, state: dict) -> bool:
+        """Is the exit head after `layer` < L computed (and `decide` asked) for this sample?"""
+        return True
+
     @abstractmethod
     def decide(self, layer: int, z, feat, exits, state: dict) -> tuple[bool, float, float]:
         """z [C] exit logits, feat [F] head features, state: this sample's -> (exit?, score, margin)."""
@@ -221,6 +225,120 @@ class Ponder(_Threshold):
         return c > t, c, abs(c - t)
 
 
+class DistanceEntropy(_Threshold):
+    """DE3-BERT: exit when EDR_i = (lam + 1) / (lam / DR_i + 1 / H_i) < thr (strict).
+
+    H_i = H(p_i) / ln C (normalised entropy, in [0, 1]); DR_i = 0.5 (1 + (r1 - r2) / max(r1, r2)) in
+    [0, 1], r1 the Euclidean distance of the head's feature vector feat_i to the prototype of the
+    predicted class argmax z_i, r2 the smallest distance to another class's prototype (r1 = r2 = 0:
+    DR = 0.5). EDR is the lam-weighted harmonic mean of DR and H; 0 when either is 0."""
+    name = "de3"
+
+    def __init__(self, threshold, lam: float = 1.0):
+        super().__init__(threshold)
+        if isinstance(lam, bool) or not isinstance(lam, (int, float, np.floating, np.integer)) \
+                or not math.isfinite(lam) or lam < 0:
+            raise InputError(f"DistanceEntropy lam must be a finite number >= 0, got {lam!r}")
+        self.lam = float(lam)
+
+    def check(self, num_layers, num_labels, exits):
+        if num_labels < 2:
+            raise InputError("the DE3-BERT exit needs at least 2 classes")
+        if getattr(exits, "prototypes", None) is None:
+            raise InputError("the de3 policy needs class prototypes: train exits with the 'prototypes' "
+                             "extra (refexit train-exits, default) or pass an exits file that has them")
+        return super().check(num_layers, num_labels, exits)
+
+    def _never(self, t, C): return t <= 0
+    def _always(self, t, C): return t > 1
+
+    @staticmethod
+    def ratio(r, k: int) -> float:
+        """DR from distances r [C] and the predicted class k."""
+        r1 = float(r[k])
+        r2 = float(np.min(np.delete(r, k)))
+        top = max(r1, r2)
+        return 0.5 if top == 0 else 0.5 * (1.0 + (r1 - r2) / top)
+
+    def score(self, layer, z, feat, exits) -> float:
+        h = float(nn.entropy(z[None])[0]) / math.log(z.shape[0])
+        dr = self.ratio(exits.prototype_distances(layer, feat), int(nn.argmax(z)))
+        if h <= 0 or dr <= 0:
+            return 0.0
+        return (self.lam + 1.0) / (self.lam / dr + 1.0 / h)
+
+    def decide(self, layer, z, feat, exits, state):
+        e, t = self.score(layer, z, feat, exits), self.thr(layer)
+        return e < t, e, abs(e - t)
+
+
+class PredictedExit(_Threshold):
+    """EdgeBERT exit prediction: after layer 1, exit if H(p_1) < S_1 (strict, nats); else look up the
+    row of the exit table whose layer-1 entropy is nearest to H(p_1) (ties: the first row) and
+    predict the exit layer as the first j in 2..L-1 whose tabled entropy is < S_j (else L). The
+    model runs straight to that layer and exits there; the heads in between are not evaluated
+    (check_between=True: they are, and the entropy rule may exit earlier).
+
+    margin at layer 1: the smallest of |H - S_1|, the distance gap to the second-nearest row, and
+    |table - S_j| of every table entry compared."""
+    name = "edgebert"
+
+    def __init__(self, threshold, check_between: bool = False):
+        super().__init__(threshold)
+        if not isinstance(check_between, (bool, np.bool_)):
+            raise InputError(f"check_between must be True or False, got {check_between!r}")
+        self.check_between = bool(check_between)
+
+    def check(self, num_layers, num_labels, exits):
+        if num_labels < 2:
+            raise InputError("the EdgeBERT exit predictor needs at least 2 classes")
+        table = getattr(exits, "edge_table", None)
+        if table is None:
+            raise InputError("the edgebert policy needs an exit table: train exits with the 'edge_table' "
+                             "extra (refexit train-exits, default) or pass an exits file that has one")
+        if isinstance(table, np.ndarray) and (table.ndim != 2 or table.shape[1] != max(num_layers - 1, 1)):
+            raise InputError(f"the exit table has shape {table.shape}, expected [rows, {num_layers - 1}]")
+        return super().check(num_layers, num_labels, exits)
+
+    def _never(self, t, C): return t <= 0
+    def _always(self, t, C): return t > math.log(C)
+
+    def start(self):
+        return {"target": 0, "margin": math.inf}
+
+    def evaluates_head(self, layer, state):
+        return layer == 1 or layer == state["target"] or self.check_between
+
+    def predict(self, h: float, exits, num_layers: int) -> tuple[int, float]:
+        """Layer-1 entropy h -> (predicted exit layer in 2..L, margin of the prediction)."""
+        table = exits.edge_table                                              # [K, L-1]
+        d = np.abs(table[:, 0].astype(np.float64) - h)                        # [K]
+        r = int(np.argmin(d))
+        margin = float(np.min(np.delete(d, r)) - d[r]) if len(d) > 1 else math.inf
+        for j in range(2, num_layers):
+            pj, tj = float(table[r, j - 1]), self.thr(j)
+            margin = min(margin, abs(pj - tj))
+            if pj < tj:
+                return j, margin
+        return num_layers, margin
+
+    def decide(self, layer, z, feat, exits, state):
+        h = float(nn.entropy(z[None])[0])
+        if layer == 1:
+            t = self.thr(1)
+            if h < t:
+                return True, h, abs(h - t)
+            target, m = self.predict(h, exits, len(self._thr) + 1)
+            state["target"], state["margin"] = target, min(abs(h - t), m)
+            return False, h, state["margin"]
+        if layer == state["target"]:
+            return True, h, state["margin"]
+        if not self.check_between:              # the model does not evaluate this head (evaluates_head)
+            return False, h, math.inf
+        t = self.thr(layer)
+        return h < t, h, abs(h - t)
+
+
 class _Agreement(Policy):
     """Counting consecutive layers that agree: argmax equality, or |y_i - y_{i-1}| < tau for C = 1."""
 
@@ -323,15 +441,20 @@ class Static(Policy):
     def needs_heads(self):
         return False
 
+    def evaluates_head(self, layer, state):
+        return layer == self.k
+
     def decide(self, layer, z, feat, exits, state):
         return layer == self.k, float(layer), math.inf
 
 
-POLICIES = {cls.name: cls for cls in (Entropy, NormEntropy, MaxProb, Patience, Learned, Ponder, Window, Static)}
+POLICIES = {cls.name: cls for cls in (Entropy, NormEntropy, MaxProb, Patience, Learned, Ponder, Window, Static,
+                                       DistanceEntropy, PredictedExit)}
 
 
 def make_policy(name: str, *args, **kwargs) -> Policy:
-    """Policy by its CLI name (entropy, norm_entropy, max_prob, patience, learned, ponder, window, static)."""
+    """Policy by its CLI name (entropy, norm_entropy, max_prob, patience, learned, ponder, window, static,
+    de3, edgebert)."""
     try:
         cls = POLICIES[name]
     except KeyError:

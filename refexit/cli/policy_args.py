@@ -9,12 +9,13 @@ import argparse
 
 from refexit.errors import InputError
 
-POLICY_NAMES = ("entropy", "norm_entropy", "max_prob", "patience", "learned", "ponder", "window", "static")
-THRESHOLD_POLICIES = ("entropy", "norm_entropy", "max_prob", "learned", "ponder")
+POLICY_NAMES = ("entropy", "norm_entropy", "max_prob", "patience", "learned", "ponder", "window", "static", "de3",
+                "edgebert")
+THRESHOLD_POLICIES = ("entropy", "norm_entropy", "max_prob", "learned", "ponder", "de3", "edgebert")
 # option -> the policies that use it
 SETTINGS = {"threshold": THRESHOLD_POLICIES, "temperatures": ("max_prob",), "patience": ("patience",),
             "window": ("window",), "tau": ("patience", "window"), "layer": ("static",),
-            "strict": ("norm_entropy",)}
+            "strict": ("norm_entropy",), "lam": ("de3",), "check_between": ("edgebert",)}
 
 
 def add_policy_args(p: argparse.ArgumentParser) -> None:
@@ -22,7 +23,7 @@ def add_policy_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--policy", choices=POLICY_NAMES, default=None,
                    help="exit rule: " + ", ".join(POLICY_NAMES))
     g.add_argument("--threshold", metavar="X[,X...]",
-                   help="threshold of entropy, norm_entropy, max_prob, learned, ponder: one number, or one "
+                   help="threshold of entropy, norm_entropy, max_prob, learned, ponder, de3, edgebert: one number, or one "
                         "per exit layer 1..L-1, comma-separated")
     g.add_argument("--temperatures", metavar="T[,T...]",
                    help="max_prob: per-layer temperatures (default: the model's calibrated ones, else 1)")
@@ -32,6 +33,11 @@ def add_policy_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--layer", type=int, metavar="K", help="static: exit at layer K (default: the last)")
     g.add_argument("--strict", action="store_true", default=None,
                    help="norm_entropy: exit on < instead of <=")
+    g.add_argument("--lam", type=float, metavar="W",
+                   help="de3: weight of the prototype distance ratio in the harmonic mean with the "
+                        "normalised entropy (default 1)")
+    g.add_argument("--check-between", action="store_true", default=None,
+                   help="edgebert: also apply the entropy rule at the layers before the predicted one")
 
 
 def _floats(text: str, what: str) -> float | list[float]:
@@ -67,6 +73,10 @@ def policy_from_args(args, num_layers: int | None = None):
         if name == "max_prob":
             temps = None if args.temperatures is None else _floats(args.temperatures, "--temperatures")
             return P.MaxProb(thr, temperatures=temps)
+        if name == "de3":
+            return P.DistanceEntropy(thr, lam=1.0 if args.lam is None else args.lam)
+        if name == "edgebert":
+            return P.PredictedExit(thr, check_between=bool(args.check_between))
         return {"entropy": P.Entropy, "learned": P.Learned, "ponder": P.Ponder}[name](thr)
     if name == "patience":
         if args.patience is None:

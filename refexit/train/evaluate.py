@@ -24,7 +24,7 @@ from refexit.errors import InputError
 from refexit.policies import ExitWarning, Policy, Static, make_policy
 from refexit.results import ClassifyResult
 
-POLICY_NAMES = ("entropy", "norm_entropy", "max_prob", "patience", "window", "learned", "ponder", "static")
+POLICY_NAMES = ("entropy", "norm_entropy", "max_prob", "patience", "window", "learned", "ponder", "static", "de3", "edgebert")
 # sweep grid for entropy-like thresholds, as a fraction of the largest meaningful value: geometric
 # near 0 (confident exits on easy data) plus linear steps (hard data, where scores stay mid-range)
 FRACTIONS = np.unique(np.concatenate([np.geomspace(1e-4, 1.0, 17), np.linspace(0.1, 0.9, 9)]).round(12))
@@ -104,7 +104,7 @@ def simulate(model, policy: Policy, out: LayerOutputs) -> ClassifyResult:
         state = policy.start()
         for layer in range(1, L + 1):
             flops[b] += lf
-            if layer < L and static and layer != policy.k:
+            if layer < L and not policy.evaluates_head(layer, state):
                 continue
             z = out.logits[layer - 1][b]
             flops[b] += head_flops[layer - 1](n)
@@ -124,9 +124,9 @@ def simulate(model, policy: Policy, out: LayerOutputs) -> ClassifyResult:
 def sweep_policies(name: str, num_layers: int, num_labels: int) -> list[Policy]:
     """The thresholds swept for one policy, from most eager to most cautious (roughly)."""
     L, C = num_layers, num_labels
-    if name == "entropy":
+    if name in ("entropy", "edgebert"):
         return [make_policy(name, math.log(C) * f) for f in FRACTIONS[::-1]]
-    if name == "norm_entropy":
+    if name in ("norm_entropy", "de3"):           # both scores lie in [0, 1]
         return [make_policy(name, f) for f in FRACTIONS[::-1]]
     if name == "max_prob":
         return [make_policy(name, 1 - (1 - 1 / C) * f) for f in FRACTIONS[::-1]]
@@ -149,6 +149,10 @@ def available(model, name: str) -> str | None:
         return "no LTE head (train with --objective lte or the lte extra)"
     if name == "ponder" and model.exits.ponder is None:
         return "no ponder lambda MLP (train with --objective ponder or the ponder extra)"
+    if name == "de3" and model.exits.prototypes is None:
+        return "no class prototypes (train with the prototypes extra)"
+    if name == "edgebert" and model.exits.edge_table is None:
+        return "no exit table (train with the edge_table extra)"
     if name != "static" and any(h is None for h in model.heads[:-1]):
         return "the model lacks exit heads"
     return None
@@ -189,6 +193,8 @@ def evaluate(model, splits: dict, labels: dict, policies=POLICY_NAMES, max_drop:
                 res = simulate(model, pol, o)
                 pt[s] = metrics(res, labels[s])
                 pt["warnings"] = res.warnings
+                if name == "edgebert":
+                    pt[s]["prediction"] = prediction_report(model, pol, o, res)
             points.append(pt)
         entry = {"points": points, "seconds": round(time.monotonic() - t0, 2)}
         if sweep and "dev" in full:
@@ -199,6 +205,22 @@ def evaluate(model, splits: dict, labels: dict, policies=POLICY_NAMES, max_drop:
         if progress:
             print(f"evaluate: {name}: {len(points)} thresholds in {entry['seconds']}s", file=sys.stderr)
     return report
+
+
+def prediction_report(model, policy, out: LayerOutputs, res: ClassifyResult) -> dict:
+    """EdgeBERT: how the predicted exit layer compares with the layer DeeBERT's entropy rule at the
+    same thresholds exits at (that rule checks every head), over the samples that did not exit at
+    layer 1 (where both rules agree by construction), and what skipping the heads in between saves."""
+    ent = simulate(model, make_policy("entropy", policy.threshold), out)
+    later = ent.exit_layers > 1
+    pred, want = res.exit_layers[later], ent.exit_layers[later]
+    n = int(later.sum())
+    return {"predicted": n, "exact": float(np.mean(pred == want)) if n else None,
+            "earlier": float(np.mean(pred < want)) if n else None,
+            "later": float(np.mean(pred > want)) if n else None,
+            "mean_abs_layer_error": float(np.mean(np.abs(pred - want))) if n else None,
+            "entropy_mean_layers": ent.mean_layers, "entropy_flops_ratio": ent.flops_ratio,
+            "head_flops_saved": float(1 - np.sum(res.flops) / np.sum(ent.flops))}
 
 
 # ---------------------------------------------------------------- wall-clock hook

@@ -29,6 +29,14 @@ Stages, for a model with L layers:
                  r_i = prod_{j<i} (1 - lambda_j) -- no division by (1 - lambda).
       calibrate  Right Tool: per layer T_i = argmin dev NLL of softmax(z_i / T_i) (golden-section
                  search on log T; the NLL is convex in 1/T).
+      prototypes DE3-BERT: per exit layer i < L and class c, the mean of the trained head's feature
+                 vectors feat_i over the training samples of class c ([L-1, C, F]; a class without
+                 training samples gets the mean over all samples). Frozen-backbone variant: the
+                 paper's distance-aware regulariser shapes the backbone's features while it is
+                 fine-tuned; here the heads are trained as above and the prototypes computed after.
+      edge_table EdgeBERT: the training samples sorted by the layer-1 exit head's entropy and cut
+                 into K = 32 equal-count bins; row k = (mean layer-1 entropy of bin k, mean entropy
+                 of the exit heads of layers 2..L-1 over bin k) ([K, L-1], rows by rising entropy).
 FastBERT's own head kind (`fastbert`, attention over all tokens) is not trained here.
 """
 from __future__ import annotations
@@ -46,7 +54,8 @@ from refexit.heads import ExitParams, Head
 
 OBJECTIVES = ("deebert", "pabee", "fastbert", "lte", "ponder")
 TRAINABLE_KINDS = ("mean_linear", "pooler_linear", "shared_pooler")
-EXTRAS = ("lte", "ponder", "calibrate")
+EXTRAS = ("lte", "ponder", "calibrate", "prototypes", "edge_table")
+EDGE_ROWS = 32                  # rows of the EdgeBERT exit table (fewer with fewer training samples)
 DECAY = ("fc.w", "w", "hid.w", "out.w")      # parameters under L2 weight decay
 
 
@@ -273,6 +282,25 @@ def train_ponder(outs, y, outs_dev, y_dev, cfg, rng):
                lambda p: ponder_loss(p, feat_d, ce_d, b, pr)[0], cfg, rng)
 
 
+def class_prototypes(outs, y, C: int) -> np.ndarray:
+    """[L] (feat [N, F], logits) per layer, labels y [N] -> [L-1, C, F] class means of feat."""
+    feat = np.stack([f for f, _ in outs[:-1]])                                  # [L-1, N, F]
+    protos = np.repeat(feat.mean(axis=1, keepdims=True), C, axis=1)              # [L-1, C, F]
+    for c in range(C):
+        if np.any(y == c):
+            protos[:, c] = feat[:, y == c].mean(axis=1)
+    return protos
+
+
+def exit_table(outs, rows: int = EDGE_ROWS) -> np.ndarray:
+    """[L] (feat, logits [N, C]) per layer -> [K, L-1]: per bin of layer-1 entropy, its mean layer-1
+    entropy, then the mean entropies of layers 2..L-1 (K = min(rows, N) equal-count bins)."""
+    H = np.stack([nn.entropy(z) for _, z in outs[:-1]], axis=1)               # [N, L-1]
+    order = np.argsort(H[:, 0], kind="stable")
+    bins = np.array_split(order, min(rows, len(order)))
+    return np.stack([H[b].mean(axis=0) for b in bins])                        # [K, L-1]
+
+
 @dataclass
 class TrainResult:
     exits: ExitParams
@@ -341,6 +369,12 @@ def train_exits(model, train_feats, y_train, dev_feats, y_dev, label_names, kind
         say("ponder lambda MLP (PALBERT, expected loss + KL to a geometric prior)")
         params, logs["ponder"] = train_ponder(outs, y_train, outs_dev, y_dev, cfg, rng)
         exits.ponder = params
+    if "prototypes" in extras:
+        say("class prototypes (DE3-BERT, class means of the exit heads' features)")
+        exits.prototypes = class_prototypes(outs, y_train, C)
+    if "edge_table" in extras:
+        say("exit table (EdgeBERT, layer-1 entropy -> entropies of the later layers)")
+        exits.edge_table = exit_table(outs)
     if "calibrate" in extras:
         exits.temperatures = np.array([fit_temperature(z, y_dev) for _, z in outs_dev])
 
