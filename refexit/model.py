@@ -75,8 +75,8 @@ class Model:
         products and sums in this model's dtype (float32, or float64 for tight checks), as the C
         accumulates exact bf16 products in fp32.
         "int8": those weights quantized per output channel (symmetric int8, one float32 scale per
-        output), their inputs per row (per token) where they enter, exact integer sums,
-        dequantized as acc * (x_scale * w_scale) + bias (nn.quantize_int8, nn.linear_int8), except
+        output), their inputs per row (per token, asymmetric: nn.quantize_uint8) where they enter,
+        exact integer sums, dequantized as acc * (x_scale * w_scale) + bias (nn.linear_int8), except
         the projections of nn.INT8_IN_BF16 (query, key, value), which compute as in "bf16".
         Embeddings, biases, residuals, LayerNorm, GELU, attention scores and context, pooler, exit
         heads and policies are unchanged. `weights` keeps the fp32 originals (what codegen packs)."""

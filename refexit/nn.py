@@ -116,14 +116,33 @@ class Bf16Weight(NamedTuple):
         return self
 
 
+def quantize_uint8(x):
+    """Asymmetric 8-bit over the last axis, as the compiled C quantizes a GEMM's input rows (its
+    quantize_row), in float32: lo = min(min x, 0), hi = max(max x, 0) (so 0 is exact),
+    inv = 255 / (hi - lo), zp = rint(-lo * inv), u = clip(rint(x * inv) + zp, 0, 255),
+    scale = (hi - lo) / 255; x ~ scale * (u - zp). A row of zeros gives u = 0, zp = 0, scale = 0.
+    -> (u uint8 [..., K], zp int32 [...], scale float32 [...])."""
+    x = np.asarray(x, np.float32)
+    lo = np.minimum(np.min(x, axis=-1), np.float32(0))                         # [...]
+    hi = np.maximum(np.max(x, axis=-1), np.float32(0))
+    rng = (hi - lo).astype(np.float32)
+    inv = np.float32(255) / np.where(rng > 0, rng, np.float32(1))              # float32 division
+    inv = np.where(rng > 0, inv, np.float32(0)).astype(np.float32)
+    zp = np.rint(-lo * inv).astype(np.float32)
+    u = np.clip(np.rint(x * inv[..., None]) + zp[..., None], 0, 255).astype(np.uint8)   # [..., K]
+    return u, zp.astype(np.int32), (rng / np.float32(255)).astype(np.float32)
+
+
 def linear_int8(x, w, b):
-    """x quantized per row where it enters, int32 sums (exact here in float64), then
-    acc * (x_scale * w_scale) + b; the dequantization in x's dtype (float32: as the C, bit for bit).
-    A Bf16Weight (a projection an int8 model keeps in bf16) goes through linear_bf16 instead."""
+    """x quantized per row where it enters (asymmetric, quantize_uint8), exact integer sums
+    acc = u @ q^T - zp * sum(q) (here in float64), then acc * (x_scale * w_scale) + b; the
+    dequantization in x's dtype (float32: as the C, bit for bit). A Bf16Weight (a projection an
+    int8 model keeps in bf16) goes through linear_bf16 instead."""
     if isinstance(w, Bf16Weight):
         return linear_bf16(x, w.w, b)
-    q, s = quantize_int8(x)                                                    # [..., in], [...]
-    acc = q.astype(np.float64) @ w.q.astype(np.float64).T                      # [..., out] exact
+    u, zp, s = quantize_uint8(x)                                               # [..., in], [...], [...]
+    wq = w.q.astype(np.float64)                                                # [out, in]
+    acc = u.astype(np.float64) @ wq.T - zp[..., None] * wq.sum(axis=1)         # [..., out] exact
     scale = s[..., None] * w.scale                                             # float32 product
     return acc.astype(x.dtype) * scale.astype(x.dtype) + b
 

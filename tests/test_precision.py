@@ -2,7 +2,9 @@
 instruction set this machine has, and compiled models against the emulation.
 
     round_bf16       nearest even, subnormals to signed zero, NaN/inf kept (checked bit by bit)
-    quantize_int8    q = rint(x * 127 / amax) in [-127, 127]; the C's quantize_row gives the same bits
+    quantize_int8    weights: q = rint(x * 127 / amax) in [-127, 127], per output channel
+    quantize_uint8   GEMM inputs: u = rint(x * 255 / (hi - lo)) + zp in [0, 255] per row (zero exact);
+                     the C's quantize_row gives the same bits (stored as u - 128, zoff = 128 - zp)
     bf16 GEMM        scalar / AVX2 / AVX-512 / AVX512-BF16: the same bits as a NumPy float32
                      replay of VDPBF16PS's sequence (acc += a_odd w_odd, then a_even w_even, per pair);
                      AMX: |error| <= 4 eps Kp sum_k |a_k w_k| of the exact sum (its own order)
@@ -181,10 +183,10 @@ def gemm_replay(Ab, Wb, bias, epi, C0):
 
 
 CDEF_INT8 = """
-int {p}_test_gemm_int8(const int8_t *A, int lda, const float *as, const int8_t *Bp, const float *ws,
-                       const int32_t *wsum, int K, int N, float *C, int ldc, const float *bias, int M, int epi,
-                       int nth);
-void {p}_test_quantize(int8_t *q, float *scale, const float *x, int n);
+int {p}_test_gemm_int8(const int8_t *A, int lda, const float *as, const int32_t *az, const int8_t *Bp,
+                       const float *ws, const int32_t *wsum, int K, int N, float *C, int ldc, const float *bias,
+                       int M, int epi, int nth);
+void {p}_test_quantize(int8_t *q, float *scale, int32_t *zoff, const float *x, int n);
 """
 
 
@@ -213,8 +215,9 @@ def int8_kernels(tmp_path_factory):
                                    (17, 19, 70), (33, 130, 65), (40, 96, 5), (70, 64, 64)])
 def test_int8_gemm_of_every_isa(int8_kernels, M, K, N):
     rng = np.random.default_rng(M * 1000 + K * 10 + N)
-    X = (rng.standard_normal((M, K)) * 3).astype(np.float32)
-    q, s = nn.quantize_int8(X)
+    X = (rng.standard_normal((M, K)) * 3 + rng.uniform(-2, 4, (M, 1))).astype(np.float32)   # skewed rows
+    u, zp, s = nn.quantize_uint8(X)
+    q, zoff = (u.astype(np.int16) - 128).astype(np.int8), (128 - zp).astype(np.int32)   # as the C stores them
     Kp = -(-K // 64) * 64
     A = np.zeros((M, Kp), np.int8)
     A[:, :K] = q
@@ -223,7 +226,8 @@ def test_int8_gemm_of_every_isa(int8_kernels, M, K, N):
     wq, wscale = nn.quantize_int8(W)
     bias = rng.standard_normal(N).astype(np.float32)
     C0 = rng.standard_normal((M, N)).astype(np.float32)
-    acc = (q.astype(np.int64) @ wq.astype(np.int64).T).astype(np.float32)        # exact, then as C converts
+    acc = u.astype(np.int64) @ wq.astype(np.int64).T - zp[:, None] * wq.astype(np.int64).sum(1)   # exact
+    acc = acc.astype(np.float32)                                                  # then as the C converts
     y = acc * (s[:, None] * wscale[None, :]) + bias                               # float32, as the C
     want = {"bias": y, "add": y + C0, "act": None}
     for isa, (ffi, lib) in int8_kernels.items():
@@ -232,7 +236,8 @@ def test_int8_gemm_of_every_isa(int8_kernels, M, K, N):
             for nth in (1, 3):
                 out = C.copy()
                 assert lib.qk_test_gemm_int8(
-                    ffi.from_buffer("int8_t[]", A), Kp, ffi.from_buffer("float[]", s), ffi.from_buffer("int8_t[]", P),
+                    ffi.from_buffer("int8_t[]", A), Kp, ffi.from_buffer("float[]", s), ffi.from_buffer("int32_t[]", zoff),
+                    ffi.from_buffer("int8_t[]", P),
                     ffi.from_buffer("float[]", ws), ffi.from_buffer("int32_t[]", wsum), K, N,
                     ffi.from_buffer("float[]", out), N, ffi.from_buffer("float[]", bias), M, EPI[epi], nth) == 0
                 if epi == "act":
@@ -243,15 +248,37 @@ def test_int8_gemm_of_every_isa(int8_kernels, M, K, N):
 
 def test_c_quantization_equals_the_oracles(int8_kernels):
     rng = np.random.default_rng(8)
-    x = (rng.standard_normal((20, 101)) * rng.uniform(1e-3, 1e3, (20, 1))).astype(np.float32)
+    x = (rng.standard_normal((24, 101)) * rng.uniform(1e-3, 1e3, (24, 1))).astype(np.float32)
     x[4] = 0
     x[5, 7] = 1e30
-    q, s = nn.quantize_int8(x)
+    x[6] = np.abs(x[6])                                   # all >= 0: zp = 0
+    x[7] = -np.abs(x[7])                                  # all <= 0: zp = 255
+    x[8] = nn.gelu(x[8].astype(np.float64) / 300).astype(np.float32)   # a GELU row: skewed
+    u, zp, s = nn.quantize_uint8(x)
+    assert zp[6] == 0 and zp[7] == 255 and s[4] == 0
     for isa, (ffi, lib) in int8_kernels.items():
         for r in range(len(x)):
-            got, scale = np.zeros(101, np.int8), ffi.new("float *")
-            lib.qk_test_quantize(ffi.from_buffer("int8_t[]", got), scale, ffi.from_buffer("float[]", x[r]), 101)
-            assert np.array_equal(got, q[r]) and scale[0] == s[r], (isa, r)
+            got, scale, zoff = np.zeros(101, np.int8), ffi.new("float *"), ffi.new("int32_t *")
+            lib.qk_test_quantize(ffi.from_buffer("int8_t[]", got), scale, zoff, ffi.from_buffer("float[]", x[r]), 101)
+            assert np.array_equal(got.astype(np.int16) + 128, u[r]), (isa, r)
+            assert scale[0] == s[r] and zoff[0] == 128 - zp[r], (isa, r)
+
+
+def test_quantize_uint8():
+    rng = np.random.default_rng(2)
+    x = (rng.standard_normal((60, 77)) * rng.uniform(0.01, 100, (60, 1)) + rng.uniform(-50, 50, (60, 1)))
+    x = x.astype(np.float32)
+    x[3] = 0
+    x[:, 0] = 0
+    u, zp, s = nn.quantize_uint8(x)
+    assert u.dtype == np.uint8 and zp.dtype == np.int32 and s.dtype == np.float32
+    assert s[3] == 0 and not u[3].any() and zp[3] == 0
+    assert np.all((zp >= 0) & (zp <= 255))
+    err = np.abs(x - (u.astype(np.float64) - zp[:, None]) * s[:, None])
+    assert np.all(err <= s[:, None] * 0.5 * (1 + 1e-4) + 1e-30)                     # half a step
+    lo, hi = np.minimum(x.min(1), 0), np.maximum(x.max(1), 0)                       # the range is used
+    assert np.all(s <= (hi - lo) / 255 * (1 + 1e-6))
+    assert np.all(u[:, 0] == zp)                                                    # 0 is exact
 
 
 CDEF_BF16 = """
