@@ -259,8 +259,8 @@ def test_demo_fine_tunes_once_and_says_subset(tmp_path, capsys):
     model_dir = synthetic.save_model(synthetic.random_model(num_layers=2, hidden=16, heads=2, intermediate=24,
                                                             lte=False, ponder=False), tmp_path / "base",
                                      with_exits=False)
-    ds = SimpleNamespace(train=toy(40, 1), dev=toy(12, 2), test=toy(12, 3), label_names=["neg", "pos"],
-                         splits=lambda: {"train": ds.train, "dev": ds.dev, "test": ds.test})
+    from refexit import data
+    ds = data.Dataset("toy", ["neg", "pos"], toy(40, 1), toy(12, 2), toy(12, 3))
     args = SimpleNamespace(data="toy", full=False, seed=0, retrain=False, ft_epochs=1, max_length=16)
     path = demo._fine_tune_or_load(model_dir, ds, args, tmp_path / "out", full_size=400)
     said = capsys.readouterr().out
