@@ -199,6 +199,49 @@ class CTokenizer:
 
 # ---------------------------------------------------------------- a driver program, for sanitizer builds
 
+def _driver_loop(handle: str, pieces: str, tokenize: str, open_call: str) -> str:
+    """The record loop of the sanitizer drivers (after main() has opened `t`): kind 0 `pieces`,
+    1 / 2 `tokenize` (single / pair), 3 `open_call` on the text (prints rc and the vocabulary size)."""
+    return r'''    in = read_file(argv[2], &n);
+    while (pos < n) {
+        int kind = in[pos++], max_length, capacity, nt = -1, i;
+        size_t la, lb;
+        char *a, *b;
+        int32_t *ids, *types;
+        max_length = (int)rd32(in, n, &pos);
+        capacity = (int)rd32(in, n, &pos);
+        a = take(in, n, &pos, &la);
+        b = take(in, n, &pos, &lb);
+        ids = capacity > 0 ? (int32_t *)malloc((size_t)capacity * sizeof *ids) : NULL;
+        types = capacity > 0 ? (int32_t *)malloc((size_t)capacity * sizeof *types) : NULL;
+        if (kind == 0) {
+            rc = PIECES(t, a, la, ids, capacity, &nt);
+        } else if (kind == 1) {
+            rc = TOKENIZE(t, a, la, NULL, 0, max_length, ids, types, capacity, &nt);
+        } else if (kind == 2) {
+            rc = TOKENIZE(t, a, la, b, lb, max_length, ids, types, capacity, &nt);
+        } else {
+            HANDLE *v = NULL;
+            rc = OPEN_CALL;
+            nt = v ? HANDLE_vocab_size(v) : -1;
+            HANDLE_close(v);
+        }
+        printf("%d %d", rc, nt);
+        if (rc == 0 && kind != 3) {
+            for (i = 0; i < nt; i++) printf(" %d", (int)ids[i]);
+            printf(" |");
+            if (kind != 0) for (i = 0; i < nt; i++) printf(" %d", (int)types[i]);
+        }
+        printf("\n");
+        free(a); free(b); free(ids); free(types);
+    }
+    free(in);
+    HANDLE_close(t);
+    return 0;
+}
+'''.replace("OPEN_CALL", open_call).replace("PIECES", pieces).replace("TOKENIZE", tokenize).replace("HANDLE", handle)
+
+
 def driver_source(prefix: str = "rxtok") -> str:
     """C source of a small program that runs the tokenizer over a file of inputs (for ASan/UBSan
     builds: no Python in the process). Usage: driver VOCAB INPUTS LOWER STRIP CJK.
@@ -209,7 +252,7 @@ def driver_source(prefix: str = "rxtok") -> str:
         i32 capacity, u32 len, text bytes, u32 len, pair bytes.
     Each record's bytes are copied into a buffer of exactly their size (so any over-read is caught),
     and one line is printed: `rc n_tokens ids... | type_ids...` (ids only when rc is 0)."""
-    return r'''#include <stdint.h>
+    return (r'''#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -263,44 +306,8 @@ int main(int argc, char **argv)
     rc = PREFIX_tokenizer_open((const char *)vocab, nv, atoi(argv[3]), atoi(argv[4]), atoi(argv[5]), &t);
     if (rc) { fprintf(stderr, "open: %s\n", PREFIX_tokenizer_strerror(rc)); return 1; }
     free(vocab);
-    in = read_file(argv[2], &n);
-    while (pos < n) {
-        int kind = in[pos++], max_length, capacity, nt = -1, i;
-        size_t la, lb;
-        char *a, *b;
-        int32_t *ids, *types;
-        max_length = (int)rd32(in, n, &pos);
-        capacity = (int)rd32(in, n, &pos);
-        a = take(in, n, &pos, &la);
-        b = take(in, n, &pos, &lb);
-        ids = capacity > 0 ? (int32_t *)malloc((size_t)capacity * sizeof *ids) : NULL;
-        types = capacity > 0 ? (int32_t *)malloc((size_t)capacity * sizeof *types) : NULL;
-        if (kind == 0) {
-            rc = PREFIX_wordpieces(t, a, la, ids, capacity, &nt);
-        } else if (kind == 1) {
-            rc = PREFIX_tokenize(t, a, la, NULL, 0, max_length, ids, types, capacity, &nt);
-        } else if (kind == 2) {
-            rc = PREFIX_tokenize(t, a, la, b, lb, max_length, ids, types, capacity, &nt);
-        } else {
-            PREFIX_tokenizer *v = NULL;
-            rc = PREFIX_tokenizer_open(a, la, max_length & 1, (max_length >> 2) - 1, (max_length >> 1) & 1, &v);
-            nt = v ? PREFIX_tokenizer_vocab_size(v) : -1;
-            PREFIX_tokenizer_close(v);
-        }
-        printf("%d %d", rc, nt);
-        if (rc == 0 && kind != 3) {
-            for (i = 0; i < nt; i++) printf(" %d", (int)ids[i]);
-            printf(" |");
-            if (kind != 0) for (i = 0; i < nt; i++) printf(" %d", (int)types[i]);
-        }
-        printf("\n");
-        free(a); free(b); free(ids); free(types);
-    }
-    free(in);
-    PREFIX_tokenizer_close(t);
-    return 0;
-}
-'''.replace("PREFIX", prefix)
+''' + _driver_loop("PREFIX_tokenizer", "PREFIX_wordpieces", "PREFIX_tokenize",
+                         "PREFIX_tokenizer_open(a, la, max_length & 1, (max_length >> 2) - 1, (max_length >> 1) & 1, &v)")).replace("PREFIX", prefix)
 
 
 def build_driver(out_dir: str | Path, prefix: str = "rxtok", cc: str | None = None,
@@ -598,7 +605,7 @@ def bpe_driver_source(prefix: str = "rxbpe") -> str:
     2 tokenize with pair, 3 open the text as a packed file (prints rc and the vocabulary size)."""
     src = driver_source(prefix)
     main_start = src.index("int main(")
-    return src[:main_start].replace(f'"{prefix}_tokenizer.h"', f'"{prefix}_bpe.h"') + r'''int main(int argc, char **argv)
+    return (src[:main_start].replace(f'"{prefix}_tokenizer.h"', f'"{prefix}_bpe.h"') + r'''int main(int argc, char **argv)
 {
     size_t np, n, pos = 0;
     unsigned char *packed, *in;
@@ -609,44 +616,7 @@ def bpe_driver_source(prefix: str = "rxbpe") -> str:
     rc = PREFIX_bpe_open((const char *)packed, np, &t);
     if (rc) { fprintf(stderr, "open: %s\n", PREFIX_bpe_strerror(rc)); return 1; }
     free(packed);
-    in = read_file(argv[2], &n);
-    while (pos < n) {
-        int kind = in[pos++], max_length, capacity, nt = -1, i;
-        size_t la, lb;
-        char *a, *b;
-        int32_t *ids, *types;
-        max_length = (int)rd32(in, n, &pos);
-        capacity = (int)rd32(in, n, &pos);
-        a = take(in, n, &pos, &la);
-        b = take(in, n, &pos, &lb);
-        ids = capacity > 0 ? (int32_t *)malloc((size_t)capacity * sizeof *ids) : NULL;
-        types = capacity > 0 ? (int32_t *)malloc((size_t)capacity * sizeof *types) : NULL;
-        if (kind == 0) {
-            rc = PREFIX_bpe_pieces(t, a, la, ids, capacity, &nt);
-        } else if (kind == 1) {
-            rc = PREFIX_bpe_tokenize(t, a, la, NULL, 0, max_length, ids, types, capacity, &nt);
-        } else if (kind == 2) {
-            rc = PREFIX_bpe_tokenize(t, a, la, b, lb, max_length, ids, types, capacity, &nt);
-        } else {
-            PREFIX_bpe *v = NULL;
-            rc = PREFIX_bpe_open(a, la, &v);
-            nt = v ? PREFIX_bpe_vocab_size(v) : -1;
-            PREFIX_bpe_close(v);
-        }
-        printf("%d %d", rc, nt);
-        if (rc == 0 && kind != 3) {
-            for (i = 0; i < nt; i++) printf(" %d", (int)ids[i]);
-            printf(" |");
-            if (kind != 0) for (i = 0; i < nt; i++) printf(" %d", (int)types[i]);
-        }
-        printf("\n");
-        free(a); free(b); free(ids); free(types);
-    }
-    free(in);
-    PREFIX_bpe_close(t);
-    return 0;
-}
-'''.replace("PREFIX", prefix)
+''' + _driver_loop("PREFIX_bpe", "PREFIX_bpe_pieces", "PREFIX_bpe_tokenize", "PREFIX_bpe_open(a, la, &v)")).replace("PREFIX", prefix)
 
 
 def build_bpe_driver(out_dir: str | Path, prefix: str = "rxbpe", cc: str | None = None,
