@@ -50,15 +50,7 @@ class JsonUnicode:
     """The tables, and the Unicode normalization forms built on them."""
 
     def __init__(self, path: Path = DATA):
-        sections: dict[str, list[str]] = {}
-        cur = None
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.startswith("#") or not line.strip():
-                continue
-            if line.startswith("@"):
-                cur = sections.setdefault(line.split()[0][1:], [])
-            else:
-                cur.extend(line.split())
+        sections = unicode_pinned.read_sections(path)
         self.classes = {name: RangeSet([_range(t) for t in sections[name]]) for name in CLASSES}
         self.compat: dict[int, tuple[int, ...]] = {}
         for t in sections["compat_decomposition"]:

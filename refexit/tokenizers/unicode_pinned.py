@@ -48,19 +48,25 @@ def _range(tok: str) -> tuple[int, int]:
     return int(a, 16), int(b or a, 16)
 
 
+def read_sections(path: Path) -> dict[str, list[str]]:
+    """A pinned table file: "@name" starts a section, then whitespace-separated tokens; "#" comments."""
+    sections: dict[str, list[str]] = {}
+    cur = None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        if line.startswith("@"):
+            cur = sections.setdefault(line.split()[0][1:], [])
+        else:
+            cur.extend(line.split())
+    return sections
+
+
 class PinnedUnicode:
     """The tables, and the BertNormalizer built on them (reference implementation, per text)."""
 
     def __init__(self, path: Path = DATA):
-        sections: dict[str, list[str]] = {}
-        cur = None
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.startswith("#") or not line.strip():
-                continue
-            if line.startswith("@"):
-                cur = sections.setdefault(line.split()[0][1:], [])
-            else:
-                cur.extend(line.split())
+        sections = read_sections(path)
         self.source = path
         self.other = RangeSet([_range(t) for t in sections["other"]])
         self.whitespace = RangeSet([_range(t) for t in sections["whitespace"]])
