@@ -17,24 +17,34 @@ RTOL = 1e-6
 
 
 def directional(f, arrays: dict, grads: dict, seed=0, eps=EPS):
-    """For each array: the finite-difference slope of f along a random direction V against
-    sum(grad * V). f() reads the arrays in place. -> {name: (numeric, analytic)}."""
+    """For each array: the central finite-difference slope of f along a random direction V against
+    sum(grad * V), and how far the slope moves when the step is halved or doubled: the
+    difference quotient's own rounding noise, which dominates where the true slope is ~0 and f
+    is ill-conditioned (a LayerNorm over 2 values, whose output is +-w + b whatever x is).
+    f() reads the arrays in place. -> {name: (numeric, analytic, noise)}."""
     rng = np.random.default_rng(seed)
     out = {}
     for name, a in arrays.items():
         v = rng.normal(size=a.shape)
-        a += eps * v
-        fp = f()
-        a -= 2 * eps * v
-        fm = f()
-        a += eps * v
-        out[name] = ((fp - fm) / (2 * eps), float(np.sum(grads[name] * v)))
+        slopes = []
+        for h in (eps, eps / 2, 2 * eps):
+            a += h * v
+            fp = f()
+            a -= 2 * h * v
+            fm = f()
+            a += h * v
+            slopes.append((fp - fm) / (2 * h))
+        noise = max(slopes) - min(slopes)
+        out[name] = (slopes[0], float(np.sum(grads[name] * v)), noise)
     return out
 
 
 def check(pairs: dict, rtol=RTOL, atol=1e-8):
-    for name, (num, ana) in pairs.items():
-        assert abs(num - ana) <= atol + rtol * max(abs(num), abs(ana)), f"{name}: numeric {num!r} analytic {ana!r}"
+    """|numeric - analytic| within atol + rtol * scale, widened by 4x the measured noise of the
+    numeric slope (an error of the backward is O(slope) and the same at every step size)."""
+    for name, (num, ana, noise) in pairs.items():
+        bound = atol + 4 * noise + rtol * max(abs(num), abs(ana))
+        assert abs(num - ana) <= bound, f"{name}: numeric {num!r} analytic {ana!r} (noise {noise:.2g})"
 
 
 def rnd(rng, *shape):
@@ -71,8 +81,7 @@ def test_layer_norm(M, H, eps, seed):
     assert np.array_equal(y, refexit.nn.layer_norm(x, w, b, eps))          # the oracle's bits
     dx, g = BW.layer_norm_bwd(R, cache)
     f = lambda: float(np.sum(BW.layer_norm_fwd(x, w, b, eps)[0] * R))      # noqa: E731
-    # atol: with H = 2 the output hardly depends on x (it is +-1), the slope is a difference of O(1) terms
-    check(directional(f, {"x": x, "w": w, "b": b}, {"x": dx, "w": g["w"], "b": g["b"]}), rtol=1e-5, atol=1e-7)
+    check(directional(f, {"x": x, "w": w, "b": b}, {"x": dx, "w": g["w"], "b": g["b"]}), rtol=1e-5)
 
 
 @settings(max_examples=20, deadline=None)
