@@ -70,6 +70,9 @@ class CompiledModel:
             self._fn = types.SimpleNamespace(**{n: getattr(self.lib, f"{p}_{n}") for n in (
                 "open", "close", "set_threads", "set_threshold", "set_thresholds", "get_thresholds",
                 "classify_batch", "classify_padded", "strerror", "model_hash")})
+            if manifest["policy"]["name"] == "ceebert":       # the bandits' state (policy.c.j2)
+                for n in ("bandit_num_arms", "bandit_state", "bandit_set_state", "bandit_reset"):
+                    setattr(self._fn, n, getattr(self.lib, f"{p}_{n}"))
             dims = {k: int(getattr(self.lib, f"{p}_{k}")(self.ffi.NULL))
                     for k in ("num_layers", "hidden", "num_labels", "max_length", "vocab_size")}
             lib_hash = self.ffi.string(self._fn.model_hash()).decode("ascii", "replace")
@@ -201,12 +204,69 @@ class CompiledModel:
         between = bool(pol.get("check_between", False))
         if policy.name == "edgebert" and policy.check_between != between:
             raise InputError(f"compiled with check_between={between}; recompile to change it")
+        if policy.name == "ceebert":
+            if policy.arms != pol["params"].get("arms") or policy.c != pol["params"].get("c"):
+                raise InputError(f"compiled with arms={pol['params'].get('arms')} and c={pol['params'].get('c')}; "
+                                 f"recompile to change them")
+            self.set_threshold(policy.cost)                 # the cost is a run-time setting
+            st = policy.state()                             # and the handle continues from the policy's state
+            self.set_bandit_state(st["q"], st["n"], st["t"])
+            self.policy_repr, self.warnings = repr(policy), list(msgs)
+            return msgs
         if policy.name in COUNT_POLICIES:
             self.set_threshold(policy.k if policy.name == "static" else policy.count)
         elif self.num_layers > 1:
             self.set_thresholds(policy._thr)
         self.policy_repr, self.warnings = repr(policy), list(msgs)
         return msgs
+
+    # ------------------------------------------------------------------ CeeBERT's bandits
+    def _bandit_fn(self, name):
+        if self.policy_name != "ceebert":
+            raise InputError(f"this library was compiled for the {self.policy_name} policy, which has no "
+                             f"bandit state (compile with refexit.CeeBERT)")
+        return getattr(self._fn, name)
+
+    def bandit_state(self) -> dict:
+        """The handle's CeeBERT state: q [L-1, K] float64 mean rewards, n [L-1, K] int64 counts, t [L-1]
+        int64 rounds, arm [L-1] int64 arms in force (as refexit.CeeBERT.state())."""
+        fn = self._bandit_fn("bandit_state")
+        E, K = self.num_layers - 1, int(self._fn.bandit_num_arms())
+        q, n = np.zeros((E, K)), np.zeros((E, K), np.int64)
+        t, arm = np.zeros(E, np.int64), np.zeros(E, np.int32)
+        f = self.ffi.from_buffer
+        with self._lock:
+            st = fn(self._handle(), f("double[]", q, require_writable=True), f("int64_t[]", n, require_writable=True),
+                    f("int64_t[]", t, require_writable=True), f("int32_t[]", arm, require_writable=True))
+        if st:
+            raise self._error(st, "bandit_state")
+        return {"q": q, "n": n, "t": t, "arm": arm.astype(np.int64)}
+
+    def set_bandit_state(self, q, n, t) -> None:
+        """Restore a CeeBERT state (from bandit_state() or refexit.CeeBERT.state()); the arms are re-chosen."""
+        fn = self._bandit_fn("bandit_set_state")
+        E, K = self.num_layers - 1, int(self._fn.bandit_num_arms())
+        q = np.ascontiguousarray(q, np.float64)
+        n, t = np.asarray(n), np.asarray(t)
+        if q.shape != (E, K) or n.shape != (E, K) or t.shape != (E,):
+            raise InputError(f"bandit state shapes q {q.shape}, n {n.shape}, t {t.shape}: expected "
+                             f"({E}, {K}), ({E}, {K}), ({E},)")
+        if not (np.issubdtype(n.dtype, np.integer) and np.issubdtype(t.dtype, np.integer)):
+            raise InputError("bandit state counts n and t must be integers")
+        n, t = np.ascontiguousarray(n, np.int64), np.ascontiguousarray(t, np.int64)
+        f = self.ffi.from_buffer
+        with self._lock:
+            st = fn(self._handle(), f("double[]", q), f("int64_t[]", n), f("int64_t[]", t))
+        if st:
+            raise self._error(st, "set_bandit_state (q must be finite, 0 <= n <= t)")
+
+    def reset_bandit(self) -> None:
+        """Forget what CeeBERT's bandits learned (every threshold back to the first arm)."""
+        fn = self._bandit_fn("bandit_reset")
+        with self._lock:
+            st = fn(self._handle())
+        if st:
+            raise self._error(st, "bandit_reset")
 
     # ------------------------------------------------------------------ inference
     def _input_context(self, status, ids, types_, lengths) -> str:

@@ -59,6 +59,8 @@ POLICY_RULES = {
            "prototype distance ratio.",
     "edgebert": "After layer 1: exit when H(softmax(z_1)) < S_1 (strict, nats); else predict the exit "
                 "layer from the exit table's row nearest to that entropy and exit there{between}.",
+    "ceebert": "Exit when max softmax(z_i) >= alpha_i (inclusive), alpha_i chosen between calls by exit i's "
+               "UCB bandit over the arms.",
 }
 
 
@@ -154,7 +156,8 @@ def _context(plan) -> dict:
         thresholds=", ".join(c_float(t) for t in thresholds),
         temperatures=", ".join(c_float(t) for t in pol.temperatures),
         pol=dict(name=pol.name, count=pol.count, inclusive=pol.inclusive, tau=pol.tau, lam=pol.lam,
-                 check_between=pol.check_between,
+                 check_between=pol.check_between, arms=pol.arms, ucb_c=pol.ucb_c, cost=pol.cost,
+                 arms_c=", ".join(c_float(a) for a in pol.arms),
                  repr_comment=c_comment(pol.repr), rule=rule),
         fmt=fmt)
 

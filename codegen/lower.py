@@ -26,7 +26,8 @@ DEFAULT_MAX_BATCH = 32          # samples per internal chunk (classify_batch tak
 DEFAULT_TOKEN_BUDGET = 4096     # tokens per internal chunk, at least max_length
 ACTIVATION_C = {"gelu": "gelu_erf", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
 HEAD_KIND_IDS = {"none": 0, "pooler_linear": 1, "shared_pooler": 2, "mean_linear": 3, "fastbert": 4}
-POLICY_KINDS = ("entropy", "norm_entropy", "max_prob", "learned", "ponder", "patience", "window", "static", "de3", "edgebert")
+POLICY_KINDS = ("entropy", "norm_entropy", "max_prob", "learned", "ponder", "patience", "window", "static", "de3", "edgebert",
+                "ceebert")
 COUNT_POLICIES = ("patience", "window", "static")   # their run-time "threshold" is an integer count
 MAX_EMBEDDING_SIZE = 8192       # E of a projected embedding: one row of it lives on the C stack
 
@@ -55,6 +56,9 @@ class PolicyPlan:
     temperatures: np.ndarray = None    # [L] float32, max_prob
     lam: float = 1.0                   # de3: weight of the distance ratio in the harmonic mean
     check_between: bool = False        # edgebert: also check the entropy rule before the predicted layer
+    arms: tuple = ()                   # ceebert: the thresholds its bandits choose from [K]
+    ucb_c: float = 2.0                 # ceebert: UCB exploration constant
+    cost: float = 0.0                  # ceebert: the reward's cost per layer (run-time: set_threshold)
     repr: str = ""
     params: dict = field(default_factory=dict)
 
@@ -149,6 +153,9 @@ def _policy_plan(policy: Policy, L: int) -> PolicyPlan:
                       count=int(count), tau=None if tau is None else float(tau), temperatures=temps,
                       lam=float(getattr(policy, "lam", 1.0)),
                       check_between=bool(getattr(policy, "check_between", False)),
+                      arms=tuple(float(a) for a in policy.arms) if name == "ceebert" else (),
+                      ucb_c=float(getattr(policy, "c", 2.0)) if name == "ceebert" else 2.0,
+                      cost=float(getattr(policy, "cost", 0.0)) if name == "ceebert" else 0.0,
                       repr=repr(policy), params=policy.params())
 
 

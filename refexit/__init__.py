@@ -3,13 +3,13 @@ from .config import BertConfig
 from .errors import CheckpointError, ConfigError, InputError, RefexitError
 from .heads import ExitParams, Head
 from .model import PRECISIONS, Model, load
-from .policies import (DistanceEntropy, Entropy, ExitWarning, Learned, MaxProb, NormEntropy, Patience, Policy, Ponder,
+from .policies import (CeeBERT, DistanceEntropy, Entropy, ExitWarning, Learned, MaxProb, NormEntropy, Patience, Policy, Ponder,
                        PredictedExit, Static, Window, make_policy)
 from .results import ClassifyResult
 
 __version__ = "0.1.0"
 
 __all__ = ["BertConfig", "CheckpointError", "ConfigError", "InputError", "RefexitError", "ExitParams",
-           "Head", "Model", "PRECISIONS", "load", "DistanceEntropy", "Entropy", "ExitWarning", "Learned", "MaxProb", "NormEntropy",
+           "Head", "Model", "PRECISIONS", "load", "CeeBERT", "DistanceEntropy", "Entropy", "ExitWarning", "Learned", "MaxProb", "NormEntropy",
            "Patience", "Policy", "Ponder", "PredictedExit", "Static", "Window", "make_policy", "ClassifyResult",
            "__version__"]

@@ -220,6 +220,7 @@ class Model:
                     del x[b]
         full = np.array([L * self.layer_flops(len(r[0])) + self.exits.heads[L - 1].flops(len(r[0]))
                          for r in rows], np.float64)
+        policy.observe(states, logits, exit_layers)  # a stateful policy (CeeBERT) learns from this batch
         return ClassifyResult(logits, exit_layers, L, self.label_names, flops, full, margins,
                               repr(policy), traces, msgs)
 

@@ -66,6 +66,12 @@ class Policy(ABC):
     def decide(self, layer: int, z, feat, exits, state: dict) -> tuple[bool, float, float]:
         """z [C] exit logits, feat [F] head features, state: this sample's -> (exit?, score, margin)."""
 
+    stateful = False            # True: the policy learns across calls (CeeBERT); results depend on input order
+
+    def observe(self, states: list, logits, exit_layers) -> None:
+        """After a batch (one classify call): the samples' states, logits [B, C] and exit layers [B],
+        in input order. Stateless policies ignore it."""
+
     def _warn(self, msgs: list[str]) -> list[str]:
         for m in msgs:
             warnings.warn(m, ExitWarning, stacklevel=3)
@@ -339,6 +345,153 @@ class PredictedExit(_Threshold):
         return h < t, h, abs(h - t)
 
 
+def max_softmax(z) -> float:
+    """max softmax(z) in float64 from a max-subtracted sum, as the C computes it: 1 / sum exp(z - max)."""
+    z = np.asarray(z, np.float64)
+    return float(1.0 / np.sum(np.exp(z - np.max(z))))
+
+
+class CeeBERT(Policy):
+    """CeeBERT: exit at the first layer i with max softmax(z_i) >= alpha_i (inclusive), each alpha_i
+    chosen online, without labels, by its own UCB bandit over the arms (default 0.50, 0.55, ..., 0.95).
+
+    State per exit layer i: Q [K] mean rewards, N [K] observation counts, t rounds (samples that
+    reached exit i), arm (the arm in force). The arms are chosen between batches: one classify call
+    uses the thresholds in force at its start, then `observe` updates the bandits with its samples in
+    input order and chooses the next arms (argmax Q + c sqrt(ln t / N), N = 0 first, ties lowest).
+    Reward of bandit i for a sample that reached exit i and exited at layer j >= i: 0 if j == i, else
+    conf_j - conf_i - cost (j - i). Side observations (as in the paper's code): exited -> every arm
+    below the chosen one gets 0 too; continued -> every arm above it gets the same reward."""
+    name = "ceebert"
+    stateful = True
+    ARMS = tuple(round(0.5 + 0.05 * k, 2) for k in range(10))
+
+    def __init__(self, cost: float, arms=ARMS, c: float = 2.0):
+        if isinstance(cost, bool) or not isinstance(cost, (int, float, np.floating, np.integer)) \
+                or not math.isfinite(cost) or cost < 0:
+            raise InputError(f"CeeBERT cost must be a finite number >= 0, got {cost!r}")
+        if isinstance(c, bool) or not isinstance(c, (int, float, np.floating, np.integer)) \
+                or not math.isfinite(c) or c < 0:
+            raise InputError(f"CeeBERT exploration constant c must be a finite number >= 0, got {c!r}")
+        try:
+            a = np.asarray(arms, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InputError(f"CeeBERT arms must be numbers, got {arms!r}") from None
+        if a.ndim != 1 or a.size == 0:
+            raise InputError(f"CeeBERT needs a non-empty 1-D list of arms (thresholds), got {arms!r}")
+        if not np.all(np.isfinite(a)) or np.any(a < 0) or np.any(a > 1):
+            raise InputError(f"CeeBERT arms must be numbers in [0, 1], got {a.tolist()}")
+        if np.any(np.diff(a) <= 0):
+            raise InputError(f"CeeBERT arms must be strictly increasing, got {a.tolist()}")
+        self.cost, self.arms, self.c = float(cost), a.tolist(), float(c)
+        self._bandit = None                                 # set by check() / reset(num_layers)
+
+    def check(self, num_layers, num_labels, exits):
+        if num_labels < 2:
+            raise InputError("CeeBERT's confidence exit needs at least 2 classes")
+        if num_layers < 2:
+            raise InputError("CeeBERT needs at least one exit layer (L >= 2)")
+        if self._bandit is None:
+            self.reset(num_layers)
+        elif self._bandit["q"].shape[0] != num_layers - 1:
+            raise InputError(f"this CeeBERT state is for {self._bandit['q'].shape[0] + 1} layers, the model has "
+                             f"{num_layers}: reset() it first")
+        return []
+
+    # ------------------------------------------------------------------ the bandits' state
+    def reset(self, num_layers: int | None = None) -> None:
+        """Forget everything learned (num_layers: the model's L; default: the state's)."""
+        if num_layers is None:
+            if self._bandit is None:
+                return
+            num_layers = self._bandit["q"].shape[0] + 1
+        E, K = num_layers - 1, len(self.arms)
+        self._bandit = {"q": np.zeros((E, K)), "n": np.zeros((E, K), np.int64), "t": np.zeros(E, np.int64),
+                        "arm": np.zeros(E, np.int64)}
+        self._choose()
+
+    def state(self) -> dict:
+        """Copies of q [L-1, K] float64, n [L-1, K] int64, t [L-1] int64, arm [L-1] int64."""
+        if self._bandit is None:
+            raise InputError("this CeeBERT policy has no state yet: use it with a model or reset(num_layers)")
+        return {k: v.copy() for k, v in self._bandit.items()}
+
+    def set_state(self, q, n, t) -> None:
+        """Restore a state read by state() (here or from a compiled model); the arms are re-chosen."""
+        q, n, t = np.asarray(q, np.float64), np.asarray(n), np.asarray(t)
+        K = len(self.arms)
+        if q.ndim != 2 or q.shape[1] != K or q.shape[0] < 1 or n.shape != q.shape or t.shape != q.shape[:1]:
+            raise InputError(f"CeeBERT state shapes q {q.shape}, n {n.shape}, t {t.shape}: expected "
+                             f"[L-1, {K}], [L-1, {K}], [L-1]")
+        if not np.all(np.isfinite(q)):
+            raise InputError("CeeBERT state q must be finite")
+        if not (np.issubdtype(n.dtype, np.integer) and np.issubdtype(t.dtype, np.integer)) \
+                or np.any(n < 0) or np.any(n > t[:, None]):
+            raise InputError("CeeBERT state counts must be integers with 0 <= n <= t")
+        self._bandit = {"q": q.copy(), "n": n.astype(np.int64), "t": t.astype(np.int64),
+                        "arm": np.zeros(len(t), np.int64)}
+        self._choose()
+
+    @property
+    def _thr(self) -> np.ndarray:                            # [L-1] the thresholds in force
+        return np.asarray(self.arms)[self.state()["arm"]]
+
+    def thresholds(self) -> list[float]:
+        """The per-layer thresholds the next batch will use."""
+        return self._thr.tolist()
+
+    def _choose(self) -> None:
+        b = self._bandit
+        for i in range(len(b["t"])):
+            lt = math.log(b["t"][i]) if b["t"][i] > 0 else 0.0
+            ucb = [math.inf if n == 0 else q + self.c * math.sqrt(lt / n) for q, n in zip(b["q"][i], b["n"][i])]
+            b["arm"][i] = int(np.argmax(ucb))                # first maximum: ties to the lowest arm
+
+    def ucb_gap(self) -> float:
+        """The smallest gap between the best and second-best UCB index over the bandits (inf if none):
+        how close the next choice is to flipping (the C-vs-oracle tests skip near-ties)."""
+        b, gap = self._bandit, math.inf
+        for i in range(len(b["t"])):
+            lt = math.log(b["t"][i]) if b["t"][i] > 0 else 0.0
+            q, n, best = b["q"][i], b["n"][i], int(b["arm"][i])
+            if n[best] == 0:
+                continue                                     # an unobserved arm: chosen exactly
+            top = q[best] + self.c * math.sqrt(lt / n[best])
+            for k in range(len(q)):                          # arms with the best one's history tie exactly
+                if (q[k], n[k]) != (q[best], n[best]):
+                    gap = min(gap, top - q[k] - self.c * math.sqrt(lt / n[k]))
+        return gap
+
+    # ------------------------------------------------------------------ deciding and learning
+    def start(self):
+        return {"conf": {}}                                  # layer -> max softmax at that exit
+
+    def decide(self, layer, z, feat, exits, state):
+        p, t = max_softmax(z), float(self._thr[layer - 1])
+        state["conf"][layer] = p
+        return p >= t, p, abs(p - t)
+
+    def observe(self, states, logits, exit_layers):
+        b = self._bandit
+        L = len(b["t"]) + 1
+        for st, z, j in zip(states, logits, exit_layers):    # input order
+            j = int(j)
+            conf = st["conf"]
+            cj = conf[j] if j < L else max_softmax(z)
+            for i in range(1, min(j, L - 1) + 1):
+                a = int(b["arm"][i - 1])
+                if i == j:                                   # exited here: the lower arms exit too
+                    r, arms = 0.0, range(0, a + 1)
+                else:                                        # went on: the higher arms go on too
+                    r, arms = cj - conf[i] - self.cost * (j - i), range(a, len(self.arms))
+                for k in arms:
+                    n = b["n"][i - 1, k]
+                    b["q"][i - 1, k] = (n * b["q"][i - 1, k] + r) / (n + 1)
+                    b["n"][i - 1, k] = n + 1
+                b["t"][i - 1] += 1
+        self._choose()
+
+
 class _Agreement(Policy):
     """Counting consecutive layers that agree: argmax equality, or |y_i - y_{i-1}| < tau for C = 1."""
 
@@ -449,12 +602,12 @@ class Static(Policy):
 
 
 POLICIES = {cls.name: cls for cls in (Entropy, NormEntropy, MaxProb, Patience, Learned, Ponder, Window, Static,
-                                       DistanceEntropy, PredictedExit)}
+                                       DistanceEntropy, PredictedExit, CeeBERT)}
 
 
 def make_policy(name: str, *args, **kwargs) -> Policy:
     """Policy by its CLI name (entropy, norm_entropy, max_prob, patience, learned, ponder, window, static,
-    de3, edgebert)."""
+    de3, edgebert, ceebert)."""
     try:
         cls = POLICIES[name]
     except KeyError:

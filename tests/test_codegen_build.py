@@ -32,6 +32,7 @@ ALL_POLICIES = {
     "ponder": lambda C, L: refexit.Ponder(0.5), "patience": lambda C, L: refexit.Patience(1, tau=0.1 if C == 1 else None),
     "window": lambda C, L: refexit.Window(2, tau=0.1 if C == 1 else None), "static": lambda C, L: refexit.Static(1),
     "de3": lambda C, L: refexit.DistanceEntropy(0.5), "edgebert": lambda C, L: refexit.PredictedExit(0.5),
+    "ceebert": lambda C, L: refexit.CeeBERT(0.05),
 }
 KINDS = ("pooler_linear", "shared_pooler", "mean_linear", "fastbert")
 # every policy, every head kind, regression where allowed, each activation

@@ -85,8 +85,10 @@ class LayerOutputs:
         return len(self.lengths)
 
 
-def simulate(model, policy: Policy, out: LayerOutputs) -> ClassifyResult:
-    """What Model.classify(texts, policy) returns, replayed from precomputed layer outputs."""
+def simulate(model, policy: Policy, out: LayerOutputs, batch: int | None = None) -> ClassifyResult:
+    """What Model.classify(texts, policy) returns, replayed from precomputed layer outputs.
+    batch: a stateful policy (CeeBERT) learns after every `batch` samples in order, as Model.classify
+    called on consecutive batches of that size (None: one batch of all)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExitWarning)
         msgs = model.check_policy(policy)
@@ -97,11 +99,15 @@ def simulate(model, policy: Policy, out: LayerOutputs) -> ClassifyResult:
     exit_layers = np.zeros(N, np.int64)
     flops, full, margins = np.zeros(N), np.zeros(N), np.full(N, math.inf)
     head_flops = [h.flops if h is not None else None for h in model.heads]
+    step = N if not batch else int(batch)
+    states = []
     for b in range(N):
         n = int(out.lengths[b])
         lf = model.layer_flops(n)
         full[b] = L * lf + head_flops[L - 1](n)
         state = policy.start()
+        if policy.stateful:
+            states.append(state)
         for layer in range(1, L + 1):
             flops[b] += lf
             if layer < L and not policy.evaluates_head(layer, state):
@@ -117,6 +123,10 @@ def simulate(model, policy: Policy, out: LayerOutputs) -> ClassifyResult:
             if done:
                 logits[b], exit_layers[b] = z, layer
                 break
+        if policy.stateful and ((b + 1) % step == 0 or b + 1 == N):   # the end of a batch
+            first = b + 1 - len(states)
+            policy.observe(states, logits[first:b + 1], exit_layers[first:b + 1])
+            states = []
     return ClassifyResult(logits, exit_layers, L, model.label_names, flops, full, margins,
                           repr(policy), None, msgs)
 
