@@ -397,3 +397,56 @@ def test_compiled_bad_settings_raise(build_root):
                                   max_length=MAX_LEN, max_batch=MAX_BATCH, max_tokens=MAX_TOKENS)
     with pytest.raises(InputError, match="no bandit state"):
         plain.bandit_state()
+
+
+# ---------------------------------------------------------------- command line and evaluate
+def test_command_line_settings_of_ceebert():
+    import argparse
+    from refexit.cli.policy_args import add_policy_args, policy_from_args
+    p = argparse.ArgumentParser()
+    add_policy_args(p)
+    pol = policy_from_args(p.parse_args(["--policy", "ceebert", "--cost", "0.03", "--arms", "0.6,0.8", "--ucb-c", "1"]))
+    assert isinstance(pol, refexit.CeeBERT) and (pol.cost, pol.arms, pol.c) == (0.03, [0.6, 0.8], 1.0)
+    pol = policy_from_args(p.parse_args(["--policy", "ceebert", "--cost", "0"]))
+    assert pol.arms == list(refexit.CeeBERT.ARMS) and pol.c == 2.0 and len(pol.arms) == 10
+    for argv, match in ((["--policy", "ceebert"], "needs --cost"),
+                        (["--policy", "ceebert", "--threshold", "0.5"], "not a setting"),
+                        (["--policy", "entropy", "--threshold", "0.5", "--cost", "0.1"], "not a setting"),
+                        (["--policy", "ceebert", "--cost", "nan"], "cost"),
+                        (["--policy", "ceebert", "--cost", "0.1", "--arms", "0.9,0.5"], "increasing"),
+                        (["--policy", "ceebert", "--cost", "0.1", "--ucb-c", "-2"], "exploration"),
+                        (["--cost", "0.1"], "needs --policy")):
+        with pytest.raises(InputError, match=match):
+            policy_from_args(p.parse_args(argv))
+
+
+def test_classify_command_learns_across_its_batches(tmp_path, capsys):
+    """`refexit classify --policy ceebert --batch 2`: the same texts in the same order twice give the
+    same lines; the bandits learned (the exits differ from a run in one batch)."""
+    import json
+    from refexit.cli.main import main
+    from refexit.synthetic import save_model
+    m = _model(L=4, C=2, kind="mean_linear")
+    folder = save_model(m, tmp_path / "model")
+    texts = _texts(m, 12, seed=2)
+    runs = []
+    for batch in ("2", "2", "12"):
+        assert main(["classify", str(folder), *texts, "--policy", "ceebert", "--cost", "0.02",
+                     "--arms", "0.5,0.6,0.7,0.8,0.9", "--batch", batch]) == 0
+        runs.append([json.loads(x)["exit_layer"] for x in capsys.readouterr()[0].splitlines()])
+    assert runs[0] == runs[1] and len(runs[0]) == 12
+    assert runs[2] != runs[0]                                   # one batch: the first arms for all
+
+
+def test_evaluate_sweeps_the_cost_and_restarts_per_split():
+    m = _model(L=3, C=2, kind="mean_linear")
+    texts = _texts(m, 20)
+    y = np.random.default_rng(0).integers(0, 2, 20)
+    feats = F.extract(m, texts, 32, use_cache=False, progress=False)
+    rep = E.evaluate(m, {"dev": feats, "test": feats}, {"dev": y, "test": y}, ("ceebert",), progress=False,
+                     online_batch=3)
+    pts = rep["policies"]["ceebert"]["points"]
+    assert [p["params"]["cost"] for p in pts] == list(E.CEEBERT_COSTS)
+    for p in pts:                                               # the same texts on both splits, fresh each time
+        assert p["dev"] == p["test"]
+    assert pts[0]["dev"]["mean_layers"] <= pts[-1]["dev"]["mean_layers"]

@@ -35,7 +35,9 @@ def add_subcommand(subparsers) -> None:
                    help="policy to evaluate; repeat for several (default all)")
     p.add_argument("--sweep", action="store_true", help="sweep thresholds and pick one on dev")
     p.add_argument("--threshold", type=float, help="without --sweep: the threshold (count for "
-                                                   "patience/window, layer for static)")
+                                                   "patience/window, layer for static, cost per layer for ceebert)")
+    p.add_argument("--online-batch", type=int, default=1, metavar="N",
+                   help="ceebert: its bandits learn after every N samples, in the split's order (default 1)")
     p.add_argument("--max-drop", type=float, default=1.0, help="accuracy points the picked threshold "
                                                                "may lose on dev (default 1.0)")
     p.add_argument("--max-length", type=int, help="tokens per text (default: exits.json's, else 128)")
@@ -104,7 +106,10 @@ def run(args) -> int:
     ds = limited(ds, args.limit, args.seed) if args.limit else ds
     feats = {s: data_args.extract(model, ds, s, max_length, use_cache=not args.no_cache) for s in ("dev", "test")}
     labels = {s: getattr(ds, s).labels for s in ("dev", "test")}
-    report = E.evaluate(model, feats, labels, policies, args.max_drop / 100, args.sweep, threshold)
+    if args.online_batch < 1:
+        raise refexit.InputError(f"--online-batch must be at least 1, got {args.online_batch}")
+    report = E.evaluate(model, feats, labels, policies, args.max_drop / 100, args.sweep, threshold,
+                        online_batch=args.online_batch)
     report.update({"dataset": name, "model_dir": str(args.model_dir), "exits": str(file),
                    "max_length": max_length, "limit": args.limit,
                    "sizes": {s: len(labels[s]) for s in labels}, "training": {

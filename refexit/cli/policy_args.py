@@ -10,12 +10,13 @@ import argparse
 from refexit.errors import InputError
 
 POLICY_NAMES = ("entropy", "norm_entropy", "max_prob", "patience", "learned", "ponder", "window", "static", "de3",
-                "edgebert")
+                "edgebert", "ceebert")
 THRESHOLD_POLICIES = ("entropy", "norm_entropy", "max_prob", "learned", "ponder", "de3", "edgebert")
 # option -> the policies that use it
 SETTINGS = {"threshold": THRESHOLD_POLICIES, "temperatures": ("max_prob",), "patience": ("patience",),
             "window": ("window",), "tau": ("patience", "window"), "layer": ("static",),
-            "strict": ("norm_entropy",), "lam": ("de3",), "check_between": ("edgebert",)}
+            "strict": ("norm_entropy",), "lam": ("de3",), "check_between": ("edgebert",),
+            "cost": ("ceebert",), "arms": ("ceebert",), "ucb_c": ("ceebert",)}
 
 
 def add_policy_args(p: argparse.ArgumentParser) -> None:
@@ -38,6 +39,11 @@ def add_policy_args(p: argparse.ArgumentParser) -> None:
                         "normalised entropy (default 1)")
     g.add_argument("--check-between", action="store_true", default=None,
                    help="edgebert: also apply the entropy rule at the layers before the predicted one")
+    g.add_argument("--cost", type=float, metavar="O",
+                   help="ceebert: the reward's cost per layer a sample goes on (larger: earlier exits)")
+    g.add_argument("--arms", metavar="A[,A...]",
+                   help="ceebert: the thresholds its bandits choose from (default 0.5,0.55,...,0.95)")
+    g.add_argument("--ucb-c", type=float, metavar="C", help="ceebert: UCB exploration constant (default 2)")
 
 
 def _floats(text: str, what: str) -> float | list[float]:
@@ -78,6 +84,12 @@ def policy_from_args(args, num_layers: int | None = None):
         if name == "edgebert":
             return P.PredictedExit(thr, check_between=bool(args.check_between))
         return {"entropy": P.Entropy, "learned": P.Learned, "ponder": P.Ponder}[name](thr)
+    if name == "ceebert":
+        if args.cost is None:
+            raise InputError("--policy ceebert needs --cost O (the reward's cost per layer, e.g. 0.02)")
+        arms = P.CeeBERT.ARMS if args.arms is None else _floats(args.arms, "--arms")
+        return P.CeeBERT(args.cost, arms=[arms] if isinstance(arms, float) else arms,
+                         c=2.0 if args.ucb_c is None else args.ucb_c)
     if name == "patience":
         if args.patience is None:
             raise InputError("--policy patience needs --patience T (0 runs the full model)")

@@ -24,7 +24,10 @@ from refexit.errors import InputError
 from refexit.policies import ExitWarning, Policy, Static, make_policy
 from refexit.results import ClassifyResult
 
-POLICY_NAMES = ("entropy", "norm_entropy", "max_prob", "patience", "window", "learned", "ponder", "static", "de3", "edgebert")
+POLICY_NAMES = ("entropy", "norm_entropy", "max_prob", "patience", "window", "learned", "ponder", "static", "de3", "edgebert",
+                "ceebert")
+# CeeBERT's per-layer cost o, from the most eager (exits early) to the most cautious
+CEEBERT_COSTS = (0.2, 0.15, 0.1, 0.075, 0.05, 0.03, 0.02, 0.01, 0.005, 0.0)
 # sweep grid for entropy-like thresholds, as a fraction of the largest meaningful value: geometric
 # near 0 (confident exits on easy data) plus linear steps (hard data, where scores stay mid-range)
 FRACTIONS = np.unique(np.concatenate([np.geomspace(1e-4, 1.0, 17), np.linspace(0.1, 0.9, 9)]).round(12))
@@ -150,6 +153,8 @@ def sweep_policies(name: str, num_layers: int, num_labels: int) -> list[Policy]:
         return [make_policy(name, n) for n in range(2, L)]
     if name == "static":
         return [make_policy(name, k) for k in range(1, L + 1)]
+    if name == "ceebert":
+        return [make_policy(name, o) for o in CEEBERT_COSTS]
     raise InputError(f"no sweep defined for policy {name!r} (known: {', '.join(POLICY_NAMES)})")
 
 
@@ -178,9 +183,11 @@ def pick(points: list[dict], full_accuracy: float, max_drop: float, split: str =
 
 
 def evaluate(model, splits: dict, labels: dict, policies=POLICY_NAMES, max_drop: float = 0.01,
-             sweep: bool = True, threshold=None, progress: bool = True) -> dict:
+             sweep: bool = True, threshold=None, progress: bool = True, online_batch: int = 1) -> dict:
     """splits: {"dev": Features, "test": Features}; labels: {"dev": y, "test": y}.
 
+    A stateful policy (CeeBERT) starts afresh on each split and learns while it classifies, after
+    every `online_batch` samples in the split's order.
     sweep=True: every policy over its grid, a threshold picked on dev (fastest within max_drop of
     the full model's dev accuracy) and its test numbers; also, labelled as such, the fastest
     point within max_drop on test itself. sweep=False: each policy at `threshold` only."""
@@ -200,7 +207,9 @@ def evaluate(model, splits: dict, labels: dict, policies=POLICY_NAMES, max_drop:
         for i, pol in enumerate(grid):
             pt = {"policy": repr(pol), "params": pol.params(), "index": i}
             for s, o in outs.items():
-                res = simulate(model, pol, o)
+                if pol.stateful:
+                    pol.reset()                      # each split adapts from scratch
+                res = simulate(model, pol, o, batch=online_batch)
                 pt[s] = metrics(res, labels[s])
                 pt["warnings"] = res.warnings
                 if name == "edgebert":
