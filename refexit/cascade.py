@@ -162,7 +162,20 @@ class Cascade:
     def classify(self, enc) -> CascadeResult:
         """Member by member on the samples still unanswered; -> CascadeResult (no trace)."""
         ids, real, types = unpack(enc)                                  # [B, T] each
-        B, K = len(ids), len(self.stages)
+
+        def member(k, todo):                                            # member k on the samples `todo`
+            s = self.stages[k]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ExitWarning)
+                return s.model.classify({"input_ids": ids[todo], "attention_mask": real[todo],
+                                         "token_type_ids": types[todo]}, s.policy)
+        return self.assemble(member, real.sum(axis=1))
+
+    def assemble(self, member, lengths) -> CascadeResult:
+        """The cascade's rule over member results: member(k, todo) -> member k's ClassifyResult on
+        the samples `todo` (indices into the batch); lengths [B] real tokens per sample. Member k is
+        asked only about the samples every member before it handed on."""
+        B, K = len(lengths), len(self.stages)
         last = self.stages[-1].model
         C = last.num_labels
         logits = np.zeros((B, C), last.dtype)
@@ -172,13 +185,10 @@ class Cascade:
         conf = np.full((B, K), np.nan)
         flops, margins = np.zeros(B), np.full(B, math.inf)
         todo = np.arange(B)                                             # samples not yet answered
-        for k, s in enumerate(self.stages):
+        for k in range(K):
             if not todo.size:
                 break
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ExitWarning)
-                res = s.model.classify({"input_ids": ids[todo], "attention_mask": real[todo],
-                                        "token_type_ids": types[todo]}, s.policy)
+            res = member(k, todo)
             c = confidence(res.logits, self._temps[k][res.exit_layers - 1])      # [n]
             layers[todo, k], conf[todo, k] = res.exit_layers, c
             flops[todo] += res.flops
@@ -191,9 +201,14 @@ class Cascade:
             ans = todo[done]
             logits[ans], exit_layers[ans], members[ans] = res.logits[done], res.exit_layers[done], k
             todo = todo[~done]
-        n = real.sum(axis=1)                                            # the last member at full depth
-        full = np.array([last.num_layers * last.layer_flops(int(x)) + last.heads[-1].flops(int(x)) for x in n],
-                        np.float64)
+        full = np.array([last.num_layers * last.layer_flops(int(n)) + last.heads[-1].flops(int(n)) for n in lengths],
+                        np.float64)                                     # the last member at full depth
         return CascadeResult(logits, exit_layers, last.num_layers, list(last.label_names), flops, full, margins,
                              repr(self), None, list(self.warnings), members=members, member_layers=layers,
                              confidences=conf)
+
+
+def take(res: ClassifyResult, idx) -> ClassifyResult:
+    """The samples idx [n] of a result (no trace): to replay a cascade from results on every sample."""
+    return ClassifyResult(res.logits[idx], res.exit_layers[idx], res.num_layers, res.label_names, res.flops[idx],
+                          res.full_flops[idx], res.margins[idx], res.policy, None, res.warnings)

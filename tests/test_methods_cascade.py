@@ -159,9 +159,10 @@ _COMPILED = {}
 @pytest.fixture(scope="module", autouse=True)
 def report_near_threshold():
     yield
-    print(f"\ncascade props: {STATS['cascade samples']} samples, {STATS['cascade answered early']} answered before "
-          f"the last member; {STATS['near cascade']} near a threshold (oracle margin < {NEAR}), "
-          f"{STATS['cascade near differ']} of them on another path")
+    if STATS["cascade samples"]:
+        print(f"\ncascade props: {STATS['cascade samples']} samples, {STATS['cascade answered early']} answered before "
+              f"the last member; {STATS['near cascade']} near a threshold (oracle margin < {NEAR}), "
+              f"{STATS['cascade near differ']} of them on another path")
 
 
 @pytest.fixture(scope="module")
@@ -378,3 +379,73 @@ int main(int argc, char **argv) {
         f = out[i].split()
         assert [int(x) for x in f[:4]] == [res["member"][i], res["label"][i], *res["layers"][i, :2]]
         assert float(f[4]) == pytest.approx(logits[i, 0], rel=1e-5, abs=1e-6)
+
+
+# ---------------------------------------------------------------- evaluate --cascade, the command lines
+def test_replayed_cascade_is_the_oracle_and_the_sweep_is_reported():
+    from refexit.train import evaluate as E
+    from refexit.train import features as F
+    texts, _ = encode(BIG, 40, seed=7)
+    y = np.random.default_rng(0).integers(0, C, 40)
+    out = E.LayerOutputs(BIG, F.extract(BIG, texts, MAX_LEN, use_cache=False, progress=False))
+    enc = BIG.tokenizer(texts, max_length=MAX_LEN)
+    grid = E.sweep_cascade(BIG, 2, 1.3)
+    for casc in grid[::4]:
+        want, got = casc.classify(enc), E.simulate_cascade(casc, out)
+        for f in ("logits", "members", "member_layers", "exit_layers", "flops", "full_flops", "margins"):
+            np.testing.assert_array_equal(getattr(got, f), getattr(want, f), err_msg=f)
+    with pytest.raises(InputError, match="1..2"):
+        E.sweep_cascade(BIG, 3)
+    with pytest.raises(InputError, match="every member"):
+        E.simulate_cascade(refexit.Cascade([refexit.Stage(BIG, None, 0.5), refexit.Stage(BIG.astype(np.float64))]),
+                           out)
+    f = F.extract(BIG, texts, MAX_LEN, use_cache=False, progress=False)
+    rep = E.evaluate(BIG, {"dev": f, "test": f}, {"dev": y, "test": y}, policies=("static",), max_drop=0.05,
+                     progress=False, cascades=(1, 2))
+    entry = rep["cascades"]["cascade2"]
+    assert entry["temperature"] == 1.3 and "calibrated" in entry["temperature_source"]
+    assert len(entry["points"]) == len(grid)
+    pt = entry["points"][5]
+    r = grid[5].classify(enc)
+    assert pt["test"]["accuracy"] == pytest.approx(np.mean(r.labels == y))
+    assert pt["test"]["mean_layers"] == pytest.approx(np.mean(r.member_layers.sum(1)))
+    assert pt["test"]["answered_by_first"] == pytest.approx(np.mean(r.members == 0))
+    ok = [p for p in entry["points"] if p["dev"]["accuracy"] >= rep["full"]["dev"]["accuracy"] - 0.05 - 1e-12]
+    assert entry["picked"]["dev"]["mean_layers"] == min(p["dev"]["mean_layers"] for p in ok)
+    plain = refexit.synthetic.random_model(num_layers=3, hidden=16, heads=2, intermediate=24, num_labels=C, seed=9)
+    T, source = E.cascade_temperature(plain, 2, E.LayerOutputs(plain, F.extract(
+        plain, texts, MAX_LEN, use_cache=False, progress=False)), y)
+    assert "fitted on dev" in source and T > 0
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    from refexit.synthetic import save_model
+    return save_model(SMALL, tmp_path_factory.mktemp("cascade_cli") / "model")
+
+
+def test_classify_cli_cascade(folder, capsys):
+    import json
+    from refexit.cli.main import main
+    texts = ["abc de", "f g hij", "k"]
+    small = SMALL.classify(SMALL.tokenizer(texts), refexit.Static(1))
+    thr = float(np.median(confidence(small.logits, SMALL.exits.temperatures[np.zeros(3, int)])))
+    assert main(["classify", str(folder), "--cascade", f"1:{thr!r}", *texts]) == 0
+    recs = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    want = refexit.Cascade.truncation(SMALL, 1, thr).classify(SMALL.tokenizer(texts))
+    assert [r["member"] for r in recs] == want.members.tolist()
+    assert [r["member_layers"] for r in recs] == want.member_layers.tolist()
+    assert [r["label_id"] for r in recs] == want.labels.tolist()
+    for bad, match in ((["--cascade", "2:0.5"], "in 1..1"), (["--cascade", "x"], "K:THRESHOLD"),
+                       (["--cascade", "1:nan"], "NaN"), (["--cascade", "1:0.5", "--policy", "entropy",
+                                                          "--threshold", "0.3"], "without --policy")):
+        assert main(["classify", str(folder), "abc", *bad]) == 1
+        err = capsys.readouterr().err
+        assert match in err and "Traceback" not in err
+
+
+def test_evaluate_cli_cascade_needs_sweep(folder, capsys):
+    from refexit.cli.main import main
+    assert main(["evaluate", str(folder), "--data", "sms_spam", "--cascade", "1", "--policy", "static",
+                 "--threshold", "1"]) == 1
+    assert "--cascade K is swept" in capsys.readouterr().err
