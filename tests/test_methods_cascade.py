@@ -321,6 +321,10 @@ def test_compiled_cascade_errors(build_root):
     with pytest.raises(InputError, match=r"type id.*member 0, cas_small_static_0.*ERR_TYPE"):
         casc.classify(dict(ok, token_type_ids=np.array([[0, 0, 7, 0]])))
     assert casc.classify(ok).members.shape == (1,)
+    from codegen import cascade as cascade_mod
+    for bad in ("x", "1casc", "a-b", ""):
+        with pytest.raises(InputError, match="C identifier"):
+            cascade_mod.sources(bad)
 
 
 def test_cascade_c_is_warning_free_and_embeds(build_root, tmp_path):
