@@ -103,7 +103,10 @@ class Cascade:
         if not members or not all(isinstance(m, CompiledModel) for m in members):
             raise InputError("a codegen.Cascade takes a non-empty list of CompiledModels")
         K = len(members)
-        thr = list(np.atleast_1d(np.asarray(thresholds, dtype=np.float64))) if np.size(thresholds) else []
+        try:
+            thr = list(np.atleast_1d(np.asarray(thresholds, dtype=np.float64))) if np.size(thresholds) else []
+        except (TypeError, ValueError):
+            raise InputError(f"thresholds must be numbers, got {thresholds!r}") from None
         if len(thr) == K:
             thr = thr[:-1]
         if len(thr) != K - 1:
@@ -141,7 +144,10 @@ class Cascade:
     def _member_temps(m, t, k) -> np.ndarray:
         if t is None:
             t = m.manifest["model_temperatures"]
-        arr = np.atleast_1d(np.asarray(t, dtype=np.float32))
+        try:
+            arr = np.atleast_1d(np.asarray(t, dtype=np.float32))
+        except (TypeError, ValueError):
+            raise InputError(f"cascade member {k}: temperatures must be numbers, got {t!r}") from None
         if arr.size == 1:
             arr = np.full(m.num_layers, arr[0], np.float32)
         if arr.shape != (m.num_layers,):

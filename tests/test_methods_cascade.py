@@ -304,6 +304,12 @@ def test_compiled_cascade_errors(build_root):
         codegen.Cascade([small, big], [0.5, 0.6, 0.7])
     with pytest.raises(InputError, match="temperature"):
         codegen.Cascade([small, big], [0.5], [[1.0] * 5, None])
+    with pytest.raises(InputError, match="thresholds must be numbers"):
+        codegen.Cascade([small, big], ["high"])
+    with pytest.raises(InputError, match="temperatures must be numbers"):
+        codegen.Cascade([small, big], [0.5], ["warm", None])
+    with pytest.raises(InputError, match="chunk"):
+        codegen.Cascade([small, big], [0.5], chunk=0)
     with pytest.raises(InputError, match="CompiledModels"):
         codegen.Cascade([SMALL, BIG], [0.5])
     casc = codegen.Cascade([small, big], [0.5])
@@ -321,6 +327,11 @@ def test_compiled_cascade_errors(build_root):
     with pytest.raises(InputError, match=r"type id.*member 0, cas_small_static_0.*ERR_TYPE"):
         casc.classify(dict(ok, token_type_ids=np.array([[0, 0, 7, 0]])))
     assert casc.classify(ok).members.shape == (1,)
+    extra = codegen.load_compiled(small.out_dir)                  # a member closed after the cascade opened
+    later = codegen.Cascade([extra, big], [0.5])
+    extra.close()
+    with pytest.raises(InputError, match="closed"):
+        later.classify(ok)
     from codegen import cascade as cascade_mod
     for bad in ("x", "1casc", "a-b", ""):
         with pytest.raises(InputError, match="C identifier"):
@@ -338,6 +349,10 @@ def test_cascade_c_is_warning_free_and_embeds(build_root, tmp_path):
         pytest.skip("neither gcc nor clang is installed")
     for cc in ccs:
         subprocess.run([cc, *flags, "-c", str(c), "-o", str(tmp_path / f"casc_{cc}.o")], check=True)
+    if shutil.which("nm"):                                          # every exported symbol is prefixed
+        syms = subprocess.run(["nm", "--defined-only", "-g", str(tmp_path / f"casc_{ccs[0]}.o")], capture_output=True,
+                              text=True, check=True).stdout.split()[2::3]
+        assert syms and all(x.startswith("casc_") for x in syms), syms
     small = compiled("small_static_0", SMALL, refexit.Static(2), build_root)
     big = compiled("big_static_1", BIG, refexit.Static(3), build_root)
     quiet(small.set_policy, refexit.Static(1))
