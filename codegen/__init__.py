@@ -5,5 +5,6 @@
 """
 from .binding import CompiledModel, compile_model, load_compiled
 from .build import BuildError
+from .cascade import Cascade, compile_cascade
 
-__all__ = ["CompiledModel", "compile_model", "load_compiled", "BuildError"]
+__all__ = ["CompiledModel", "compile_model", "load_compiled", "BuildError", "Cascade", "compile_cascade"]

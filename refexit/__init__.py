@@ -6,10 +6,12 @@ from .model import PRECISIONS, Model, load
 from .policies import (CeeBERT, DistanceEntropy, Entropy, ExitWarning, Learned, MaxProb, NormEntropy, Patience, Policy, Ponder,
                        PredictedExit, Static, Window, make_policy)
 from .results import ClassifyResult
+from .cascade import Cascade, CascadeResult, Stage
 
 __version__ = "0.1.0"
 
 __all__ = ["BertConfig", "CheckpointError", "ConfigError", "InputError", "RefexitError", "ExitParams",
-           "Head", "Model", "PRECISIONS", "load", "CeeBERT", "DistanceEntropy", "Entropy", "ExitWarning", "Learned", "MaxProb", "NormEntropy",
-           "Patience", "Policy", "Ponder", "PredictedExit", "Static", "Window", "make_policy", "ClassifyResult",
+           "Head", "Model", "PRECISIONS", "load", "CeeBERT", "DistanceEntropy", "Entropy", "ExitWarning", "Learned", "MaxProb",
+           "NormEntropy", "Patience", "Policy", "Ponder", "PredictedExit", "Static", "Window", "make_policy",
+           "ClassifyResult", "Cascade", "CascadeResult", "Stage",
            "__version__"]

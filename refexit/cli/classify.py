@@ -17,6 +17,7 @@ import json
 import sys
 import time
 
+from refexit.cascade import Cascade
 from refexit.cli.policy_args import add_policy_args, policy_from_args  # noqa: F401  (policy_from_args: old import path)
 
 
@@ -51,7 +52,8 @@ def _chunks(items, size):
 
 
 def records(model, policy, texts: list[str], pairs: list | None, max_length: int | None, echo: bool) -> list[dict]:
-    """One JSON-ready record per text (see the module doc); pairs[i] None: text i is a single text."""
+    """One JSON-ready record per text (see the module doc); pairs[i] None: text i is a single text.
+    policy may also be a refexit.Cascade over `model` (its records add "member", "member_layers")."""
     tok = model.tokenizer
     pairs = pairs if pairs is not None else [None] * len(texts)
     limit = tok.max_length if max_length is None else max_length
@@ -64,7 +66,7 @@ def records(model, policy, texts: list[str], pairs: list | None, max_length: int
             continue
         t0 = time.perf_counter()
         enc = tok([texts[i] for i in todo], [pairs[i] for i in todo] if with_pair else None, max_length=max_length)
-        res = model.classify(enc, policy)
+        res = policy.classify(enc) if isinstance(policy, Cascade) else model.classify(enc, policy)
         ms = (time.perf_counter() - t0) * 1e3 / len(todo)
         for i, rec in zip(todo, res.records()):
             rec["time_ms"] = round(ms, 3)
@@ -85,6 +87,11 @@ def run(args) -> int:
     model = refexit.load(args.model_dir, exits=args.exits)
     policy = policy_from_args(args, model.num_layers)
     model.check_policy(policy if policy is not None else refexit.Static(model.num_layers))   # errors before input
+    if args.cascade is not None:
+        if policy is not None:
+            raise InputError("--cascade runs its own members (a truncation, then the full model): give it "
+                             "without --policy")
+        policy = cascade_from_arg(model, args.cascade)
     if args.max_length is not None:
         model.tokenizer.encode("a", None if not args.pairs else "b", max_length=args.max_length)  # range check
     for chunk in _chunks(read_texts(args.texts), args.batch):
@@ -97,6 +104,20 @@ def run(args) -> int:
                                                                      args.echo)]
         write_out("\n".join(lines) + "\n")
     return 0
+
+
+def cascade_from_arg(model, text: str):
+    """"K:THR" -> refexit.Cascade.truncation(model, K, THR) (the model's calibrated temperatures)."""
+    import refexit
+    k, sep, thr = text.partition(":")
+    try:
+        k, thr = int(k), float(thr)
+    except ValueError:
+        raise refexit.InputError(f"--cascade takes K:THRESHOLD (e.g. 2:0.9), got {text!r}") from None
+    if not sep or not 1 <= k < model.num_layers:
+        raise refexit.InputError(f"--cascade K:THRESHOLD needs a truncation layer K in 1..{model.num_layers - 1}, "
+                                 f"got {text!r}")
+    return refexit.Cascade.truncation(model, k, thr)
 
 
 def add_subcommand(sub):
@@ -115,5 +136,8 @@ def add_subcommand(sub):
     p.add_argument("--batch", type=int, default=32, metavar="N", help="texts per forward batch (default 32)")
     p.add_argument("--pairs", action="store_true", help="each text is a sentence pair: FIRST<TAB>SECOND")
     p.add_argument("--echo", action="store_true", help="repeat each text in its line (\"text\", \"pair\")")
+    p.add_argument("--cascade", metavar="K:THR",
+                   help="CascadeBERT: the model truncated at layer K answers when its calibrated max softmax "
+                        "> THR, the full model answers the rest (lines add \"member\", \"member_layers\")")
     add_policy_args(p)
     p.set_defaults(func=run)

@@ -33,6 +33,9 @@ def add_subcommand(subparsers) -> None:
                                          "exits.json, with the table options recorded there)")
     p.add_argument("--policy", action="append", choices=E.POLICY_NAMES + ("all",),
                    help="policy to evaluate; repeat for several (default all)")
+    p.add_argument("--cascade", type=int, action="append", metavar="K",
+                   help="with --sweep: also sweep the CascadeBERT cascade 'layer-K truncation (calibrated "
+                        "max softmax > threshold answers), then the full model'; repeat for several K")
     p.add_argument("--sweep", action="store_true", help="sweep thresholds and pick one on dev")
     p.add_argument("--threshold", type=float, help="without --sweep: the threshold (count for "
                                                    "patience/window, layer for static, cost per layer for ceebert)")
@@ -86,6 +89,8 @@ def run(args) -> int:
         raise refexit.InputError("give --sweep, or --policy P --threshold X for a single operating point")
     if not args.sweep and not args.policy:      # one rule across commands: a setting needs its policy
         raise refexit.InputError("--threshold needs --policy (which exit rule it is for, e.g. --policy entropy)")
+    if args.cascade and not args.sweep:
+        raise refexit.InputError("--cascade K is swept: give it with --sweep")
     policies = E.POLICY_NAMES if not args.policy or "all" in args.policy else tuple(dict.fromkeys(args.policy))
     threshold = args.threshold
     if not args.sweep and policies and set(policies) <= {"patience", "window", "static"}:
@@ -103,13 +108,15 @@ def run(args) -> int:
         raise refexit.InputError(f"{name} has {ds.num_labels} labels {ds.label_names}, the model with these exits "
                                  f"{model.num_labels} {list(model.label_names)}: evaluate them on the data they "
                                  f"were trained for")
+    for k in args.cascade or ():
+        E.sweep_cascade(model, k)                           # a bad K fails before any feature extraction
     ds = limited(ds, args.limit, args.seed) if args.limit else ds
     feats = {s: data_args.extract(model, ds, s, max_length, use_cache=not args.no_cache) for s in ("dev", "test")}
     labels = {s: getattr(ds, s).labels for s in ("dev", "test")}
     if args.online_batch < 1:
         raise refexit.InputError(f"--online-batch must be at least 1, got {args.online_batch}")
     report = E.evaluate(model, feats, labels, policies, args.max_drop / 100, args.sweep, threshold,
-                        online_batch=args.online_batch)
+                        online_batch=args.online_batch, cascades=tuple(dict.fromkeys(args.cascade or ())))
     report.update({"dataset": name, "model_dir": str(args.model_dir), "exits": str(file),
                    "max_length": max_length, "limit": args.limit,
                    "sizes": {s: len(labels[s]) for s in labels}, "training": {
@@ -254,6 +261,17 @@ def print_report(r: dict):
             print(f"picked on dev: none within {100 * r['max_drop']:g} pt")
         if bt:
             print(_row(f"test-best  {_short(bt)[:29]}", bt["test"]) + "  test (picked on test)")
+    for name, e in r.get("cascades", {}).items():
+        pk, bt = e["picked"], e.get("best_on_test")
+        print(f"\n{name}: layer-{name[7:]} truncation, then the full model ({len(e['points'])} thresholds, "
+              f"{e['seconds']}s; layers and FLOPs count both members; T = {e['temperature']:.3g}, "
+              f"{e['temperature_source']})\n{hdr} {'1st answers':>11}")
+        for label, p, where in (("dev-picked", pk, "test"), ("test-best ", bt, "test (picked on test)")):
+            if p:
+                print(_row(f"{label} threshold={p['params']['threshold']:.4g}", p["test"]) +
+                      f" {100 * p['test']['answered_by_first']:10.1f}%  {where}")
+            elif label == "dev-picked":
+                print(f"picked on dev: none within {100 * r['max_drop']:g} pt")
     for name, why in r.get("skipped", {}).items():
         print(f"\n{name}: skipped: {why}")
     w = r.get("wallclock")

@@ -134,6 +134,67 @@ def simulate(model, policy: Policy, out: LayerOutputs, batch: int | None = None)
                           repr(policy), None, msgs)
 
 
+def simulate_cascade(cascade, out: LayerOutputs) -> ClassifyResult:
+    """What cascade.classify(texts) returns, for a cascade whose members all share the backbone the
+    layer outputs came from (e.g. Cascade.truncation(model, k)): each member replayed on every
+    sample with `simulate`, then the cascade's rule asks member k only about the samples handed to it."""
+    if any(s.model is not cascade.stages[0].model for s in cascade.stages):
+        raise InputError("replaying a cascade from one backbone's layer outputs needs every member to be that model")
+    from refexit.cascade import take
+    runs = [simulate(s.model, s.policy if s.policy is not None else Static(s.model.num_layers), out)
+            for s in cascade.stages]
+    return cascade.assemble(lambda k, todo: take(runs[k], todo), out.lengths)
+
+
+def sweep_cascade(model, k: int, temperature: float | None = None) -> list:
+    """The truncation cascades swept for `--cascade k`: Static(k) with `temperature` (None: the
+    model's calibrated one at layer k), then the full model, at hand-off thresholds on max_prob's grid."""
+    from refexit.cascade import Cascade
+    L, C = model.num_layers, model.num_labels
+    if not 1 <= k < L:
+        raise InputError(f"--cascade {k}: the truncated member must stop before the last layer (1..{L - 1})")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExitWarning)
+        return [Cascade.truncation(model, k, 1 - (1 - 1 / C) * f, temperature) for f in FRACTIONS[::-1]]
+
+
+def cascade_temperature(model, k: int, dev: LayerOutputs | None, y_dev) -> tuple[float, str]:
+    """The truncated member's temperature: the model's calibrated one at layer k (train-exits fits
+    them on dev), or, when the model's are all 1 (not calibrated), one fitted here on the dev split
+    (Right Tool: minimum NLL of softmax(z_k / T)); -> (T, where it came from)."""
+    temps = model.exits.temperatures
+    if temps is not None and not np.all(np.asarray(temps) == 1.0):
+        return float(temps[k - 1]), "the model's calibrated temperature"
+    if dev is None:
+        return 1.0, "1 (no calibration, no dev split)"
+    from refexit.train.exits import fit_temperature
+    return fit_temperature(dev.logits[k - 1], np.asarray(y_dev)), "fitted on dev (minimum NLL)"
+
+
+def evaluate_cascades(model, outs: dict, labels: dict, layers, full: dict, max_drop: float, progress=True) -> dict:
+    """report["cascades"]: for each k of `layers`, the sweep of sweep_cascade(model, k) on every
+    split, a point picked on dev as for the policies, and the test-best point."""
+    report = {}
+    for k in layers:
+        points, t0 = [], time.monotonic()
+        T, source = cascade_temperature(model, k, outs.get("dev"), labels.get("dev"))
+        for i, casc in enumerate(sweep_cascade(model, k, T)):
+            pt = {"policy": repr(casc), "params": {"k": k, "threshold": casc.thresholds[0]}, "index": i}
+            for s, o in outs.items():
+                res = simulate_cascade(casc, o)
+                pt[s] = metrics(res, labels[s]) | {"answered_by_first": float(np.mean(res.members == 0))}
+            points.append(pt)
+        entry = report[f"cascade{k}"] = {"points": points, "seconds": round(time.monotonic() - t0, 2),
+                                         "temperature": T, "temperature_source": source}
+        if "dev" in full:
+            entry["picked"] = pick(points, full["dev"]["accuracy"], max_drop, "dev")
+        if "test" in full:
+            entry["best_on_test"] = pick(points, full["test"]["accuracy"], max_drop, "test")
+        if progress:
+            print(f"evaluate: cascade{k}: {len(points)} thresholds in {entry['seconds']}s", file=sys.stderr)
+    return report
+
+
 def sweep_policies(name: str, num_layers: int, num_labels: int) -> list[Policy]:
     """The thresholds swept for one policy, from most eager to most cautious (roughly)."""
     L, C = num_layers, num_labels
@@ -183,14 +244,17 @@ def pick(points: list[dict], full_accuracy: float, max_drop: float, split: str =
 
 
 def evaluate(model, splits: dict, labels: dict, policies=POLICY_NAMES, max_drop: float = 0.01,
-             sweep: bool = True, threshold=None, progress: bool = True, online_batch: int = 1) -> dict:
+             sweep: bool = True, threshold=None, progress: bool = True, online_batch: int = 1,
+             cascades=()) -> dict:
     """splits: {"dev": Features, "test": Features}; labels: {"dev": y, "test": y}.
 
     A stateful policy (CeeBERT) starts afresh on each split and learns while it classifies, after
     every `online_batch` samples in the split's order.
     sweep=True: every policy over its grid, a threshold picked on dev (fastest within max_drop of
     the full model's dev accuracy) and its test numbers; also, labelled as such, the fastest
-    point within max_drop on test itself. sweep=False: each policy at `threshold` only."""
+    point within max_drop on test itself. sweep=False: each policy at `threshold` only.
+    cascades: truncation layers k; each adds report["cascades"]["cascade<k>"], the sweep of
+    "layer-k truncation, then the full model" (CascadeBERT, evaluate_cascades)."""
     outs = {s: LayerOutputs(model, f) for s, f in splits.items()}
     L = model.num_layers
     full = {s: metrics(simulate(model, Static(L), o), labels[s]) for s, o in outs.items()}
@@ -223,6 +287,8 @@ def evaluate(model, splits: dict, labels: dict, policies=POLICY_NAMES, max_drop:
         report["policies"][name] = entry
         if progress:
             print(f"evaluate: {name}: {len(points)} thresholds in {entry['seconds']}s", file=sys.stderr)
+    if cascades:
+        report["cascades"] = evaluate_cascades(model, outs, labels, cascades, full, max_drop, progress)
     return report
 
 
@@ -292,7 +358,7 @@ def plot(report: dict, path, split: str = "test") -> bool:
     except ImportError:
         return False
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, entry in report["policies"].items():
+    for name, entry in {**report["policies"], **report.get("cascades", {})}.items():
         pts = sorted(entry["points"], key=lambda p: p[split]["mean_layers"])
         ax.plot([p[split]["mean_layers"] for p in pts], [100 * p[split]["accuracy"] for p in pts],
                 marker="o", ms=3, label=name, ls="--" if name == "static" else "-")
