@@ -275,6 +275,9 @@ def test_folder_output_keeps_rays_files_unmerged(tiny, local_ray, tmp_path, caps
     assert "--id-column" in capsys.readouterr().err
     assert main(["score", str(compiled), str(src), "-o", out, "-q", "--id-column", "key"]) == 1   # local: a file
     assert main(["score", str(compiled), str(src), "-o", out, "--engine", "ray", "-q", "--id-column", "key",
+                 "--resume"]) == 1
+    assert "--resume is for a file output" in capsys.readouterr().err
+    assert main(["score", str(compiled), str(src), "-o", out, "--engine", "ray", "-q", "--id-column", "key",
                  "--summary", str(tmp_path / "s.json")]) == 0
     rows = pq.read_table(out).to_pylist()
     assert sorted(r["id"] for r in rows) == sorted(f"k{i}" for i in range(120))
