@@ -162,7 +162,7 @@ def test_a_ray_run_sigkilled_mid_run_resumes_to_the_uninterrupted_output(tiny, t
     with other options is refused."""
     compiled, _ = tiny
     require_ray()
-    n = 20000
+    n = 40000
     texts = random_texts(997, seed=27)
     src = tmp_path / "in.jsonl"
     with open(src, "w", encoding="utf-8") as f:
