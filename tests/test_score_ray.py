@@ -1,13 +1,20 @@
 """The Ray engine of `refexit score` (refexit/score/ray_engine.py) on a local Ray with 2 CPUs: the
-same output as the local engine, byte for byte; a scoring actor SIGKILLed mid-run is restarted and
-its batch retried, so every input row comes out exactly once; the artefact shipped to a worker is
+same output and errors file as the local engine, byte for byte, bad rows (not UTF-8, not JSON, no
+text column, empty text) included; a scoring actor SIGKILLed mid-run (in Ray Data's map_batches,
+and in the command's own actor pool) is restarted and its batch retried, so every input row comes
+out exactly once; a driver SIGKILLed mid-run is resumed (by either engine) to exactly the output of
+an uninterrupted run, and refuses to resume a changed run; the artefact shipped to a worker is
 rebuilt there from its C source when the shipped library does not load. Skipped, saying so, when
 Ray Data is not installed (pip install '.[ray]')."""
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import subprocess
+import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -19,9 +26,18 @@ from refexit.cli.main import main
 from refexit.synthetic import random_model, save_model
 
 import codegen
-from refexit.score import ray_engine
+from refexit.score import chunks, ray_engine
 
-from test_score import expected, random_texts, read_jsonl
+from test_score import ROOT, expected, random_texts, read_jsonl
+
+
+def require_ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        pytest.skip("Ray Data is not installed (pip install '.[ray]'): the Ray engine is optional")
+    return ray
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +54,7 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def local_ray(tmp_path_factory):
-    try:
-        import ray
-        import ray.data  # noqa: F401
-    except ImportError:
-        pytest.skip("Ray Data is not installed (pip install '.[ray]'): the Ray engine is optional")
+    ray = require_ray()
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
                  _temp_dir=str(tmp_path_factory.mktemp("ray")))
@@ -64,6 +76,137 @@ def test_ray_engine_writes_what_the_local_engine_writes(tiny, local_ray, tmp_pat
     rows = read_jsonl(tmp_path / "ray.jsonl")
     assert [r["row"] for r in rows] == list(range(300))
     assert rows[5]["error"] == "no text (column 'text' missing or null)" and rows[37]["error"] == "empty text"
+
+
+def test_bad_rows_on_ray_are_reported_as_the_local_engine_reports_them(tiny, local_ray, tmp_path):
+    """Bytes that are not UTF-8, a line that is not JSON, a missing text column and an empty text:
+    each keeps its place with its reason and goes to the errors file, the rows after it are scored,
+    exactly as with the local engine (Ray's own readers would stop at the first two)."""
+    compiled, cm = tiny
+    good = random_texts(7, seed=25)
+    lines = [json.dumps({"id": "g0", "text": good[0]}).encode(),
+             b'{"id": "u1", "text": "caf\xe9 latin-1"}',
+             json.dumps({"id": "g2", "text": good[1]}).encode(),
+             b"{not json",
+             json.dumps({"id": "m4", "body": "no text column"}).encode(),
+             json.dumps({"id": "e5", "text": ""}).encode()] + \
+        [json.dumps({"id": f"g{i}", "text": t}).encode() for i, t in enumerate(good[2:], start=6)]
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"\n".join(lines) + b"\n")
+    common = [str(compiled), str(src), "--id-column", "id", "--chunk-rows", "4", "--batch", "3", "-q"]
+    assert main(["score", *common, "-o", str(tmp_path / "local.jsonl")]) == 0
+    assert main(["score", *common, "-o", str(tmp_path / "ray.jsonl"), "--engine", "ray", "--workers", "2"]) == 0
+    assert (tmp_path / "ray.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()
+    assert (tmp_path / "ray.jsonl.errors.jsonl").read_bytes() == (tmp_path / "local.jsonl.errors.jsonl").read_bytes()
+    rows = read_jsonl(tmp_path / "ray.jsonl")
+    assert [r["row"] for r in rows] == list(range(11))
+    errs = read_jsonl(tmp_path / "ray.jsonl.errors.jsonl")
+    assert [(e["row"], e["id"]) for e in errs] == [(1, None), (3, None), (4, "m4"), (5, "e5")]
+    assert "UTF-8" in errs[0]["error"] and "JSON" in errs[1]["error"]
+    assert errs[2]["error"] == "no text (column 'text' missing or null)" and errs[3]["error"] == "empty text"
+    scored = [r for r in rows if not r.get("error")]
+    assert [r["id"] for r in scored] == ["g0", "g2"] + [f"g{i}" for i in range(6, 11)]
+    assert [(r["label"], r["exit_layer"]) for r in scored] == \
+        [(w["label"], w["exit_layer"]) for w in expected(cm, good)]
+
+
+def test_more_actors_than_the_cluster_has_cpus_is_a_clear_error(tiny, local_ray, tmp_path, capsys):
+    compiled, _ = tiny
+    src = tables.write_rows(tmp_path / "in.txt", [{"text": "ab cd"}])
+    out = tmp_path / "out.jsonl"
+    assert main(["score", str(compiled), str(src), "-o", str(out), "-q", "--engine", "ray", "--workers", "3"]) == 1
+    assert "needs 3 CPUs; the Ray cluster has 2" in capsys.readouterr().err
+    assert not chunks.parts_dir(out).exists()          # nothing to --resume: the run never started
+
+
+def test_an_actor_of_the_command_killed_mid_run_loses_and_duplicates_nothing(tiny, local_ray, tmp_path,
+                                                                             monkeypatch):
+    """`refexit score --engine ray`'s own actor pool: one actor SIGKILLs itself in its third chunk
+    (once); it is restarted, the chunks it held are retried, and the output is the local engine's."""
+    compiled, _ = tiny
+    texts = random_texts(400, seed=26)
+    src = tables.write_rows(tmp_path / "in.jsonl", [{"text": t} for t in texts])
+    marker = str(tmp_path / "killed")
+    make = ray_engine.map_batches_fn
+
+    def killing_class(*args, **kwargs):
+        Base = make(*args, **kwargs)
+
+        class KillOnce(Base):
+            calls = 0
+
+            def score_chunk(self, rows, spec):
+                self.calls += 1
+                if self.calls == 3:
+                    try:
+                        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                    except FileExistsError:
+                        pass
+                    else:
+                        os.kill(os.getpid(), signal.SIGKILL)
+                return super().score_chunk(rows, spec)
+        return KillOnce
+
+    monkeypatch.setattr(ray_engine, "map_batches_fn", killing_class)
+    common = [str(compiled), str(src), "--chunk-rows", "20", "-q"]
+    assert main(["score", *common, "-o", str(tmp_path / "ray.jsonl"), "--engine", "ray", "--workers", "2"]) == 0
+    assert Path(marker).exists()                       # an actor really died mid-run
+    assert main(["score", *common, "-o", str(tmp_path / "local.jsonl")]) == 0
+    assert (tmp_path / "ray.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()
+
+
+def test_a_ray_run_sigkilled_mid_run_resumes_to_the_uninterrupted_output(tiny, tmp_path):
+    """A real `refexit score --engine ray` process (its own local Ray), SIGKILLed once 30 chunks
+    are committed: resumed with --engine ray, and (from a copy of its parts) with the local
+    engine, the output equals an uninterrupted run's byte for byte, the errors file too; a resume
+    with other options is refused."""
+    compiled, _ = tiny
+    require_ray()
+    n = 40000
+    texts = random_texts(997, seed=27)
+    src = tmp_path / "in.jsonl"
+    with open(src, "w", encoding="utf-8") as f:
+        for i in range(n):
+            f.write(json.dumps({"id": f"r{i}", "text": texts[i % len(texts)] if i % 1009 else ""}) + "\n")
+    cmd = [sys.executable, "-m", "refexit.cli.main", "score", str(compiled), str(src), "--id-column", "id",
+           "--chunk-rows", "100", "--batch", "1", "-q"]
+    ray_cmd = cmd + ["--engine", "ray", "--address", "local", "--workers", "2"]
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    ref = tmp_path / "ref.jsonl"
+    subprocess.run(cmd + ["-o", str(ref)], check=True, env=env, cwd=ROOT, capture_output=True)
+    out = tmp_path / "out.jsonl"
+    parts = chunks.parts_dir(out)
+    proc = subprocess.Popen(ray_cmd + ["-o", str(out)], env=env, cwd=ROOT, stderr=subprocess.PIPE)
+    while proc.poll() is None:
+        if parts.exists() and len(list(parts.glob("*.jsonl"))) >= 30:
+            proc.send_signal(signal.SIGKILL)
+            break
+        threading.Event().wait(0.01)
+    proc.wait()
+    proc.stderr.close()
+    if proc.returncode != -signal.SIGKILL:
+        pytest.fail(f"the run ended (exit {proc.returncode}) before 30 chunks were seen; make the input larger")
+    assert not out.exists()
+    before = sorted(p.name for p in parts.glob("*.jsonl"))
+    assert 30 <= len(before) < n // 100
+    out_local = tmp_path / "out-local.jsonl"
+    shutil.copytree(parts, chunks.parts_dir(out_local))
+
+    r = subprocess.run(ray_cmd + ["-o", str(out), "--resume", "--logits"], env=env, cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "--resume" in r.stderr and "logits" in r.stderr, r.stderr
+    r = subprocess.run(ray_cmd + ["-o", str(out), "--resume"], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes() == ref.read_bytes()
+    assert [json.loads(line)["row"] for line in out.read_text().splitlines()] == list(range(n))
+    assert (tmp_path / "out.jsonl.errors.jsonl").read_bytes() == (tmp_path / "ref.jsonl.errors.jsonl").read_bytes()
+    assert not parts.exists()
+
+    r = subprocess.run(cmd + ["-o", str(out_local), "--resume"], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert out_local.read_bytes() == ref.read_bytes()
+    assert (tmp_path / "out-local.jsonl.errors.jsonl").read_bytes() == \
+        (tmp_path / "ref.jsonl.errors.jsonl").read_bytes()
 
 
 def test_a_killed_actor_loses_and_duplicates_nothing(tiny, local_ray, tmp_path):
@@ -131,6 +274,9 @@ def test_folder_output_keeps_rays_files_unmerged(tiny, local_ray, tmp_path, caps
     assert main(["score", str(compiled), str(src), "-o", out, "--engine", "ray", "-q"]) == 1
     assert "--id-column" in capsys.readouterr().err
     assert main(["score", str(compiled), str(src), "-o", out, "-q", "--id-column", "key"]) == 1   # local: a file
+    assert main(["score", str(compiled), str(src), "-o", out, "--engine", "ray", "-q", "--id-column", "key",
+                 "--resume"]) == 1
+    assert "--resume is for a file output" in capsys.readouterr().err
     assert main(["score", str(compiled), str(src), "-o", out, "--engine", "ray", "-q", "--id-column", "key",
                  "--summary", str(tmp_path / "s.json")]) == 0
     rows = pq.read_table(out).to_pylist()

@@ -13,7 +13,7 @@ tree, which for Ray includes its daemons and workers):
   standalone   OUT/<prefix>-sidecar --batch B --threads T < input.txt (the C program, no Python)
   local        refexit score COMPILED input.txt -o out.jsonl (thread pool, one C handle per core)
   ray          refexit score ... --engine ray (a local Ray on this node; Ray start-up included,
-               and its own split: start-up / ship + read + score + write / merge)
+               and its own split: start-up / read + score + commit / write of the output)
   local-tenth  the local engine on the first tenth of the rows (memory must not grow with the input)
   one-handle   a process that opens one handle and classifies one batch: the RSS baseline
   torch        HF transformers BertModel (torch, eager attention) + the same final exit head in

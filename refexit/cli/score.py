@@ -43,7 +43,8 @@ def add_subcommand(sub) -> None:
     p.add_argument("--logits", action="store_true", help="add the exit logits to each row")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local (default: a thread pool on this machine) or ray (Ray Data; pip install '.[ray]')")
-    p.add_argument("--address", metavar="ADDR", help="ray: a running cluster (default: start a local Ray)")
+    p.add_argument("--address", metavar="ADDR", help="ray: a running cluster (default: RAY_ADDRESS, or a cluster `ray start` began on this "
+                        "machine, else a new local Ray; `local`: always a new local Ray)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run (OUTPUT.parts/)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress line (none either when stderr is "
                                                                "not a terminal)")

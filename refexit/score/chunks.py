@@ -99,8 +99,12 @@ class RunDir:
                 out.setdefault(f, {})[k] = meta
         return out
 
-    def commit(self, f: int, k: int, lines: list[str], meta: dict) -> None:
+    def commit(self, f: int, k: int, lines: list[str], meta: dict, last: bool | None = None) -> None:
+        """Commit chunk k of file f: its meta (rows.score_rows's, with `last` when given: the file
+        ends in this chunk), then its lines."""
         path = self.chunk_path(f, k)
+        if last is not None:
+            meta = meta | {"last": last}
         write_durable(path.with_suffix(".meta.json"), json.dumps(meta).encode())
         write_durable(path, "".join(line + "\n" for line in lines).encode())      # the commit
 

@@ -75,10 +75,7 @@ def score_local(cm, inputs: list[Path], out_path: Path, opt: Options) -> dict:
     run = chunks.RunDir(out_path, run_spec(inputs, opt, cm), opt.resume)
     done = run.committed()
     workers = opt.workers or max(1, cpu_count() // opt.threads_per_worker)
-    show = not opt.quiet and _isatty()
-    prog = progress.Progress(progress.estimate_rows(inputs, lambda p: tables.table_format(p, opt.input_format))
-                             if show else None, show)
-    prog.skip(sum(m["rows"] for d in done.values() for m in d.values()))
+    prog = progress_bar(inputs, opt, done)
     shared = SharedWeights(cm)
     jobs: queue.Queue = queue.Queue(maxsize=2 * workers)
     failure: list[BaseException] = []
@@ -98,9 +95,7 @@ def score_local(cm, inputs: list[Path], out_path: Path, opt: Options) -> dict:
                 if failure:
                     continue
                 f, k, rws, last, spec = job
-                lines, meta = R.score_rows(scorer, rws, spec, label_names)
-                meta["last"] = last
-                run.commit(f, k, lines, meta)
+                run.commit(f, k, *R.score_rows(scorer, rws, spec, label_names), last=last)
                 with shared.lock:
                     rows_scored[0] += len(rws)
                 prog.add(len(rws))
@@ -116,13 +111,10 @@ def score_local(cm, inputs: list[Path], out_path: Path, opt: Options) -> dict:
     for t in threads:
         t.start()
     try:
-        for f, (path, spec) in enumerate(zip(inputs, specs(inputs, opt))):
-            for job in _file_jobs(f, path, spec, done.get(f, {}), opt):
-                if failure:
-                    break
-                jobs.put(job)
+        for job in chunk_jobs(inputs, opt, done):
             if failure:
                 break
+            jobs.put(job)
     finally:
         for _ in threads:
             jobs.put(None)
@@ -133,6 +125,24 @@ def score_local(cm, inputs: list[Path], out_path: Path, opt: Options) -> dict:
         raise failure[0]
     seconds = time.perf_counter() - t0
     return finish(run, inputs, out_path, cm, specs(inputs, opt)[0], rows_scored[0], seconds, fmt)
+
+
+def progress_bar(inputs: list[Path], opt: Options, done: dict) -> progress.Progress:
+    """The progress line of a run (shown on a terminal without --quiet), the committed rows of an
+    earlier run (`done`: RunDir.committed()) counted as done."""
+    show = not opt.quiet and _isatty()
+    prog = progress.Progress(progress.estimate_rows(inputs, lambda p: tables.table_format(p, opt.input_format))
+                             if show else None, show)
+    prog.skip(sum(m["rows"] for d in done.values() for m in d.values()))
+    return prog
+
+
+def chunk_jobs(inputs: list[Path], opt: Options, done: dict):
+    """Every chunk still to score, file by file, in order: (f, k, rows, last, spec); `done`:
+    RunDir.committed() (a resumed run). The rows are read by refexit's own reader
+    (tables.iter_rows): an unreadable row is a Row with its error, never a stop."""
+    for f, (path, spec) in enumerate(zip(inputs, specs(inputs, opt))):
+        yield from _file_jobs(f, path, spec, done.get(f, {}), opt)
 
 
 def _file_jobs(f: int, path: Path, spec: R.Spec, done: dict, opt: Options):

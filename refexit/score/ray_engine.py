@@ -1,21 +1,27 @@
-"""The Ray engine of `refexit score` (`pip install '.[ray]'`): Ray Data reads the inputs
-(`read_text` / `read_json` / `read_csv` / `read_parquet`), scores them with `map_batches` and a
-callable class that opens the compiled library once per actor (map_batches_fn), and writes them
-with `write_parquet`; the driver then merges Ray's files, in order, into OUTPUT (row numbers
-assigned per input file) and the errors file, exactly as the local engine does.
+"""The Ray engine of `refexit score` (`pip install '.[ray]'`): the local engine's run with Ray
+actors in place of its worker threads. The driver reads the inputs with refexit's own reader
+(engine.chunk_jobs: a line that is not UTF-8 or not JSON is a bad row, reported in place), hands
+each chunk of rows to a pool of actors of the callable class map_batches_fn returns (one compiled
+library opened per actor), and commits the scored chunks to OUTPUT.parts/ exactly as the local
+engine does (chunks.RunDir: the same files, the same `--resume`, either engine resumes a run of the
+other); engine.finish writes OUTPUT and the errors file. The output is the local engine's, byte
+for byte. The same class is the Python API for Ray Data users: `ds.map_batches(map_batches_fn(...))`.
+
+A folder output (`-o DIR/` or a URI, the cluster case) runs on Ray Data end to end instead:
+`read_*` of the inputs, `map_batches`, `write_parquet` on every node, no merge through the driver
+and no --resume; there Ray's readers fail at a line that is not UTF-8 or not JSON.
 
 What reaches the workers, without a shared file system: the compiled artefact (manifest, header,
 C source, the built library and the weights file) is put once in Ray's object store; each actor
 unpacks it into its node's cache ($REFEXIT_CACHE/score-ray/<model hash>-<build key>/, once per node)
 and loads the shipped library, or rebuilds it from the C source (cached by codegen's build cache)
-when it does not load or does not run on that node's CPU. Inputs and outputs move through Ray
-Data (the object store), so OUTPUT's folder must be on the driver's machine or a shared store.
+when it does not load or does not run on that node's CPU. The rows go from the driver to the
+actors and the scored lines back through the object store, so only the driver touches the input
+and output files.
 
-Actors are restarted and their batches retried when one dies (Ray Data's actor pools default to
-max_restarts=-1 and max_task_retries=-1; tests/test_score_ray.py kills one mid-run):
-the output still has exactly one row per input row. Rows Ray's readers cannot read (bytes that
-are not UTF-8, malformed JSON) fail the read there, unlike the local engine, which reports them
-per row."""
+Actors are restarted and their chunks retried when one dies (max_restarts=-1, max_task_retries=-1,
+as Ray Data's actor pools default to; tests/test_score_ray.py kills one mid-run): the output still
+has exactly one row per input row. A killed driver leaves the committed chunks: --resume."""
 from __future__ import annotations
 
 import json
@@ -26,7 +32,7 @@ import numpy as np
 
 from refexit.errors import InputError
 
-from . import output, rows as R
+from . import chunks, engine, output, rows as R
 from .chunks import write_durable
 
 ARTEFACT_KEYS = ("manifest", "header", "source", "library", "weights")
@@ -131,6 +137,11 @@ def _make_class(ref, spec: R.Spec, batch: int, threads: int, thresholds):
             self.scorer = Scorer(SharedWeights(self.cm), batch, threads)
             self.spec = spec
 
+        def score_chunk(self, rows: list, spec: R.Spec) -> tuple[list[str], dict]:
+            """One chunk of `refexit score --engine ray`: table Rows (read by the driver with
+            refexit's reader) -> rows.score_rows's (JSON lines, meta), as a local worker makes them."""
+            return R.score_rows(self.scorer, rows, spec, self.cm.label_names)
+
         def __call__(self, batch):
             import pyarrow as pa
             from refexit.tables import Row
@@ -163,6 +174,102 @@ def _batch_records(batch) -> list[dict]:
 
 
 # ---------------------------------------------------------------------- the command
+def score_ray(folder: Path, cm, inputs: list[Path], out_path: Path, opt, address: str | None = None) -> dict:
+    """`refexit score --engine ray`: see the module doc. -> the summary (as the local engine's)."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=r"ray(\.|$)")         # Ray's own deprecation notices
+        return _score_ray(folder, cm, inputs, out_path, opt, address)
+
+
+def _score_ray(folder: Path, cm, inputs: list[Path], out_path, opt, address: str | None) -> dict:
+    ray = require_ray()
+    folder_output = isinstance(out_path, str)          # "dir/" or "s3://bucket/dir/": Ray's files, unmerged
+    if folder_output and opt.resume:
+        raise InputError(f"-o {out_path}: --resume is for a file output (a folder output is written by Ray's "
+                         f"write tasks, not committed in chunks)")
+    if not folder_output:
+        engine.check_options(opt)
+        output.output_format(out_path)
+    if opt.quiet or not output_isatty():
+        import logging
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
+    t_init = time.perf_counter()
+    if not ray.is_initialized():
+        ray.init(address=address, logging_level="ERROR", log_to_driver=False,
+                 **({"include_dashboard": False} if address in (None, "local") else {}))
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    workers = opt.workers or max(1, cpus // opt.threads_per_worker)
+    if workers * opt.threads_per_worker > cpus:        # actors that could never start: a hang, not a run
+        raise InputError(f"--workers {workers} x --threads-per-worker {opt.threads_per_worker} needs "
+                         f"{workers * opt.threads_per_worker} CPUs; the Ray cluster has {cpus}")
+    # OUTPUT.parts/ (refusing a changed run, or one needing --resume) once the run can start
+    run = None if folder_output else chunks.RunDir(out_path, engine.run_spec(inputs, opt, cm), opt.resume)
+    t0 = time.perf_counter()
+    thr = cm.thresholds if cm.num_layers > 1 else None
+    cls = map_batches_fn(folder, opt.text_column, opt.pair_column, opt.id_column, opt.batch,
+                         opt.threads_per_worker, opt.logits, thr)
+    if folder_output:
+        summary = _score_to_folder(ray, cls, cm, inputs, out_path, opt, workers)
+    else:
+        summary = _score_chunks(ray, cls, run, cm, inputs, out_path, opt, workers)
+    seconds = time.perf_counter() - t0                 # Ray's start-up apart, as timing_s says
+    summary |= {"engine": "ray", "workers": workers, "seconds": round(seconds, 3),
+                "texts_per_s": round(summary["rows_this_run"] / seconds, 1) if seconds > 0 else None,
+                "timing_s": {"ray_init": round(t0 - t_init, 3)} | summary["timing_s"]}
+    return summary
+
+
+def _score_chunks(ray, cls, run: chunks.RunDir, cm, inputs: list[Path], out_path: Path, opt, workers: int) -> dict:
+    """A file output: the local engine's run, with Ray actors in place of the worker threads. The
+    driver reads the rows (engine.chunk_jobs: refexit's reader, bad rows reported in place),
+    hands each chunk to the least busy actor (at most 2 chunks in flight per actor), and commits
+    what comes back to `run` (OUTPUT.parts/, opened by the caller: the same files and the same
+    --resume as the local engine, either engine may resume the other's run); engine.finish writes
+    OUTPUT."""
+    fmt = output.output_format(out_path)
+    done = run.committed()
+    prog = engine.progress_bar(inputs, opt, done)
+    # a dead actor is restarted and the chunks it held are retried (as Ray Data's actor pools do)
+    actor = ray.remote(cls).options(num_cpus=opt.threads_per_worker, max_restarts=-1, max_task_retries=-1)
+    actors = [actor.remote() for _ in range(workers)]
+    busy = [0] * workers
+    pending: dict = {}                                 # ObjectRef -> (actor, f, k, last)
+    rows_scored = 0
+    t0 = time.perf_counter()
+
+    def commit_one():
+        nonlocal rows_scored
+        (ref,), _ = ray.wait(list(pending), num_returns=1)
+        a, f, k, last = pending.pop(ref)
+        busy[a] -= 1
+        try:
+            lines, meta = ray.get(ref)
+        except ray.exceptions.RayTaskError as e:
+            raise e.as_instanceof_cause() from None
+        run.commit(f, k, lines, meta, last=last)
+        rows_scored += meta["rows"]
+        prog.add(meta["rows"])
+
+    try:
+        for f, k, rows, last, spec in engine.chunk_jobs(inputs, opt, done):
+            while len(pending) >= 2 * workers:
+                commit_one()
+            a = busy.index(min(busy))
+            pending[actors[a].score_chunk.remote(rows, spec)] = (a, f, k, last)
+            busy[a] += 1
+        while pending:
+            commit_one()
+    finally:
+        prog.close()
+        for a in actors:
+            ray.kill(a)
+    t1 = time.perf_counter()
+    summary = engine.finish(run, inputs, out_path, cm, engine.specs(inputs, opt)[0], rows_scored, t1 - t0, fmt)
+    return summary | {"timing_s": {"read_score_commit": round(t1 - t0, 3),
+                                   "write_output": round(time.perf_counter() - t1, 3)}}
+
+
 def _read(ray, inputs: list[Path], opt):
     from refexit import tables
     fmts = {tables.table_format(p, opt.input_format) for p in inputs}
@@ -186,107 +293,21 @@ def _read(ray, inputs: list[Path], opt):
     return ray.data.read_parquet(paths, include_paths=True, **light)
 
 
-def score_ray(folder: Path, cm, inputs: list[Path], out_path: Path, opt, address: str | None = None) -> dict:
-    """`refexit score --engine ray`: see the module doc. -> the summary (as the local engine's)."""
-    import warnings
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", module=r"ray(\.|$)")         # Ray's own deprecation notices
-        return _score_ray(folder, cm, inputs, out_path, opt, address)
-
-
-def _score_ray(folder: Path, cm, inputs: list[Path], out_path: Path, opt, address: str | None) -> dict:
-    ray = require_ray()
-    if opt.resume:
-        raise InputError("--resume is for the local engine; Ray retries failed actors and batches itself")
-    folder_output = isinstance(out_path, str)          # "dir/" or "s3://bucket/dir/": Ray's files, unmerged
-    fmt = None if folder_output else output.output_format(out_path)
-    if opt.quiet or not output_isatty():
-        import logging
-        logging.getLogger("ray.data").setLevel(logging.ERROR)
-    t_init = time.perf_counter()
-    if not ray.is_initialized():
-        ray.init(address=address, logging_level="ERROR", log_to_driver=False,
-                 **({} if address else {"include_dashboard": False}))
+def _score_to_folder(ray, cls, cm, inputs: list[Path], out: str, opt, workers: int) -> dict:
+    """A folder output (the cluster case): Ray Data end to end, read_* of the inputs, map_batches,
+    write_parquet on every node into `out`, no merge through the driver; Ray's readers stop at a
+    line that is not UTF-8 or not JSON (a file output reads with refexit's reader instead)."""
+    t0 = time.perf_counter()
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
     if opt.quiet or not output_isatty():
         ctx.enable_progress_bars = False
-    workers = opt.workers or max(1, int(ray.cluster_resources().get("CPU", 1)) // opt.threads_per_worker)
-    t0 = time.perf_counter()
-    init_s = t0 - t_init
-    thr = cm.thresholds if cm.num_layers > 1 else None
-    cls = map_batches_fn(folder, opt.text_column, opt.pair_column, opt.id_column, opt.batch,
-                         opt.threads_per_worker, opt.logits, thr)
     ds = _read(ray, inputs, opt).map_batches(
         cls, batch_size=opt.chunk_rows, concurrency=workers, num_cpus=opt.threads_per_worker)
-    if folder_output:
-        ds.write_parquet(out_path, ray_remote_args=LIGHT)
-        t1 = time.perf_counter()
-        summary = folder_summary(out_path, cm)
-    else:
-        parts = out_path.with_name(out_path.name + ".ray")
-        if parts.exists():
-            import shutil
-            shutil.rmtree(parts)
-        ds.write_parquet(str(parts), ray_remote_args=LIGHT)
-        t1 = time.perf_counter()
-        summary = merge(parts, inputs, out_path, cm, opt, fmt)
-    seconds = time.perf_counter() - t0
-    summary |= {"seconds": round(seconds, 3), "rows_this_run": summary["rows"],
-                "texts_per_s": round(summary["rows"] / seconds, 1) if seconds > 0 else None, "engine": "ray",
-                "workers": workers,
-                "timing_s": {"ray_init": round(init_s, 3), "ship_read_score_write": round(t1 - t0, 3),
-                             "merge": round(time.perf_counter() - t1, 3)}}
-    return summary
-
-
-def merge(parts: Path, inputs: list[Path], out_path: Path, cm, opt, fmt: str) -> dict:
-    """Ray's Parquet files (in write order) -> OUTPUT and the errors file, with row numbers per
-    input file (and ids from them without --id-column); -> the summary."""
-    import shutil
-
-    import pyarrow.parquet as pq
-    many = len(inputs) > 1
-    resolved = {str(p.resolve()): str(p) for p in inputs}
-    spec = R.Spec(opt.text_column, opt.pair_column, opt.id_column, opt.logits, "" if many else None)
-    cols = R.columns(spec, cm.num_labels)
-    counters: dict = {}
-    errors: list = []
-    exits = np.zeros(cm.num_layers, np.int64)
-    total = 0
-    jsonl = out_path.with_name(out_path.name + ".merge.jsonl")
-    with open(jsonl, "w", encoding="utf-8") as out:
-        for f in sorted(parts.glob("*.parquet")):
-            for rec in pq.read_table(f).to_pylist():
-                path = rec.pop("path", None)
-                name = resolved.get(str(Path(path).resolve()) if path else "", path)
-                n = counters.get(name, 0)
-                counters[name] = n + 1
-                rec["row"] = n
-                if opt.id_column is None:
-                    rec["id"] = n
-                if many:
-                    rec["file"] = name
-                rec = {k: rec.get(k) for k in cols}
-                if rec["error"] is None:
-                    del rec["error"]
-                    exits[rec["exit_layer"] - 1] += 1
-                else:
-                    errors.append(({"file": name} if many else {}) |
-                                  {"row": n, "id": rec["id"], "error": rec["error"]})
-                out.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
-                total += 1
-    try:
-        output.write_output(out_path, [jsonl], cols)
-        n_err = output.write_errors(output.errors_path(out_path), errors)
-    finally:
-        jsonl.unlink(missing_ok=True)
-        shutil.rmtree(parts, ignore_errors=True)
-    scored = int(exits.sum())
-    return {"rows": total, "scored": scored, "errors": n_err,
-            "mean_exit_layer": round(float((exits * np.arange(1, len(exits) + 1)).sum() / scored), 4) if scored
-            else None, "exit_layers": {str(i + 1): int(c) for i, c in enumerate(exits)},
-            "output": str(out_path), "errors_file": str(output.errors_path(out_path))}
+    ds.write_parquet(out, ray_remote_args=LIGHT)
+    summary = folder_summary(out, cm)
+    return summary | {"rows_this_run": summary["rows"],
+                      "timing_s": {"read_score_write": round(time.perf_counter() - t0, 3)}}
 
 
 def folder_summary(out: str, cm) -> dict:
