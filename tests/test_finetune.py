@@ -147,6 +147,21 @@ def test_joint_objectives_train_every_exit(tiny, objective):
                                   FT.initial_params(tiny, 2, cfg(objective="palbert"), np.random.default_rng(0))[0]["ponder.hid.w"])
 
 
+def test_head_lr_moves_only_the_exit_heads(tiny):
+    """head_lr: the exit heads of layers 1..L-1 train at their own rate. With the backbone's lr
+    tiny and no decay, one epoch leaves the backbone and final classifier where they started
+    (AdamW moves each parameter by at most ~lr per step) and moves the exit heads."""
+    tr, dv = toy(64, 1), toy(16, 2)
+    c = cfg(objective="pabee", epochs=1, lr=1e-9, head_lr=1e-2, weight_decay=0.0, warmup_ratio=0.0)
+    start = FT.initial_params(tiny, 2, c, np.random.default_rng(c.seed))[0]
+    res = FT.fine_tune(tiny, tr, dv, ["neg", "pos"], c, log=lambda m: None)
+    moved = {k: float(np.max(np.abs(res.params[k] - start[k]))) for k in start}
+    steps = 4                                                 # 64 texts / batch 16
+    exit_heads = [k for k in moved if k.startswith(("heads.0.", "heads.1."))]
+    assert exit_heads and all(moved[k] > 1e-3 for k in exit_heads), moved
+    assert all(v <= steps * 1e-9 * 1.01 for k, v in moved.items() if k not in exit_heads), moved
+
+
 def test_resume_continues_exactly(tiny, tmp_path, monkeypatch):
     tr, dv = toy(120, 1), toy(40, 2)
     full = FT.fine_tune(tiny, tr, dv, ["neg", "pos"], cfg(epochs=2), log=lambda m: None)
@@ -216,7 +231,8 @@ def test_transformers_loads_the_output(tiny, tmp_path):
 # ---------------------------------------------------------------- bad settings
 @pytest.mark.parametrize("bad,match", [({"objective": "nope"}, "unknown objective"), ({"heads": "x"}, "exit head kind"),
                                        ({"lr": float("nan")}, "lr must be"), ({"epochs": 0}, "epochs"),
-                                       ({"hidden_dropout": 1.0}, "hidden_dropout"), ({"batch_size": 2.5}, "batch_size")])
+                                       ({"hidden_dropout": 1.0}, "hidden_dropout"), ({"batch_size": 2.5}, "batch_size"),
+                                       ({"head_lr": 0.0}, "head_lr"), ({"head_lr": float("inf")}, "head_lr")])
 def test_bad_settings(tiny, bad, match):
     with pytest.raises(InputError, match=match):
         FT.fine_tune(tiny, toy(10, 1), toy(5, 2), ["neg", "pos"], cfg(**bad))

@@ -29,6 +29,9 @@ def add_subcommand(subparsers) -> None:
     p.add_argument("--heads", default=_D.heads, choices=FT.EXIT_KINDS, help="exit head kind (default shared_pooler)")
     p.add_argument("--epochs", type=int, default=_D.epochs, help=f"epochs (default {_D.epochs})")
     p.add_argument("--lr", type=float, default=_D.lr, help=f"peak learning rate (default {_D.lr:g})")
+    p.add_argument("--head-lr", type=float, help="peak learning rate of the exit heads of layers 1..L-1 "
+                                                 "(fresh, small: they may need more than the backbone's; "
+                                                 "default: --lr)")
     p.add_argument("--batch", type=int, default=_D.batch_size, help=f"batch size (default {_D.batch_size})")
     p.add_argument("--max-length", type=int, default=_D.max_length, help="tokens per text, truncated (default 128)")
     p.add_argument("--weight-decay", type=float, default=_D.weight_decay, help="AdamW weight decay (default 0.01)")
@@ -55,7 +58,7 @@ def run(args) -> int:
     model = refexit.load(args.model_dir)
     ds = limited(data_args.load(args), args.limit, args.seed)
     cfg = FT.FinetuneConfig(objective=args.objective, heads=args.heads, epochs=args.epochs, lr=args.lr,
-                            batch_size=args.batch, max_length=args.max_length, weight_decay=args.weight_decay,
+                            head_lr=args.head_lr, batch_size=args.batch, max_length=args.max_length, weight_decay=args.weight_decay,
                             warmup_ratio=args.warmup, hidden_dropout=args.dropout, attn_dropout=args.dropout,
                             patience=args.patience, seed=args.seed, limit_steps=args.steps)
     out = args.out or default_out(ds.name, args.objective, args.seed)

@@ -73,6 +73,7 @@ class FinetuneConfig:
     bucket: int = 50                   # batches per length bucket
     eval_batch: int = 64
     aux_lr: float = 1e-3               # ELBERT's loss weights, PALBERT's lambda MLP
+    head_lr: float | None = None       # the exit heads of layers 1..L-1 (fresh, small); None: lr
     elbert_init: float = 4.0
     distill_gamma: float = 0.9
     distill_temperature: float = 3.0
@@ -101,6 +102,9 @@ class FinetuneConfig:
         for name in ("warmup_ratio", "distill_gamma"):
             if getattr(self, name) > 1:
                 raise InputError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
+        if self.head_lr is not None and (isinstance(self.head_lr, bool) or not isinstance(self.head_lr, (int, float))
+                                         or not math.isfinite(self.head_lr) or self.head_lr <= 0):
+            raise InputError(f"head_lr must be a finite number > 0 (or None: lr), got {self.head_lr!r}")
         if not 0 < self.ponder_prior < 1 or self.distill_temperature <= 0 or self.lr <= 0:
             raise InputError("ponder_prior must be in (0, 1), distill_temperature and lr > 0")
 
@@ -295,7 +299,11 @@ def fine_tune(model, train, dev, label_names: list, cfg: FinetuneConfig | None =
     P, kinds = initial_params(model, C, cfg, rng)
     spec = BW.Spec.of(model.config, kinds, hidden_dropout=cfg.hidden_dropout, attn_dropout=cfg.attn_dropout)
     aux = [k for k in P if k.startswith(("elbert.", "ponder."))]
-    opt = AdamW(P, cfg.lr, cfg.weight_decay, lr_scale={k: cfg.aux_lr / cfg.lr for k in aux},
+    exit_heads = [k for k in P if k.startswith("heads.") and not k.startswith(f"heads.{L - 1}.")]
+    lr_scale = {k: cfg.aux_lr / cfg.lr for k in aux}
+    if cfg.head_lr is not None:
+        lr_scale.update({k: cfg.head_lr / cfg.lr for k in exit_heads})
+    opt = AdamW(P, cfg.lr, cfg.weight_decay, lr_scale=lr_scale,
                 decay=[k for k in P if k not in aux and not (k.endswith(".b") or ".ln." in k)])
     n_batches = -(-len(data["train"].lengths) // cfg.batch_size)
     per_epoch = min(n_batches, cfg.limit_steps or n_batches)
@@ -396,8 +404,8 @@ def _load_checkpoint(path: Path, P, opt, cfg):
             raise InputError(f"{path}: not a refexit fine-tune checkpoint")
         same = {k: v for k, v in meta["config"].items() if k not in ("epochs", "patience")}
         now = {k: v for k, v in asdict(cfg).items() if k not in ("epochs", "patience")}
-        if same != now:
-            diff = sorted(k for k in now if now[k] != same.get(k))
+        diff = sorted(k for k in now if now[k] != same.get(k))    # a setting newer than the file: its default
+        if diff:
             raise InputError(f"{path}: the checkpoint was made with other settings ({', '.join(diff)})")
         if set(P) != {k[2:] for k in z.files if k.startswith("p.")}:
             raise InputError(f"{path}: the checkpoint's parameters differ from this model's")
