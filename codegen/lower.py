@@ -97,7 +97,8 @@ class Plan:
     model_hash: str = ""               # sha256 hex of the blob payload (arrays + vocab)
     source: str = ""
     warnings: list = field(default_factory=list)
-    # tokenizer settings compiled into the C text API (templates/text.c.j2)
+    # the C tokenizer (codegen/text.py: "wordpiece", "bpe" or "none") and its settings (templates/text.c.j2)
+    tokenizer: str = "none"
     do_lower_case: bool = True
     strip_accents: bool | None = None
     tokenize_cjk: bool = True
@@ -213,10 +214,8 @@ def lower(model, policy: Policy | None = None, prefix: str | None = None, max_le
     has_pooler = "pooler.w" in model.weights
     use_lte = ep.lte is not None and ep.lte["w"].shape == (1, F)
     use_ponder = ep.ponder is not None and ep.ponder["pos"].shape == (L, F)
-    from refexit.tokenizers.wordpiece import Tokenizer
-    wordpiece = isinstance(model.tokenizer, Tokenizer)  # what the C tokenizer does; BPE / Unigram: ids only
-    vocab = list(model.tokenizer.vocab) if wordpiece else []
-    vocab_bytes = ("\n".join(vocab) + "\n").encode("utf-8") if vocab else b""
+    kind, vocab_bytes, _ = tokenizer_section(model.tokenizer, cfg.vocab_size)
+    wordpiece = kind == "wordpiece"
 
     labels = validate.label_names([str(n) for n in model.label_names] or [f"LABEL_{i}" for i in range(C)], C,
                                   "the model's label names", InputError)
@@ -230,7 +229,8 @@ def lower(model, policy: Policy | None = None, prefix: str | None = None, max_le
                 ponder_hidden=int(ep.ponder["hid.w"].shape[0]) if use_ponder else 0,
                 exit_feature_size=int(F), policy=_policy_plan(policy, L),
                 max_length=int(max_length), max_batch=int(max_batch), max_tokens=int(max_tokens),
-                precision=precision, tensors=[], vocab_bytes=vocab_bytes, source=str(model.source or ""), warnings=list(warnings))
+                precision=precision, tensors=[], vocab_bytes=vocab_bytes, source=str(model.source or ""), warnings=list(warnings),
+                tokenizer=kind)
     tok = model.tokenizer if wordpiece else cfg
     plan.do_lower_case = bool(tok.do_lower_case)
     plan.strip_accents = tok.strip_accents
@@ -248,6 +248,27 @@ def lower(model, policy: Policy | None = None, prefix: str | None = None, max_le
     plan.tensors = pack.layout(model, plan)
     plan.model_hash = pack.model_hash(model, plan)
     return plan
+
+
+def tokenizer_section(tok, vocab_size: int) -> tuple[str, bytes, str]:
+    """(kind, bytes, why) of the tokenizer section of the weights file for a model's tokenizer:
+    ("wordpiece", vocab.txt) for a refexit.tokenizers.wordpiece.Tokenizer, ("bpe", pack_bpe(tok)) for
+    a byte-level BPE TokenizerJson the C tokenizer implements (RoBERTa), else ("none", b"", why)."""
+    from refexit.tokenizers.tokenizer_json import TokenizerJson
+    from refexit.tokenizers.wordpiece import Tokenizer
+    from .tokenizer_emit import pack_bpe
+    if isinstance(tok, Tokenizer):
+        vocab = list(tok.vocab)
+        return ("wordpiece", ("\n".join(vocab) + "\n").encode("utf-8"), "") if vocab else ("none", b"", "no vocabulary")
+    if not isinstance(tok, TokenizerJson):
+        return "none", b"", "the model has no tokenizer"
+    if tok.vocab_size > vocab_size:
+        raise InputError(f"the tokenizer has {tok.vocab_size} tokens but the model's vocabulary {vocab_size}: "
+                         f"token ids would run past the embedding table")
+    try:
+        return "bpe", pack_bpe(tok), ""
+    except ValueError as e:             # another pipeline (Unigram, ...): token ids only in C
+        return "none", b"", str(e)
 
 
 def head_flops_coeffs(head) -> tuple[int, int, int]:

@@ -1,0 +1,311 @@
+"""A byte-level BPE (RoBERTa tokenizer.json) model compiled to C tokenizes text in C exactly like
+refexit.tokenizers.TokenizerJson (and so AutoTokenizer): `<prefix>_tokenize`, the binding's
+encode_text / classify_text, `<prefix>_classify_text(_pair)` and the standalone programs.
+
+The model is the golden tiny random RoBERTa of tools/make_golden.py (tests/golden/roberta, 120 ids)
+with its word embeddings grown to the golden RoBERTa tokenizer's 1,000 ids
+(tests/golden/tokenizers/roberta, from tools/make_tokenizer_golden.py): an HF folder with
+config.json, model.safetensors, tokenizer.json and tokenizer_config.json, as the hub ships them.
+"""
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import subprocess
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import refexit
+from conftest import GOLDEN, assert_close
+from refexit import safetensors_io
+from refexit.checkpoint import save_exits
+from refexit.heads import ExitParams, Head, param_shapes
+from refexit.tokenizers import TokenizerJson
+from test_ctokenizer import corpus
+from test_tokenizer import mixed_texts
+from test_tokenizer_json import JSON_TRICKY
+
+import codegen
+from codegen import lower
+from codegen import tokenizer_emit as te
+
+pytest.importorskip("cffi", reason="the compiled model is driven through cffi")
+TOKENIZER = GOLDEN / "tokenizers" / "roberta"
+OK, ERR_ARG, ERR_CAPACITY = 0, 1, 15
+POLICY = refexit.Entropy(1.0)                  # set by the rob fixture
+TEXTS = ["Hello world!", "  leading spaces and   runs   of them ", "I'm sure it's fine, we've said they'll go",
+         "Ça va? naïve café ÉCOLE ﬁnal ½", "数字 123 ４５ x² Ⅻ", "<mask> hi<s>there</s> [CLS]x[SEP] <unk>", "",
+         " ", "tabs\tand\nnewlines\r\n nbsp\u00a0em", "emoji 😀 and 🇫🇷", "word " * 40]
+RAW = [b"invalid \xff\xfe bytes \xc3", b"\xed\xa0\x80 surrogate \xf4\x90\x80\x80", b"nul\x00inside"]
+
+
+def roberta_folder(out: Path) -> Path:
+    """tests/golden/roberta + the golden RoBERTa tokenizer: word embeddings grown to its ids."""
+    out.mkdir(parents=True, exist_ok=True)
+    spec = json.loads((TOKENIZER / "tokenizer.json").read_text(encoding="utf-8"))
+    V = max(spec["model"]["vocab"].values()) + 1
+    cfg = json.loads((GOLDEN / "roberta" / "config.json").read_text(encoding="utf-8"))
+    tensors, meta = safetensors_io.read(GOLDEN / "roberta" / "model.safetensors")
+    name = "roberta.embeddings.word_embeddings.weight"
+    w = tensors[name]
+    grown = np.random.default_rng(19).normal(0, w.std(), (V - w.shape[0], w.shape[1])).astype(np.float32)
+    tensors[name] = np.concatenate([w, grown])
+    (out / "config.json").write_text(json.dumps(dict(cfg, vocab_size=V), indent=1), encoding="utf-8")
+    safetensors_io.write(out / "model.safetensors", tensors, meta)
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(TOKENIZER / f, out / f)
+    model = refexit.load(out)                  # + a random exit head after layer 1 (exits.safetensors)
+    H, C, L = model.config.hidden_size, model.num_labels, model.num_layers
+    rng = np.random.default_rng(7)
+    params = {n: rng.normal(0, 4.0 / np.sqrt(s[-1]) if len(s) == 2 else 0.3, s).astype(np.float32)
+              for n, s in param_shapes("mean_linear", H, C, 64).items()}
+    heads = [Head("mean_linear", params, l2norm=True)] * (L - 1) + [model.exits.heads[-1]]
+    save_exits(out / "exits.safetensors", ExitParams(heads, None, None, np.ones(L)), model.label_names,
+               include_final=False)
+    return out
+
+
+def quiet(f, *a, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", refexit.ExitWarning)
+        return f(*a, **kw)
+
+
+@pytest.fixture(scope="module")
+def rob(tmp_path_factory):
+    """(folder, model, CompiledModel, the oracle tokenizer without a length limit)."""
+    root = tmp_path_factory.mktemp("bpe_model")
+    folder = roberta_folder(root / "roberta")
+    model = refexit.load(folder)
+    assert isinstance(model.tokenizer, TokenizerJson) and model.tokenizer.max_length == 32
+    global POLICY                              # the threshold at the median layer-1 entropy: half exit
+    z = model.classify(model.tokenizer(TEXTS), refexit.Static(1)).logits.astype(np.float64)
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    POLICY = refexit.Entropy(float(np.median(-(p * np.log(p)).sum(axis=1))))
+    cm = quiet(codegen.compile_model, model, POLICY, root / "build", prefix="rbpe")
+    assert cm.tokenizer_kind == "bpe"
+    big = TokenizerJson.from_file(folder / "tokenizer.json", max_length=1 << 20)
+    return folder, model, cm, big
+
+
+# ---------------------------------------------------------------- ids: C == Python
+
+def test_golden_texts_singles_and_pairs(rob):
+    _, model, cm, big = rob
+    tok = model.tokenizer
+    for t in TEXTS:
+        assert cm.encode_text(t) == tok.encode(t), t                               # the compiled maximum
+        for ml in (2, 5, 17, 1000):
+            assert cm.encode_text(t, max_length=ml) == big.encode(t, None, ml), (t, ml)
+        for p in TEXTS[::3]:
+            for ml in (4, 9, 32, 1000):
+                assert cm.encode_text(t, p, ml) == big.encode(t, p, ml), (t, p, ml)
+    for raw in RAW:
+        assert cm.encode_text(raw) == tok.encode(raw.decode("utf-8", "replace"))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=mixed_texts(JSON_TRICKY) | st.text(max_size=80), pair=st.none() | mixed_texts(JSON_TRICKY),
+       ml=st.sampled_from([0, 4, 9, 32, 600]))
+def test_hypothesis_unicode(rob, text, pair, ml):
+    _, model, cm, big = rob
+    assert cm.encode_text(text, pair, ml) == big.encode(text, pair, ml or 32)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=st.binary(max_size=60))
+def test_invalid_utf8_reads_as_python_replace(rob, raw):
+    _, _, cm, big = rob
+    assert cm.encode_text(raw, max_length=200) == big.encode(raw.decode("utf-8", "replace"), None, 200)
+
+
+@pytest.mark.parametrize("name", ["rotten_tomatoes", "sms_spam", "bbc_news", "tweets"])
+def test_real_corpus(rob, name):
+    """Every train+dev+test text of the data set (refexit.data; skipped when it is not available),
+    truncated at 512 and at the model's 32, plus 500 random pairs."""
+    _, model, cm, big = rob
+    texts = corpus((name,))[name]
+    bad = [t for t in texts if cm.encode_text(t, max_length=512) != big.encode(t, None, 512)
+           or cm.encode_text(t) != model.tokenizer.encode(t)]
+    rng = random.Random(len(texts))
+    for _ in range(500):
+        a, b, ml = rng.choice(texts), rng.choice(texts), rng.choice([8, 32, 128, 512])
+        if cm.encode_text(a, b, ml) != big.encode(a, b, ml):
+            bad.append((a, b, ml))
+    assert not bad, f"{len(bad)} mismatches, the first: {bad[:3]}"
+
+
+def test_long_text_and_errors(rob):
+    _, model, cm, big = rob
+    long = "word " * 3000
+    ids, types = cm.encode_text(long, max_length=2**31 - 1)                   # no truncation
+    assert ids == big.encode(long, None, 1 << 20)[0] and types == [0] * len(ids)
+    with pytest.raises(refexit.InputError, match="longer than the compiled maximum"):
+        cm.classify_raw(np.array(ids, np.int32), np.array(types, np.int32), np.array([len(ids)], np.int32))
+    with pytest.raises(refexit.InputError, match="bad argument"):
+        cm.encode_text("a", "b", max_length=3)                                 # a pair needs 4
+    with pytest.raises(refexit.InputError, match="bad argument"):
+        cm.encode_text("a", max_length=1)
+    with pytest.raises(refexit.InputError, match="max_length"):
+        cm.encode_text("a", max_length=-1)
+    with pytest.raises(refexit.InputError, match="str or bytes"):
+        cm.encode_text(None)
+    assert cm.special_tokens() == model.tokenizer.num_special_tokens() == 2
+    assert cm.special_tokens(True) == model.tokenizer.num_special_tokens(True) == 4
+    with pytest.raises(refexit.CheckpointError, match="byte-level BPE"):
+        cm.tokenizer
+    with pytest.raises(refexit.CheckpointError, match="packed byte-level BPE"):
+        codegen.pack.read_vocab(cm.weights_path)
+
+
+# ---------------------------------------------------------------- classify text: C == oracle
+
+def check_against_oracle(got, want, what):
+    ok = want.margins >= 1e-4                      # a score within 1e-4 of the threshold may go either way
+    assert ok.mean() > 0.5, what
+    assert np.array_equal(got.exit_layers[ok], want.exit_layers[ok]), what
+    assert np.array_equal(got.labels[ok], want.labels[ok]), what
+    same = got.exit_layers == want.exit_layers
+    assert_close(got.logits[same], want.logits[same], atol=1e-5, rtol=1e-4, what=what)
+
+
+def test_classify_text_matches_oracle(rob):
+    _, model, cm, _ = rob
+    tok, ref = model.tokenizer, model.astype(np.float64)
+    texts = [t for t in TEXTS if t] + [r.decode("utf-8", "replace") for r in RAW]
+    got = cm.classify_text(texts)
+    check_against_oracle(got, quiet(ref.classify, tok(texts), POLICY), "singles")
+    pairs = texts[::-1]
+    gotp = cm.classify_text(texts, pairs)
+    check_against_oracle(gotp, quiet(ref.classify, tok(texts, pairs), POLICY), "pairs")
+    # the same bits as classifying the Python tokenizer's ids
+    np.testing.assert_array_equal(got.logits, cm.classify(tok(texts)).logits)
+    np.testing.assert_array_equal(gotp.logits, cm.classify(tok(texts, pairs)).logits)
+
+
+def test_c_classify_text_entry_points(rob):
+    """<prefix>_classify_text(_pair) through cffi: the same bits as encode_text + classify."""
+    _, _, cm, _ = rob
+    ffi, lib, p = cm.ffi, cm.lib, cm.prefix
+    h = ffi.new(f"{p}_model **")
+    assert getattr(lib, f"{p}_open")(str(cm.weights_path).encode(), h) == OK
+    m = ffi.gc(h[0], getattr(lib, f"{p}_close"))
+    res = ffi.new(f"{p}_result *")
+    for t, pair in [(b"Hello world!", None), ("naïve café".encode(), b"a pair"), (b"", None), (RAW[0], RAW[1])]:
+        if pair is None:
+            rc = getattr(lib, f"{p}_classify_text")(m, t, len(t), res)
+        else:
+            rc = getattr(lib, f"{p}_classify_text_pair")(m, t, len(t), pair, len(pair), res)
+        assert rc == OK
+        want = cm.classify_text([t], None if pair is None else [pair])
+        assert list(res.logits) == want.logits[0].tolist() and res.exit_layer == want.exit_layers[0]
+    assert getattr(lib, f"{p}_classify_text")(m, ffi.NULL, 0, res) == ERR_ARG
+    n = ffi.new("int *")
+    tokenize = getattr(lib, f"{p}_tokenize")
+    assert tokenize(m, b"Hello world!", 12, ffi.NULL, 0, 0, ffi.NULL, ffi.NULL, 0, n) == ERR_CAPACITY
+    assert n[0] == len(cm.encode_text("Hello world!")[0])
+    assert tokenize(m, b"x", 1, ffi.NULL, 5, 0, ffi.NULL, ffi.NULL, 0, n) == ERR_CAPACITY and n[0] == 3   # no pair
+    assert tokenize(m, b"x", 1, b"y", 1, 3, ffi.NULL, ffi.NULL, 0, n) == ERR_ARG          # a pair needs 4
+    assert tokenize(m, ffi.NULL, 0, ffi.NULL, 0, 0, ffi.NULL, ffi.NULL, 0, n) == ERR_ARG
+    assert lib.RBPE_SPECIAL_TOKENS == 2 and lib.RBPE_SPECIAL_TOKENS_PAIR == 4
+
+
+def test_threads_share_the_tokenizer(rob):
+    _, _, cm, _ = rob
+    rng = random.Random(4)
+    texts = [" ".join(rng.choice(TEXTS) for _ in range(rng.randrange(1, 4))) for _ in range(40)]
+    want = [cm.encode_text(t, max_length=300) for t in texts]
+    errors = []
+
+    def run(k):
+        for i in range(k, len(texts), 3):
+            if cm.encode_text(texts[i], max_length=300) != want[i]:
+                errors.append(i)
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
+def test_unigram_has_no_c_tokenizer():
+    """ALBERT's Unigram pipeline: no tokenizer section (token ids only in C), saying why."""
+    albert = TokenizerJson.from_file(GOLDEN / "tokenizers" / "albert" / "tokenizer.json")
+    kind, data, why = lower.tokenizer_section(albert, albert.vocab_size)
+    assert (kind, data) == ("none", b"") and "does not implement" in why
+    roberta = TokenizerJson.from_file(TOKENIZER / "tokenizer.json")
+    with pytest.raises(refexit.InputError, match="embedding table"):
+        lower.tokenizer_section(roberta, roberta.vocab_size - 1)
+    assert lower.tokenizer_section(roberta, roberta.vocab_size)[:2] == ("bpe", te.pack_bpe(roberta))
+
+
+# ---------------------------------------------------------------- C: warnings, prefixes, programs
+
+CCS = [cc for cc in ("gcc", "clang") if shutil.which(cc)]
+WARN = ["-std=c99", "-O1", "-Wall", "-Wextra", "-Werror", "-pedantic", "-fPIC"]
+
+
+@pytest.mark.parametrize("cc", ["gcc", "clang"])
+def test_two_models_link_into_one_library_warning_free(rob, tmp_path, cc):
+    """Two compiled BPE models (prefixes a_ and b_) in one shared library, -Werror -pedantic with gcc
+    and clang: every exported symbol carries its model's prefix."""
+    if shutil.which(cc) is None:
+        pytest.skip(f"{cc} is not installed")
+    _, model, _, _ = rob
+    objs = []
+    for prefix in ("bpe_a", "bpe_b"):
+        plan = lower.lower(model, POLICY, prefix, max_length=32)
+        _, c = codegen.emit.write_sources(plan, tmp_path)
+        obj = tmp_path / f"{prefix}.o"
+        subprocess.run([cc, *WARN, "-c", str(c), "-o", str(obj)], check=True, capture_output=True, text=True)
+        syms = subprocess.run(["nm", "-g", "--defined-only", str(obj)], capture_output=True, text=True,
+                              check=True).stdout.split()[2::3]
+        assert syms and all(s.startswith(prefix + "_") for s in syms), [s for s in syms if not s.startswith(prefix)]
+        assert f"{prefix}_bpe_open" in syms and f"{prefix}_tokenize" in syms
+        objs.append(str(obj))
+    r = subprocess.run([cc, "-shared", *objs, "-o", str(tmp_path / "both.so"), "-lm"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def run_program(exe, *args, stdin=b""):
+    r = subprocess.run([str(exe), *map(str, args)], input=stdin, capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stderr.decode()
+    return [json.loads(line) for line in r.stdout.decode().splitlines()]
+
+
+def test_standalone_classifies_text_from_stdin(rob, tmp_path):
+    """`refexit compile FOLDER --standalone` on the RoBERTa folder: the programs tokenize in C and
+    classify text from stdin (singles, pairs, a batch) as the oracle does; empty texts say so."""
+    from refexit.cli.main import main
+    folder, model, _, _ = rob
+    out = tmp_path / "build"
+    assert main(["compile", str(folder), "-o", str(out), "--prefix", "rob", "--isa", "scalar", "--openmp", "off",
+                 "--standalone"]) == 0
+    texts = [t for t in TEXTS if t.strip() and "\n" not in t and "\r" not in t]
+    got = run_program(out / "rob", stdin=("\n".join(texts) + "\n").encode())
+    want = model.classify(model.tokenizer(texts))
+    assert [g["label"] for g in got] == [model.label_names[i] for i in want.labels]
+    assert_close([g["logits"] for g in got], want.logits, atol=1e-5, what="standalone stdin")
+    long = [i for i, t in enumerate(texts) if len(model.tokenizer.tokenize(t)) + 2 > 32]
+    assert long and all(got[i]["truncated"] and got[i]["n_tokens"] == len(model.tokenizer.tokenize(texts[i])) + 2
+                        for i in long)
+    pairs = [f"{a}\t{b}" for a, b in zip(texts, texts[::-1])]
+    got = run_program(out / "rob-sidecar", "--pairs", "--batch", "4", stdin=("\n".join(pairs) + "\n").encode())
+    want = model.classify(model.tokenizer(texts, texts[::-1]))
+    assert_close([g["logits"] for g in got], want.logits, atol=1e-5, what="standalone pairs")
+    assert run_program(out / "rob", "--pairs", "", "\t") == [{"error": "empty text"}] * 2
+    r = subprocess.run([str(out / "rob"), "--pairs", "--max-length", "3", "a\tb"], capture_output=True)
+    assert r.returncode == 2 and b"at least 4" in r.stderr
+    # the Python CLI gives the same records
+    from refexit.cli.classify import records
+    recs = records(model, None, texts, None, None, False)
+    assert [r["label"] for r in recs] == [g["label"] for g in run_program(out / "rob", *texts)]
