@@ -4,7 +4,8 @@ encode_text / classify_text, `<prefix>_classify_text(_pair)` and the standalone 
 
 The model is the golden tiny random RoBERTa of tools/make_golden.py (tests/golden/roberta, 120 ids)
 with its word embeddings grown to the golden RoBERTa tokenizer's 1,000 ids
-(tests/golden/tokenizers/roberta, from tools/make_tokenizer_golden.py): an HF folder with
+(tests/golden/tokenizers/roberta, from tools/make_tokenizer_golden.py; <mask> with lstrip as in
+roberta-base) and a random exit head after layer 1: an HF folder with
 config.json, model.safetensors, tokenizer.json and tokenizer_config.json, as the hub ships them.
 """
 from __future__ import annotations
@@ -59,8 +60,9 @@ def roberta_folder(out: Path) -> Path:
     tensors[name] = np.concatenate([w, grown])
     (out / "config.json").write_text(json.dumps(dict(cfg, vocab_size=V), indent=1), encoding="utf-8")
     safetensors_io.write(out / "model.safetensors", tensors, meta)
-    for f in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(TOKENIZER / f, out / f)
+    shutil.copy(TOKENIZER / "tokenizer_config.json", out / "tokenizer_config.json")
+    spec["added_tokens"] = [dict(t, lstrip=t["content"] == "<mask>") for t in spec["added_tokens"]]   # as roberta-base
+    (out / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
     model = refexit.load(out)                  # + a random exit head after layer 1 (exits.safetensors)
     H, C, L = model.config.hidden_size, model.num_labels, model.num_layers
     rng = np.random.default_rng(7)
@@ -309,3 +311,24 @@ def test_standalone_classifies_text_from_stdin(rob, tmp_path):
     from refexit.cli.classify import records
     recs = records(model, None, texts, None, None, False)
     assert [r["label"] for r in recs] == [g["label"] for g in run_program(out / "rob", *texts)]
+
+
+def test_refexit_score_on_the_roberta_folder(rob, tmp_path, monkeypatch):
+    """`refexit score FOLDER texts.jsonl` (compiled on the fly, tokenized in C by the workers): the
+    compiled model's own answers, pairs included; a text with no tokens is an error row."""
+    from refexit import tables
+    from refexit.cli.main import main
+    folder, _, cm, _ = rob
+    monkeypatch.setenv("REFEXIT_CACHE", str(tmp_path / "cache"))     # the on-the-fly build goes there
+    texts = [t for t in TEXTS if t] + [""]
+    src = tables.write_rows(tmp_path / "in.jsonl", [{"a": t, "b": t[::-1]} for t in texts])
+    for pair_args, want in (([], cm.classify_text(texts[:-1])),
+                            (["--pair-column", "b"], cm.classify_text(texts[:-1], [t[::-1] for t in texts[:-1]]))):
+        out = tmp_path / f"out{len(pair_args)}.jsonl"
+        assert main(["score", str(folder), str(src), "-o", str(out), "--text-column", "a", *pair_args,
+                     "--policy", "entropy", "--threshold", str(POLICY._thr[0]), "--workers", "2", "--batch", "3",
+                     "--quiet"]) == 0
+        rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+        assert [r["label"] for r in rows[:-1]] == [want.label_names[i] for i in want.labels]
+        assert [r["exit_layer"] for r in rows[:-1]] == want.exit_layers.tolist()
+        assert rows[-1]["label"] is None and rows[-1]["error"]
