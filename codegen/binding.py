@@ -31,7 +31,7 @@ from . import build as _build
 from . import emit as _emit
 from . import pack as _pack
 from .lower import COUNT_POLICIES, head_flops_coeffs, is_integral, lower
-from .text import SPECIAL_TOKENS, TOKENIZERS
+from .text import TOKENIZERS
 
 MANIFEST_SUFFIX = ".manifest.json"
 MANIFEST_FORMAT = 1
@@ -278,12 +278,12 @@ class CompiledModel:
     # ------------------------------------------------------------------ text, tokenized in C
     @property
     def tokenizer_kind(self) -> str:
-        """The tokenizer compiled into the library: "wordpiece", "bpe" or "none" (token ids only)."""
+        """The tokenizer compiled into the library: "wordpiece", "bpe", "unigram" or "none" (token ids only)."""
         return self.manifest["tokenizer"].get("kind", "wordpiece")
 
     def special_tokens(self, pair: bool = False) -> int:
         """How many special tokens the C tokenizer adds around a text (pair: around a pair)."""
-        return SPECIAL_TOKENS[self.tokenizer_kind][int(bool(pair))]
+        return int(self.manifest["tokenizer"].get("special_tokens", [2, 3])[int(bool(pair))])
 
     def encode_text(self, text: str | bytes, pair: str | bytes | None = None, max_length: int = 0
                     ) -> tuple[list[int], list[int]]:
@@ -333,9 +333,9 @@ class CompiledModel:
         byte-level BPE model's text goes through encode_text / classify_text, in C)."""
         if self._tokenizer is None:
             from refexit.tokenizers.wordpiece import Tokenizer
-            if self.tokenizer_kind == "bpe":
-                raise CheckpointError(f"{self.weights_path} holds a byte-level BPE tokenizer, tokenized in C: use "
-                                      f"encode_text / classify_text (or the model folder's tokenizer)")
+            if self.tokenizer_kind in ("bpe", "unigram"):
+                raise CheckpointError(f"{self.weights_path} holds a {self.tokenizer_kind} tokenizer, tokenized in C: "
+                                      f"use encode_text / classify_text (or the model folder's tokenizer)")
             t = self.manifest["tokenizer"]
             vocab = _pack.read_vocab(self.weights_path)
             if not vocab:
@@ -448,6 +448,11 @@ def check_manifest(manifest, where) -> dict:
     integer("pad_token_id", 0, 1 << 22, d=tok, ctx="manifest tokenizer")
     if tok.get("kind", "wordpiece") not in TOKENIZERS:            # absent in manifests before the C BPE
         raise E(f"{where}: manifest field 'tokenizer.kind' must be one of {TOKENIZERS}, got {tok['kind']!r}")
+    sp = tok.get("special_tokens", [2, 3])
+    if not isinstance(sp, list) or len(sp) != 2:
+        raise E(f"{where}: manifest field 'tokenizer.special_tokens' must be a list of two counts")
+    for x in sp:
+        validate.integer(x, f"{where}: manifest field 'tokenizer.special_tokens'", 0, 1 << 10, E)
     return manifest
 
 
@@ -538,7 +543,7 @@ def _manifest(model, plan, res) -> dict:
         "flops": {"layer": [0, 2 * (4 * H * H + 2 * H * I), 4 * H],
                   "heads": [list(head_flops_coeffs(h)) for h in model.exits.heads],
                   "policy": int(policy_flops)},
-        "tokenizer": {"kind": plan.tokenizer, "do_lower_case": cfg.do_lower_case, "strip_accents": cfg.strip_accents,
+        "tokenizer": {"kind": plan.tokenizer, "special_tokens": list(plan.special_tokens), "do_lower_case": cfg.do_lower_case, "strip_accents": cfg.strip_accents,
                       "tokenize_chinese_chars": cfg.tokenize_chinese_chars, "max_length": cfg.max_length,
                       "pad_token_id": cfg.pad_token_id},
     }

@@ -24,7 +24,8 @@ GEMMs' packed weights of a bf16 file (little-endian bfloat16 bits):
                   between them), in the fixed order of `tensor_order`, then the tokenizer section,
                   also 64-byte aligned: the vocab.txt bytes (UTF-8, one token per line) of a
                   WordPiece model, or the packed byte-level BPE tables of a RoBERTa-style model
-                  (codegen.tokenizer_emit.pack_bpe: magic "RXBPE\0\0\1"), or nothing.
+                  (codegen.tokenizer_emit.pack_bpe: magic "RXBPE\0\0\1"), or the packed Unigram tables of an
+                  ALBERT-style model (pack_unigram: "RXUNI\0\0\1"), or nothing.
 
 Array order: emb.word [V,H], emb.pos [P,H], emb.type [Tt,H] (not without token types: DistilBERT),
 emb.ln.w, emb.ln.b (widths E instead of H, then emb.proj.w [H,E], emb.proj.b [H], when the model
@@ -393,8 +394,8 @@ def read_header(path: str | Path) -> Header:
 
 
 def read_vocab(path: str | Path) -> list[str]:
-    """The vocab.txt section of a blob, as a token list (a blob of a byte-level BPE model holds its
-    packed tables there instead: a CheckpointError says so)."""
+    """The vocab.txt section of a blob, as a token list (a blob of a byte-level BPE or Unigram model
+    holds its packed tables there instead: a CheckpointError says so)."""
     h = read_header(path)
     try:
         with open(path, "rb") as f:
@@ -404,9 +405,10 @@ def read_vocab(path: str | Path) -> list[str]:
         raise CheckpointError(f"cannot read the vocabulary of {path}: {e}") from None
     if len(data) != h.vocab_length:
         raise CheckpointError(f"{path}: truncated vocabulary section ({len(data)} of {h.vocab_length} bytes)")
-    from .tokenizer_emit import BPE_MAGIC
-    if data.startswith(BPE_MAGIC):
-        raise CheckpointError(f"{path}: the tokenizer section holds packed byte-level BPE tables, not a vocab.txt")
+    from .tokenizer_emit import BPE_MAGIC, UNIGRAM_MAGIC
+    for magic, what in ((BPE_MAGIC, "byte-level BPE"), (UNIGRAM_MAGIC, "Unigram")):
+        if data.startswith(magic):
+            raise CheckpointError(f"{path}: the tokenizer section holds packed {what} tables, not a vocab.txt")
     try:
         return data.decode("utf-8").split("\n")[:-1] if data else []
     except UnicodeDecodeError as e:

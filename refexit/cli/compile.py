@@ -86,7 +86,7 @@ def _cmd_compile(args) -> int:
     print(f"  model hash {m['model_hash']}; layers {m['num_layers']}, labels {m['num_labels']}, "
           f"max length {m['max_length']}; {m['precision']} on {m['isa']}; OpenMP {'on' if m['openmp'] else 'off'}")
     kind = m["tokenizer"].get("kind", "wordpiece")
-    print("  tokenizer in C: " + {"wordpiece": "WordPiece", "bpe": "byte-level BPE"}.get(
+    print("  tokenizer in C: " + {"wordpiece": "WordPiece", "bpe": "byte-level BPE", "unigram": "Unigram"}.get(
         kind, "none (text calls return ERR_VOCAB; the programs take token ids with --ids)"))
     if getattr(args, "standalone", False):
         from codegen.standalone import build_standalone
