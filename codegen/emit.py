@@ -40,7 +40,7 @@ ERRORS = [
                     "rebuild it with isa=\"scalar\" or for this CPU", "isa"),
     ("ERR_CAPACITY", 15, "the output buffer is too small (*n_tokens holds the size needed)", "input"),
     ("ERR_VOCAB", 16, "the weights file holds no usable vocabulary or tokenizer tables (the text functions need "
-                      "them; a Unigram / ALBERT model takes token ids)", "checkpoint"),
+                      "them; a model whose tokenizer has no C version takes token ids)", "checkpoint"),
     ("ERR_PADDING", 17, "the attention mask is not right padding (nonzero for the tokens, then zero)", "input"),
     ("ERR_PRECISION", 18, "the weights file is of another precision (fp32 / bf16 / int8) than this library was "
                           "compiled for", "checkpoint"),
