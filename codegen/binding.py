@@ -289,8 +289,8 @@ class CompiledModel:
                     ) -> tuple[list[int], list[int]]:
         """(ids, type ids) of text (and pair) from the library's own tokenizer (`<prefix>_tokenize`),
         truncated to max_length (0: the compiled maximum; larger values are allowed, up to 2**31 - 1).
-        str is encoded as UTF-8 (lone surrogates as U+FFFD); bytes go as they are (invalid UTF-8 reads
-        as U+FFFD in C)."""
+        str is encoded as UTF-8 (a lone surrogate as its bytes, which are invalid UTF-8); bytes go as they
+        are; invalid UTF-8 reads as U+FFFD in C, as bytes.decode("utf-8", "replace")."""
         text, pair = _utf8(text), None if pair is None else _utf8(pair)
         if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) or \
                 not 0 <= max_length < 2**31:
@@ -330,7 +330,7 @@ class CompiledModel:
     @property
     def tokenizer(self):
         """A refexit Tokenizer over the vocabulary stored in the weights file (WordPiece models; a
-        byte-level BPE model's text goes through encode_text / classify_text, in C)."""
+        byte-level BPE or Unigram model's text goes through encode_text / classify_text, in C)."""
         if self._tokenizer is None:
             from refexit.tokenizers.wordpiece import Tokenizer
             if self.tokenizer_kind in ("bpe", "unigram"):
@@ -489,7 +489,7 @@ def _utf8(text) -> bytes:
         return text
     if not isinstance(text, str):
         raise InputError(f"a text must be str or bytes, got {type(text).__name__}")
-    return text.encode("utf-8", "replace")
+    return text.encode("utf-8", "surrogatepass")
 
 
 def _int64_c(a):
@@ -543,7 +543,8 @@ def _manifest(model, plan, res) -> dict:
         "flops": {"layer": [0, 2 * (4 * H * H + 2 * H * I), 4 * H],
                   "heads": [list(head_flops_coeffs(h)) for h in model.exits.heads],
                   "policy": int(policy_flops)},
-        "tokenizer": {"kind": plan.tokenizer, "special_tokens": list(plan.special_tokens), "do_lower_case": cfg.do_lower_case, "strip_accents": cfg.strip_accents,
+        "tokenizer": {"kind": plan.tokenizer, "special_tokens": list(plan.special_tokens),
+                      "do_lower_case": cfg.do_lower_case, "strip_accents": cfg.strip_accents,
                       "tokenize_chinese_chars": cfg.tokenize_chinese_chars, "max_length": cfg.max_length,
                       "pad_token_id": cfg.pad_token_id},
     }
