@@ -31,11 +31,13 @@ from . import build as _build
 from . import emit as _emit
 from . import pack as _pack
 from .lower import COUNT_POLICIES, head_flops_coeffs, is_integral, lower
+from .text import TOKENIZERS
 
 MANIFEST_SUFFIX = ".manifest.json"
 MANIFEST_FORMAT = 1
 _EXC = {"checkpoint": CheckpointError, "input": InputError, "memory": MemoryError, "isa": _build.BuildError}
 _ERR_BY_CODE = {code: (name, kind) for name, code, _, kind in _emit.ERRORS}
+_CODES = {name: code for name, code, _, _ in _emit.ERRORS}
 _LIBS: dict = {}                      # (library path, prefix) -> (ffi, lib): cdef + dlopen once
 _LIBS_LOCK = threading.Lock()
 
@@ -333,11 +335,67 @@ class CompiledModel:
                               spent[:, 0], spent[:, 1], out[:, C + 3].astype(np.float64), self.policy_repr,
                               None, list(self.warnings))
 
+    # ------------------------------------------------------------------ text, tokenized in C
+    @property
+    def tokenizer_kind(self) -> str:
+        """The tokenizer compiled into the library: "wordpiece", "bpe", "unigram" or "none" (token ids only)."""
+        return self.manifest["tokenizer"].get("kind", "wordpiece")
+
+    def special_tokens(self, pair: bool = False) -> int:
+        """How many special tokens the C tokenizer adds around a text (pair: around a pair)."""
+        return int(self.manifest["tokenizer"].get("special_tokens", [2, 3])[int(bool(pair))])
+
+    def encode_text(self, text: str | bytes, pair: str | bytes | None = None, max_length: int = 0
+                    ) -> tuple[list[int], list[int]]:
+        """(ids, type ids) of text (and pair) from the library's own tokenizer (`<prefix>_tokenize`),
+        truncated to max_length (0: the compiled maximum; larger values are allowed, up to 2**31 - 1).
+        str is encoded as UTF-8 (a lone surrogate as its bytes, which are invalid UTF-8); bytes go as they
+        are; invalid UTF-8 reads as U+FFFD in C, as bytes.decode("utf-8", "replace")."""
+        text, pair = _utf8(text), None if pair is None else _utf8(pair)
+        if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) or \
+                not 0 <= max_length < 2**31:
+            raise InputError(f"max_length must be an integer in [0, 2**31), got {max_length!r}")
+        fn, null, n = getattr(self.lib, f"{self.prefix}_tokenize"), self.ffi.NULL, self.ffi.new("int *")
+        args = (text, len(text), null if pair is None else pair, 0 if pair is None else len(pair), int(max_length))
+        cap = self.max_length + 8
+        for _ in range(2):                         # the second time with the capacity the C asked for
+            ids, types_ = self.ffi.new("int32_t[]", cap), self.ffi.new("int32_t[]", cap)
+            st = fn(self._handle(), *args, ids, types_, cap, n)
+            if st != _CODES["ERR_CAPACITY"]:
+                break
+            cap = n[0]
+        if st:
+            raise self._error(st, "tokenize")
+        return list(ids[0:n[0]]), list(types_[0:n[0]])
+
+    def classify_text(self, texts, pairs=None) -> ClassifyResult:
+        """Tokenize each text (and pair) in C, truncating to the compiled maximum length, and classify
+        them as one batch: the C library's own text path, as `<prefix>_classify_text` takes it."""
+        if isinstance(texts, (str, bytes)):
+            texts = [texts]
+        if pairs is not None and (isinstance(pairs, (str, bytes)) or len(pairs) != len(texts)):
+            raise InputError(f"pairs must be a list as long as texts ({len(texts)}) or None")
+        rows = [self.encode_text(t, None if pairs is None else pairs[i],
+                                 max(self.max_length, self.special_tokens(pairs is not None)))
+                for i, t in enumerate(texts)]
+        lengths = np.array([len(r[0]) for r in rows], np.int32)
+        ids = np.array([i for r in rows for i in r[0]], np.int32)
+        types_ = np.array([t for r in rows for t in r[1]], np.int32)
+        out = self.classify_raw(ids, types_, lengths)
+        spent = self._flops[out["exit_layer"], lengths]
+        return ClassifyResult(out["logits"].copy(), out["exit_layer"].astype(np.int64), self.num_layers,
+                              self.label_names, spent[:, 0], spent[:, 1], out["margin"].astype(np.float64),
+                              self.policy_repr, None, list(self.warnings))
+
     @property
     def tokenizer(self):
-        """A refexit Tokenizer over the vocabulary stored in the weights file."""
+        """A refexit Tokenizer over the vocabulary stored in the weights file (WordPiece models; a
+        byte-level BPE or Unigram model's text goes through encode_text / classify_text, in C)."""
         if self._tokenizer is None:
             from refexit.tokenizers.wordpiece import Tokenizer
+            if self.tokenizer_kind in ("bpe", "unigram"):
+                raise CheckpointError(f"{self.weights_path} holds a {self.tokenizer_kind} tokenizer, tokenized in C: "
+                                      f"use encode_text / classify_text (or the model folder's tokenizer)")
             t = self.manifest["tokenizer"]
             vocab = _pack.read_vocab(self.weights_path)
             if not vocab:
@@ -448,6 +506,13 @@ def check_manifest(manifest, where) -> dict:
         validate.boolean(tok["strip_accents"], f"{where}: manifest field 'tokenizer.strip_accents'", E)
     integer("max_length", 1, 1 << 40, d=tok, ctx="manifest tokenizer")
     integer("pad_token_id", 0, 1 << 22, d=tok, ctx="manifest tokenizer")
+    if tok.get("kind", "wordpiece") not in TOKENIZERS:            # absent in manifests before the C BPE
+        raise E(f"{where}: manifest field 'tokenizer.kind' must be one of {TOKENIZERS}, got {tok['kind']!r}")
+    sp = tok.get("special_tokens", [2, 3])
+    if not isinstance(sp, list) or len(sp) != 2:
+        raise E(f"{where}: manifest field 'tokenizer.special_tokens' must be a list of two counts")
+    for x in sp:
+        validate.integer(x, f"{where}: manifest field 'tokenizer.special_tokens'", 0, 1 << 10, E)
     return manifest
 
 
@@ -477,6 +542,14 @@ def flops_table(fl: dict, L: int, policy_name: str, max_length: int, check_betwe
     n = np.arange(max_length + 1, dtype=np.int64)                   # [N]
     exact = c[:, :1] + n * (c[:, 1:2] + n * c[:, 2:3])              # [L + 2, N] (< 2**63 for any BERT)
     return np.stack([exact[:-1], np.broadcast_to(exact[-1], exact[:-1].shape)], axis=-1).astype(np.float64)
+
+
+def _utf8(text) -> bytes:
+    if isinstance(text, bytes):
+        return text
+    if not isinstance(text, str):
+        raise InputError(f"a text must be str or bytes, got {type(text).__name__}")
+    return text.encode("utf-8", "surrogatepass")
 
 
 def _int64_c(a):
@@ -530,7 +603,8 @@ def _manifest(model, plan, res) -> dict:
         "flops": {"layer": [0, 2 * (4 * H * H + 2 * H * I), 4 * H],
                   "heads": [list(head_flops_coeffs(h)) for h in model.exits.heads],
                   "policy": int(policy_flops)},
-        "tokenizer": {"do_lower_case": cfg.do_lower_case, "strip_accents": cfg.strip_accents,
+        "tokenizer": {"kind": plan.tokenizer, "special_tokens": list(plan.special_tokens),
+                      "do_lower_case": cfg.do_lower_case, "strip_accents": cfg.strip_accents,
                       "tokenize_chinese_chars": cfg.tokenize_chinese_chars, "max_length": cfg.max_length,
                       "pad_token_id": cfg.pad_token_id},
     }

@@ -39,7 +39,8 @@ ERRORS = [
     ("ERR_ISA", 14, "this library was built for an instruction set the CPU lacks (AVX2 or AVX-512); "
                     "rebuild it with isa=\"scalar\" or for this CPU", "isa"),
     ("ERR_CAPACITY", 15, "the output buffer is too small (*n_tokens holds the size needed)", "input"),
-    ("ERR_VOCAB", 16, "the weights file holds no usable vocabulary (the text functions need one)", "checkpoint"),
+    ("ERR_VOCAB", 16, "the weights file holds no usable vocabulary or tokenizer tables (the text functions need "
+                      "them; a model whose tokenizer has no C version takes token ids)", "checkpoint"),
     ("ERR_PADDING", 17, "the attention mask is not right padding (nonzero for the tokens, then zero)", "input"),
     ("ERR_PRECISION", 18, "the weights file is of another precision (fp32 / bf16 / int8) than this library was "
                           "compiled for", "checkpoint"),

@@ -101,7 +101,9 @@ class Plan:
     model_hash: str = ""               # sha256 hex of the blob payload (arrays + vocab)
     source: str = ""
     warnings: list = field(default_factory=list)
-    # tokenizer settings compiled into the C text API (templates/text.c.j2)
+    # the C tokenizer (codegen/text.py: "wordpiece", "bpe" or "none") and its settings (templates/text.c.j2)
+    tokenizer: str = "none"
+    special_tokens: tuple = (2, 3)     # what the C tokenizer adds around a text / a pair
     do_lower_case: bool = True
     strip_accents: bool | None = None
     tokenize_cjk: bool = True
@@ -220,10 +222,10 @@ def lower(model, policy: Policy | None = None, prefix: str | None = None, max_le
     has_pooler = "pooler.w" in model.weights
     use_lte = ep.lte is not None and ep.lte["w"].shape == (1, F)
     use_ponder = ep.ponder is not None and ep.ponder["pos"].shape == (L, F)
-    from refexit.tokenizers.wordpiece import Tokenizer
-    wordpiece = isinstance(model.tokenizer, Tokenizer)  # what the C tokenizer does; BPE / Unigram: ids only
-    vocab = list(model.tokenizer.vocab) if wordpiece else []
-    vocab_bytes = ("\n".join(vocab) + "\n").encode("utf-8") if vocab else b""
+    kind, vocab_bytes, _ = tokenizer_section(model.tokenizer, cfg.vocab_size)
+    wordpiece = kind == "wordpiece"
+    specials = (model.tokenizer.num_special_tokens(False), model.tokenizer.num_special_tokens(True)) \
+        if kind != "none" else (2, 3)
 
     labels = validate.label_names([str(n) for n in model.label_names] or [f"LABEL_{i}" for i in range(C)], C,
                                   "the model's label names", InputError)
@@ -237,7 +239,8 @@ def lower(model, policy: Policy | None = None, prefix: str | None = None, max_le
                 ponder_hidden=int(ep.ponder["hid.w"].shape[0]) if use_ponder else 0,
                 exit_feature_size=int(F), policy=_policy_plan(policy, L),
                 max_length=int(max_length), max_batch=int(max_batch), max_tokens=int(max_tokens),
-                precision=precision, tensors=[], vocab_bytes=vocab_bytes, source=str(model.source or ""), warnings=list(warnings))
+                precision=precision, tensors=[], vocab_bytes=vocab_bytes, source=str(model.source or ""), warnings=list(warnings),
+                tokenizer=kind, special_tokens=specials)
     tok = model.tokenizer if wordpiece else cfg
     plan.do_lower_case = bool(tok.do_lower_case)
     plan.strip_accents = tok.strip_accents
@@ -255,6 +258,31 @@ def lower(model, policy: Policy | None = None, prefix: str | None = None, max_le
     plan.tensors = pack.layout(model, plan)
     plan.model_hash = pack.model_hash(model, plan)
     return plan
+
+
+def tokenizer_section(tok, vocab_size: int) -> tuple[str, bytes, str]:
+    """(kind, bytes, why) of the tokenizer section of the weights file for a model's tokenizer:
+    ("wordpiece", vocab.txt) for a refexit.tokenizers.wordpiece.Tokenizer, ("bpe", pack_bpe(tok)) /
+    ("unigram", pack_unigram(tok)) for a TokenizerJson one of the C tokenizers implements (RoBERTa's
+    byte-level BPE, ALBERT's Unigram), else ("none", b"", why)."""
+    from refexit.tokenizers.tokenizer_json import BPE, TokenizerJson, Unigram
+    from refexit.tokenizers.wordpiece import Tokenizer
+    from .tokenizer_emit import pack_bpe, pack_unigram
+    if isinstance(tok, Tokenizer):
+        vocab = list(tok.vocab)
+        return ("wordpiece", ("\n".join(vocab) + "\n").encode("utf-8"), "") if vocab else ("none", b"", "no vocabulary")
+    if not isinstance(tok, TokenizerJson):
+        return "none", b"", "the model has no tokenizer"
+    if tok.vocab_size > vocab_size:
+        raise InputError(f"the tokenizer has {tok.vocab_size} tokens but the model's vocabulary {vocab_size}: "
+                         f"token ids would run past the embedding table")
+    kind, pack = {BPE: ("bpe", pack_bpe), Unigram: ("unigram", pack_unigram)}.get(type(tok.model), (None, None))
+    if kind is None:
+        return "none", b"", f"no C tokenizer for the {type(tok.model).__name__} model"
+    try:
+        return kind, pack(tok), ""
+    except ValueError as e:             # a pipeline the C does not implement: token ids only in C
+        return "none", b"", str(e)
 
 
 def head_flops_coeffs(head) -> tuple[int, int, int]:

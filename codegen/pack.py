@@ -14,15 +14,18 @@ GEMMs' packed weights of a bf16 file (little-endian bfloat16 bits):
         72     4  checksum: CRC-32 (ISO-HDLC, as zlib.crc32) of the payload
         76     4  precision of the layer GEMMs' weights: 0 fp32, 1 bf16, 2 int8 (PRECISION_CODES)
         80     8  vocab offset (absolute) of the trailing vocab.txt section
-        88     8  vocab length in bytes (0: no vocabulary)
+        88     8  vocab length in bytes (0: no tokenizer section)
         96    64  16 x u32 dims: vocab, hidden, layers, attention heads, intermediate, positions,
                   token types, labels, exit feature size F, fastbert width, fastbert heads,
                   ponder hidden, number of arrays, projected embedding size E (0: none),
                   position offset (RoBERTa), shared layers (1: ALBERT)
        160    32  reserved (0)
        192     .  payload: the arrays, each starting at a 64-byte aligned file offset (zero padding
-                  between them), in the fixed order of `tensor_order`, then the vocab.txt bytes
-                  (UTF-8, one token per line), also 64-byte aligned.
+                  between them), in the fixed order of `tensor_order`, then the tokenizer section,
+                  also 64-byte aligned: the vocab.txt bytes (UTF-8, one token per line) of a
+                  WordPiece model, or the packed byte-level BPE tables of a RoBERTa-style model
+                  (codegen.tokenizer_emit.pack_bpe: magic "RXBPE\0\0\1"), or the packed Unigram tables of an
+                  ALBERT-style model (pack_unigram: "RXUNI\0\0\1"), or nothing.
 
 Array order: emb.word [V,H], emb.pos [P,H], emb.type [Tt,H] (not without token types: DistilBERT),
 emb.ln.w, emb.ln.b (widths E instead of H, then emb.proj.w [H,E], emb.proj.b [H], when the model
@@ -391,7 +394,8 @@ def read_header(path: str | Path) -> Header:
 
 
 def read_vocab(path: str | Path) -> list[str]:
-    """The vocab.txt section of a blob, as a token list."""
+    """The vocab.txt section of a blob, as a token list (a blob of a byte-level BPE or Unigram model
+    holds its packed tables there instead: a CheckpointError says so)."""
     h = read_header(path)
     try:
         with open(path, "rb") as f:
@@ -401,6 +405,10 @@ def read_vocab(path: str | Path) -> list[str]:
         raise CheckpointError(f"cannot read the vocabulary of {path}: {e}") from None
     if len(data) != h.vocab_length:
         raise CheckpointError(f"{path}: truncated vocabulary section ({len(data)} of {h.vocab_length} bytes)")
+    from .tokenizer_emit import BPE_MAGIC, UNIGRAM_MAGIC
+    for magic, what in ((BPE_MAGIC, "byte-level BPE"), (UNIGRAM_MAGIC, "Unigram")):
+        if data.startswith(magic):
+            raise CheckpointError(f"{path}: the tokenizer section holds packed {what} tables, not a vocab.txt")
     try:
         return data.decode("utf-8").split("\n")[:-1] if data else []
     except UnicodeDecodeError as e:

@@ -527,25 +527,31 @@ def build_bpe_library(out_dir: str | Path, prefix: str = "rxbpe", cc: str | None
 
 
 class CBpeTokenizer:
-    """A compiled byte-level BPE library driven through cffi (tests and tools).
+    """A compiled byte-level BPE library driven through cffi (tests and tools); CUnigramTokenizer
+    the same for the Unigram one.
 
         tok = CBpeTokenizer(build_bpe_library(tmp), pack_bpe(tokenizer_json))
         tok.encode("a text", "a pair", max_length=128)   # (ids, type_ids)
     """
 
     _ffi_cache: dict = {}
+    INFIX = "bpe"                       # symbols <prefix>_bpe_*
+
+    @staticmethod
+    def _emit(prefix: str) -> tuple[str, str]:
+        return emit_bpe_tokenizer(prefix)
 
     def __init__(self, library: str | Path, packed: bytes, prefix: str = "rxbpe"):
         import cffi
-        key = (str(library), prefix)
+        key = (str(library), prefix, self.INFIX)
         if key not in self._ffi_cache:
             ffi = cffi.FFI()
-            ffi.cdef(cffi_declarations(emit_bpe_tokenizer(prefix)[0]))
+            ffi.cdef(cffi_declarations(self._emit(prefix)[0]))
             self._ffi_cache[key] = (ffi, ffi.dlopen(str(library)))
         self.ffi, self.lib = self._ffi_cache[key]
-        self._fn = {n: getattr(self.lib, f"{prefix}_bpe_{n}") for n in
+        self._fn = {n: getattr(self.lib, f"{prefix}_{self.INFIX}_{n}") for n in
                     ("open", "close", "tokenize", "pieces", "strerror", "vocab_size")}
-        out = self.ffi.new(f"{prefix}_bpe **")
+        out = self.ffi.new(f"{prefix}_{self.INFIX} **")
         self._check(self._fn["open"](packed, len(packed), out))
         self.handle = out[0]
         self._grow(1024)
@@ -635,8 +641,8 @@ def build_bpe_driver(out_dir: str | Path, prefix: str = "rxbpe", cc: str | None 
 
 
 def oracle_bpe_line(py, kind: int, text: bytes, pair: bytes, max_length: int, capacity: int) -> str | None:
-    """The line the BPE driver must print for a record, from the oracle `py` (a TokenizerJson
-    whose max_length is at least every record's); None for packed-file records."""
+    """The line the BPE (or Unigram) driver must print for a record, from the oracle `py` (a
+    TokenizerJson whose max_length is at least every record's); None for packed-file records."""
     if kind == 3:
         return None
     t = text.decode("utf-8", "replace")
@@ -645,9 +651,208 @@ def oracle_bpe_line(py, kind: int, text: bytes, pair: bytes, max_length: int, ca
         if len(ids) > capacity:
             return f"103 {len(ids)}"
         return f"0 {len(ids)} " + " ".join(map(str, ids)) + (" |" if ids else "|")
-    if max_length < (4 if kind == 2 else 2):
+    if max_length < max(py.num_special_tokens(kind == 2), 1):
         return "104 -1"
     ids, types = py.encode(t, pair.decode("utf-8", "replace") if kind == 2 else None, max_length)
     if len(ids) > capacity:
         return f"103 {len(ids)}"
     return f"0 {len(ids)} " + " ".join(map(str, ids)) + " | " + " ".join(map(str, types))
+
+
+# ---------------------------------------------------------------- Unigram (ALBERT / SentencePiece tokenizer.json)
+#
+# templates/tokenizer_unigram.{h,c}.j2: the C twin of refexit.tokenizers.tokenizer_json for Unigram
+# pipelines (ALBERT's: Replace, NFKD, StripAccents, Lowercase; WhitespaceSplit + Metaspace; Unigram
+# with scores; TemplateProcessing). The model is not in the C source: pack_unigram() writes it to a
+# small file read at open time (format in tokenizer_unigram.h.j2).
+
+UNIGRAM_FORMAT = 1
+UNIGRAM_ERRORS = [
+    ("OK", 0, "ok"),
+    ("ERR_NULL", 101, "a required pointer argument is NULL"),
+    ("ERR_ARG", 102, "bad argument value (negative capacity, or a text too long)"),
+    ("ERR_CAPACITY", 103, "the output does not fit in capacity (*n_tokens holds the capacity needed)"),
+    ("ERR_MAX_LENGTH", 104, "max_length is too small for the special tokens of the template"),
+    ("ERR_FORMAT", 105, "the packed Unigram file is malformed (bad magic, count, id, score or length)"),
+    ("ERR_NOMEM", 109, "out of memory"),
+    ("ERR_TOO_MANY", 110, "the text has more than INT_MAX tokens"),
+]
+UNIGRAM_CODES = {name: code for name, code, _ in UNIGRAM_ERRORS}
+UNIGRAM_MAGIC = b"RXUNI\0\0\1"
+UNIGRAM_STEPS = {"Replace": 1, "NFD": 2, "NFKD": 3, "StripAccents": 4, "Lowercase": 5}
+UNIGRAM_SCHEMES = {"always": 0, "first": 1, "never": 2}
+
+
+def unigram_tables_source() -> str:
+    """The tables the Unigram tokenizer adds to codegen/unicode_tables.py's (prefix ug_): the
+    compatibility decompositions of NFKD (where they differ from the canonical ones), StripAccents'
+    combining marks and White_Space (pinned files)."""
+    from refexit.tokenizers import unicode_json, unicode_pinned
+    from .unicode_tables import _c_array
+    u = unicode_json.load()
+    cps = sorted(u.compat)
+    offs, pool = [0], []
+    for cp in cps:
+        pool.extend(u.compat[cp])
+        offs.append(len(pool))
+    return "\n".join([
+        "/* NFKD where it differs from NFD (full decompositions; refexit/tokenizers/tokenizer_json_unicode.txt),",
+        "   StripAccents' combining marks (the same file) and White_Space (tokenizer_unicode.txt). */",
+        f"#define UG_N_COMPAT {len(cps)}",
+        f"#define UG_MAX_COMPAT {max(len(v) for v in u.compat.values())}",
+        _c_array(f"static const uint32_t ug_compat_cp[{len(cps)}]", cps, hexa=True),
+        _c_array(f"static const uint16_t ug_compat_off[{len(offs)}]", offs),
+        _c_array(f"static const uint32_t ug_compat_pool[{len(pool)}]", pool, hexa=True),
+        _c_ranges("ug_mark", u.classes["combining_mark"].ranges),
+        _c_ranges("ug_white_space", unicode_pinned.load().whitespace.ranges)])
+
+
+def emit_unigram_tokenizer(prefix: str, header_name: str | None = None) -> tuple[str, str]:
+    """C99 header and source of the Unigram tokenizer; every exported symbol starts with
+    `prefix`_ug_."""
+    if not _PREFIX.match(prefix or ""):
+        raise ValueError(f"prefix {prefix!r} is not a C identifier")
+    header_name = header_name or f"{prefix}_ug.h"
+    env = environment()
+
+    def prov(what):
+        return ("/*\n * " + f"{what}: generated by refexit codegen/tokenizer_emit.py (Unigram format "
+                f"{UNIGRAM_FORMAT}). Do not edit.\n * Tokens as the Rust `tokenizers` Unigram pipeline "
+                "(AutoTokenizer) and refexit.tokenizers.tokenizer_json;\n * Unicode tables pinned.\n"
+                f" * prefix: {prefix}\n */")
+    ctx = dict(prefix=prefix, PREFIX=prefix.upper(), errors=UNIGRAM_ERRORS, header=header_name)
+    header = env.get_template("tokenizer_unigram.h.j2").render(provenance=prov(header_name), **ctx)
+    source = env.get_template("tokenizer_unigram.c.j2").render(
+        provenance=prov(header_name[:-2] + ".c"),
+        tables=unicode_tables.c_source("ug") + "\n" + unigram_tables_source(), **ctx)
+    return header, source
+
+
+def unigram_source_inlined(prefix: str) -> str:
+    """The Unigram tokenizer's C source with its header pasted in (one translation unit, as
+    bpe_source_inlined): symbols `<prefix>_ug_*`."""
+    header_name = f"{prefix}_ug.h"
+    header, source = emit_unigram_tokenizer(prefix, header_name=header_name)
+    include = f'#include "{header_name}"\n'
+    if source.count(include) != 1:
+        raise AssertionError(f"Unigram tokenizer source does not include {header_name} exactly once")
+    return source.replace(include, header)
+
+
+def pack_unigram(tok) -> bytes:
+    """The packed file {prefix}_ug_open reads, from a refexit.tokenizers.TokenizerJson whose pipeline
+    the C code implements: normalizer steps among Replace (a plain string), NFD, NFKD,
+    StripAccents, Lowercase; pre-tokenizer Metaspace, optionally after WhitespaceSplit; Unigram
+    with an unk_id; any post-processor (its templates are packed); added tokens matched on the raw
+    text. Anything else is a ValueError naming it."""
+    import struct
+    from refexit.tokenizers.tokenizer_json import Unigram
+    spec, model = tok.spec, tok.model
+    norm, pre = spec.get("normalizer"), spec.get("pre_tokenizer") or {}
+    problems, steps = [], []
+    for n in ((norm.get("normalizers") or []) if isinstance(norm, dict) and norm.get("type") == "Sequence"
+              else [norm] if norm else []):
+        kind = n.get("type") if isinstance(n, dict) else None
+        if kind not in UNIGRAM_STEPS:
+            problems.append(f"normalizer {kind!r}" + (" (the SentencePiece charsmap)" if kind == "Precompiled" else "")
+                            + f" (supported: {', '.join(UNIGRAM_STEPS)})")
+        elif kind == "Replace":
+            pat = n.get("pattern") or {}
+            if set(pat) != {"String"} or not isinstance(pat["String"], str) or not pat["String"]:
+                problems.append(f"normalizer Replace with pattern {pat!r:.60} (a non-empty String expected)")
+            else:
+                steps.append((1, pat["String"].encode("utf-8"), str(n.get("content", "")).encode("utf-8")))
+        else:
+            steps.append((UNIGRAM_STEPS[kind], b"", b""))
+    pres = pre.get("pretokenizers") or [] if pre.get("type") == "Sequence" else [pre]
+    types = [p.get("type") if isinstance(p, dict) else None for p in pres]
+    meta = pres[-1] if types and types[-1] == "Metaspace" else {}
+    if types not in (["Metaspace"], ["WhitespaceSplit", "Metaspace"]):
+        problems.append(f"pre_tokenizer {types} (Metaspace, optionally after WhitespaceSplit, expected)")
+    elif len(meta.get("replacement", "")) != 1 or meta.get("prepend_scheme", "always") not in UNIGRAM_SCHEMES:
+        problems.append(f"Metaspace {meta!r:.80} (one replacement character, prepend_scheme always / first / never)")
+    if not isinstance(model, Unigram) or model.unk_id is None:
+        problems.append("model (Unigram with an unk_id expected)")
+    if tok.added.normed:
+        problems.append("added tokens with normalized true")
+    if problems:
+        raise ValueError("the C Unigram tokenizer does not implement this tokenizer.json: " + "; ".join(problems))
+
+    def template(items):
+        out = []
+        for x, t in items:
+            for i in ([-1] if x == "A" else [-2] if x == "B" else x):
+                out.append(struct.pack("<ii", i, t))
+        return out
+    single, pair = template(tok.post.single), template(tok.post.pair)
+    flags = (int(types[0] == "WhitespaceSplit") | 2 * int(bool(meta.get("split", True)))
+             | 4 * UNIGRAM_SCHEMES[meta.get("prepend_scheme", "always")])
+    added = [(f["id"], int(f["lstrip"]) | 2 * int(f["rstrip"]), c.encode("utf-8")) for c, f in tok.added.raw.items()]
+    out = [UNIGRAM_MAGIC, struct.pack("<IIIIIiIII", tok.vocab_size, len(model.pieces), len(added), flags,
+                                      ord(meta["replacement"]), model.unk_id, len(steps), len(single), len(pair))]
+    for op, a, b in steps:
+        out += [struct.pack("<III", op, len(a), len(b)), a, b]
+    for piece, score in zip(model.pieces, model.scores):
+        b = piece.encode("utf-8")
+        out += [struct.pack("<dI", score, len(b)), b]
+    for i, f, c in added:
+        out += [struct.pack("<iII", i, f, len(c)), c]
+    return b"".join(out + single + pair)
+
+
+def write_unigram_tokenizer(prefix: str, out_dir: str | Path) -> tuple[Path, Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    header, source = emit_unigram_tokenizer(prefix)
+    h, c = out_dir / f"{prefix}_ug.h", out_dir / f"{prefix}_ug.c"
+    h.write_text(header, encoding="utf-8")
+    c.write_text(source, encoding="utf-8")
+    return h, c
+
+
+def build_unigram_library(out_dir: str | Path, prefix: str = "rxug", cc: str | None = None,
+                          flags: tuple[str, ...] = ("-O2",)) -> Path:
+    """Write the Unigram tokenizer into out_dir and compile it into a shared library (tests, tools)."""
+    import os
+    import shlex
+    _, c = write_unigram_tokenizer(prefix, out_dir)
+    lib = Path(out_dir) / f"lib{prefix}.so"
+    _compile(shlex.split(cc or os.environ.get("CC") or "cc") + ["-std=c99", "-shared", "-fPIC"] + list(flags)
+             + [str(c), "-o", str(lib)])
+    return lib
+
+
+class CUnigramTokenizer(CBpeTokenizer):
+    """A compiled Unigram library driven through cffi (tests and tools):
+    CUnigramTokenizer(build_unigram_library(tmp), pack_unigram(tokenizer_json))."""
+
+    INFIX = "ug"
+
+    @staticmethod
+    def _emit(prefix: str) -> tuple[str, str]:
+        return emit_unigram_tokenizer(prefix)
+
+    def __init__(self, library: str | Path, packed: bytes, prefix: str = "rxug"):
+        super().__init__(library, packed, prefix)
+
+
+def unigram_driver_source(prefix: str = "rxug") -> str:
+    """C source of a program running the Unigram tokenizer over a file of records (driver_record
+    format), for sanitizer builds. Usage: driver PACKED INPUTS (kinds as bpe_driver_source)."""
+    return (bpe_driver_source(prefix).replace(f'"{prefix}_bpe.h"', f'"{prefix}_ug.h"')
+            .replace(f"{prefix}_bpe", f"{prefix}_ug"))
+
+
+def build_unigram_driver(out_dir: str | Path, prefix: str = "rxug", cc: str | None = None,
+                         flags: tuple[str, ...] = ("-O1", "-g")) -> Path:
+    """The Unigram tokenizer and unigram_driver_source() linked into out_dir/<prefix>_driver."""
+    import os
+    import shlex
+    out_dir = Path(out_dir)
+    _, c = write_unigram_tokenizer(prefix, out_dir)
+    drv = out_dir / f"{prefix}_driver.c"
+    drv.write_text(unigram_driver_source(prefix), encoding="utf-8")
+    exe = out_dir / f"{prefix}_driver"
+    _compile(shlex.split(cc or os.environ.get("CC") or "cc") + ["-std=c99"] + list(flags)
+             + [str(drv), str(c), "-o", str(exe)])
+    return exe

@@ -14,8 +14,8 @@ Inputs (as tools/check_tokenizer_hf.py, the sibling for BERT's WordPiece and its
               singles at 512 and 16, consecutive pairs at 17 and 32
 
 `TokenizerJson`, what `load_tokenizer` returns for the folder (wordpiece.Tokenizer for the BERT
-WordPiece kinds) and, for byte-level BPE folders, the generated C (codegen.tokenizer_emit.pack_bpe,
-CBpeTokenizer) are checked. Prints one line per (kind, input set, max_length) and the
+WordPiece kinds) and, for byte-level BPE and Unigram folders, the generated C
+(codegen.tokenizer_emit.pack_bpe / CBpeTokenizer, pack_unigram / CUnigramTokenizer) are checked. Prints one line per (kind, input set, max_length) and the
 totals; exit status 1 on any mismatch.
 """
 from __future__ import annotations
@@ -48,12 +48,15 @@ def check_folder(folder: Path, sets: dict[str, list[str]], show: int, pair_chars
     assert hf.is_fast, type(hf)
     ours = {"pipeline": TokenizerJson.from_file(folder / "tokenizer.json", max_length=1 << 20),
             "load_tokenizer": load_tokenizer(folder, max_length=1 << 20)}
-    try:                                           # the generated C, for the pipelines it implements
-        from codegen import tokenizer_emit as te
-        packed = te.pack_bpe(ours["pipeline"])
-        ours["C"] = te.CBpeTokenizer(te.build_bpe_library(tempfile.mkdtemp(prefix="refexit-bpecheck-")), packed)
-    except ValueError:
-        pass
+    from codegen import tokenizer_emit as te      # the generated C, for the pipelines it implements
+    for pack, build, wrap in ((te.pack_bpe, te.build_bpe_library, te.CBpeTokenizer),
+                              (te.pack_unigram, te.build_unigram_library, te.CUnigramTokenizer)):
+        try:
+            packed = pack(ours["pipeline"])
+        except ValueError:
+            continue
+        ours["C"] = wrap(build(tempfile.mkdtemp(prefix="refexit-ccheck-")), packed)
+        break
     for who, tok in ours.items():                  # each text is tokenized once, then truncated per case
         if who == "C":
             continue

@@ -76,31 +76,34 @@ def bl_input(rng: random.Random, corpus: list[bytes]) -> bytes:
     return random_input(rng, corpus)
 
 
-def main(argv=None) -> int:
+def main(argv=None, kind: str = "bpe") -> int:
+    """The fuzzing loop; kind "bpe" (this tool) or "unigram" (tools/fuzz_tokenizer_unigram.py, which
+    passes its own variant and input makers)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=300)
     ap.add_argument("--batches", type=int, default=0, help="stop after this many batches (0: use --seconds)")
     ap.add_argument("--batch-size", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--cc", default=os.environ.get("CC") or ("clang" if shutil.which("clang") else "cc"))
-    ap.add_argument("--out", default="fuzz_tokenizer_bpe_failures")
+    ap.add_argument("--out", default=f"fuzz_tokenizer_{kind}_failures")
     args = ap.parse_args(argv)
+    k = KINDS[kind]
     seed = args.seed if args.seed is not None else random.randrange(2**32)
     rng = random.Random(seed)
-    work = Path(tempfile.mkdtemp(prefix="refexit-fuzzbpe-"))
+    work = Path(tempfile.mkdtemp(prefix=f"refexit-fuzz{kind}-"))
     try:
-        exe = te.build_bpe_driver(work, cc=args.cc, flags=SAN_FLAGS)
+        exe = k["driver"](work, cc=args.cc, flags=SAN_FLAGS)
     except RuntimeError as e:
         print(f"cannot build with sanitizers ({args.cc}): {e}", file=sys.stderr)
         return 2
-    bases = [json.loads((GOLDEN / k / "tokenizer.json").read_text(encoding="utf-8")) for k in ("roberta", "roberta_prefix")]
+    bases = [json.loads((GOLDEN / b / "tokenizer.json").read_text(encoding="utf-8")) for b in k["bases"]]
     corpus = load_corpus()
     print(f"seed {seed}; driver {exe} ({args.cc}); batches of {args.batch_size}", flush=True)
     start, batch, total = time.time(), 0, 0
     while (batch < args.batches) if args.batches else (time.time() - start < args.seconds):
-        spec = variant(rng, rng.choice(bases))
+        spec = k["variant"](rng, rng.choice(bases))
         py = TokenizerJson(spec, max_length=2**31 - 1)
-        packed = te.pack_bpe(py)
+        packed = k["pack"](py)
         records = []
         for _ in range(args.batch_size):
             kind = rng.choice([0, 1, 2, 1, 2, 3] if rng.random() < 0.05 else [0, 1, 2])
@@ -111,8 +114,8 @@ def main(argv=None) -> int:
                         b[rng.randrange(len(b))] = rng.randrange(256)
                 records.append((3, bytes(b), b"", 0, 0))
                 continue
-            pair = bl_input(rng, corpus) if kind == 2 else b""
-            records.append((kind, bl_input(rng, corpus), pair, rng.choice([2, 3, 4, 5, 16, 128, 512, 2**31 - 1]),
+            pair = k["input"](rng, corpus) if kind == 2 else b""
+            records.append((kind, k["input"](rng, corpus), pair, rng.choice([2, 3, 4, 5, 16, 128, 512, 2**31 - 1]),
                             rng.choice([0, 3, 64, 600, 1 << 16])))
         (work / "packed.bin").write_bytes(packed)
         (work / "inputs.bin").write_bytes(b"".join(te.driver_record(*r) for r in records))
@@ -148,6 +151,10 @@ def main(argv=None) -> int:
     print(f"no sanitizer report and no mismatch in {total} inputs ({batch} batches, seed {seed})")
     shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+KINDS = {"bpe": dict(driver=te.build_bpe_driver, bases=("roberta", "roberta_prefix"), variant=variant,
+                    pack=te.pack_bpe, input=bl_input)}
 
 
 if __name__ == "__main__":

@@ -57,8 +57,9 @@ def records(model, policy, texts: list[str], pairs: list | None, max_length: int
     tok = model.tokenizer
     pairs = pairs if pairs is not None else [None] * len(texts)
     limit = tok.max_length if max_length is None else max_length
-    full = [len(tok.tokenize(t)) + 2 + (0 if p is None else len(tok.tokenize(p)) + 1) for t, p in zip(texts, pairs)]
-    empty = [n <= (2 if p is None else 3) for n, p in zip(full, pairs)]
+    full = [len(tok.tokenize(t)) + (0 if p is None else len(tok.tokenize(p))) + tok.num_special_tokens(p is not None)
+            for t, p in zip(texts, pairs)]
+    empty = [n <= tok.num_special_tokens(p is not None) for n, p in zip(full, pairs)]
     out: list[dict] = [{"error": "empty text"} for _ in texts]
     for with_pair in (False, True):           # single texts and pairs: one batch each
         todo = [i for i in range(len(texts)) if not empty[i] and (pairs[i] is not None) == with_pair]

@@ -85,6 +85,9 @@ def _cmd_compile(args) -> int:
         print(f"  {m[key]:<32} {path.stat().st_size:>12,} bytes")
     print(f"  model hash {m['model_hash']}; layers {m['num_layers']}, labels {m['num_labels']}, "
           f"max length {m['max_length']}; {m['precision']} on {m['isa']}; OpenMP {'on' if m['openmp'] else 'off'}")
+    kind = m["tokenizer"].get("kind", "wordpiece")
+    print("  tokenizer in C: " + {"wordpiece": "WordPiece", "bpe": "byte-level BPE", "unigram": "Unigram"}.get(
+        kind, "none (text calls return ERR_VOCAB; the programs take token ids with --ids)"))
     if getattr(args, "standalone", False):
         from codegen.standalone import build_standalone
         res = build_standalone(out, prefix=m["prefix"], cc=args.cc,

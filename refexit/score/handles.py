@@ -61,6 +61,7 @@ class Scorer:
         self._len_p = f("int32_t[]", self.lengths)
         self._out_p = f(f"{p}_result[]", self.out, require_writable=True)
         self._n = self.ffi.new("int *")
+        self.specials = (cm.special_tokens(False), cm.special_tokens(True))   # a text of only these is empty
 
     def _check(self, st: int, what: str) -> None:
         if st:
@@ -73,7 +74,7 @@ class Scorer:
 
     def classify(self, texts: list[bytes], pairs: list | None = None):
         """UTF-8 texts (pairs[i]: None or the second text) -> (results [n] structured array of
-        logits/label/exit_layer/score/margin, empty [n] bool: no token besides [CLS]/[SEP]).
+        logits/label/exit_layer/score/margin, empty [n] bool: no token besides the special ones).
         len(texts) <= batch. Texts are truncated to the compiled maximum length."""
         n = len(texts)
         if n > self.batch:
@@ -88,7 +89,7 @@ class Scorer:
                                 0, self._ids_p + off, self._types_p + off, T, self._n)
             self._check(st, f"tokenize (text {i})")
             m = self._n[0]
-            if m <= (2 if pair is None else 3):
+            if m <= self.specials[pair is not None]:
                 empty[i] = True
                 continue
             self.lengths[k] = m

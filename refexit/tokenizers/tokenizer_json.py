@@ -819,6 +819,10 @@ class TokenizerJson:
     def vocab_size(self) -> int:
         return len(self.vocab)
 
+    def num_special_tokens(self, pair: bool = False) -> int:
+        """The special tokens encode adds (the post-processor's: RoBERTa <s> a </s> (</s> b </s>))."""
+        return self.post.added(pair)
+
     # -- text -> ids
 
     def tokenize_ids(self, text: str) -> list[int]:

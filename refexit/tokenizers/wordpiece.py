@@ -372,6 +372,10 @@ class Tokenizer:
     def vocab_size(self) -> int:
         return len(self.vocab)
 
+    def num_special_tokens(self, pair: bool = False) -> int:
+        """The special tokens encode adds: [CLS] a [SEP] (b [SEP])."""
+        return 3 if pair else 2
+
     # -- text -> word pieces
 
     def tokenize(self, text: str) -> list[str]:
