@@ -226,6 +226,27 @@ def test_unknown_kind_objective_and_extras_are_refused():
             T.train_exits(m, ftr, ytr, fdv, ydv, m.label_names, **kw)
 
 
+def test_scalar_mix_training_needs_the_models_pooler():
+    m, _, ftr, ytr, fdv, ydv = toy_task(kind="scalar_mix")
+    bare = Model(m.config, {k: v for k, v in m.weights.items() if not k.startswith("pooler.")}, m.exits,
+                 m.label_names, m.tokenizer)
+    with pytest.raises(refexit.InputError, match="scalar_mix heads need the model's pooler"):
+        T.train_exits(bare, ftr, ytr, fdv, ydv, m.label_names, kind="scalar_mix", train_final=True)
+
+
+def test_scalar_mix_heads_learn_their_mix_and_keep_one_weight_per_layer():
+    m, _, ftr, ytr, fdv, ydv = toy_task(kind="scalar_mix", num_layers=4)
+    res = T.train_exits(m, ftr, ytr, fdv, ydv, m.label_names, kind="scalar_mix", cfg=FAST, extras=(),
+                        train_final=True)
+    import dataclasses
+    start = T.train_exits(m, ftr, ytr, fdv, ydv, m.label_names, kind="scalar_mix", extras=(), train_final=True,
+                          cfg=dataclasses.replace(FAST, max_epochs=0))          # the initial parameters
+    for k, (h, h0) in enumerate(zip(res.exits.heads, start.exits.heads), start=1):
+        assert h.kind == "scalar_mix" and h.params["mix"].shape == (k,)
+        if k > 1:                                  # the mix is trained, not left at its random start
+            assert np.abs(h.mix_weights - h0.mix_weights).max() > 1e-3, k
+
+
 # ---------------------------------------------------------------- save / load round trip
 @pytest.mark.parametrize("kind", T.TRAINABLE_KINDS)
 def test_trained_exits_round_trip_through_safetensors(tmp_path, kind):

@@ -215,6 +215,7 @@ def fit(params: dict, loss_grad, n: int, dev_loss, cfg: TrainConfig, rng) -> tup
     opt = Adam(params, cfg.lr)
     best, best_params, bad = dev_loss(params), {k: v.copy() for k, v in params.items()}, 0
     log = {"dev_loss": [best], "train_loss": [], "best_epoch": 0}
+    epoch = 0                                   # max_epochs 0: the initial parameters
     for epoch in range(1, cfg.max_epochs + 1):
         perm, total = rng.permutation(n), 0.0
         for s in range(0, n, cfg.batch_size):
