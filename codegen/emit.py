@@ -133,8 +133,9 @@ def _context(plan) -> dict:
     rule = POLICY_RULES[pol.name].format(op="<=" if pol.inclusive else "<", how=how, between=between)
     thresholds = list(pol.thresholds) + [0.0]                 # [L]: the last one is never read
     head_layers = [(i, h) for i, h in enumerate(plan.heads) if h.kind != "none"]
-    kinds = {"pooler": any(h.kind in ("pooler_linear", "shared_pooler") for _, h in head_layers),
-             "mean_linear": any(h.kind == "mean_linear" for _, h in head_layers)}
+    kinds = {"pooler": any(h.kind in ("pooler_linear", "shared_pooler", "scalar_mix") for _, h in head_layers),
+             "mean_linear": any(h.kind == "mean_linear" for _, h in head_layers),
+             "scalar_mix": any(h.kind == "scalar_mix" for _, h in head_layers)}
     hb = bytes.fromhex(plan.model_hash)
     fmt = {"version": pack.FORMAT_VERSION, "header_size": pack.HEADER_SIZE,
            "file_size": pack.file_size(plan),
@@ -149,9 +150,9 @@ def _context(plan) -> dict:
         PREFIX=plan.prefix.upper(), errors=[e[:3] for e in ERRORS],
         fb=plan.fastbert, kinds=kinds, head_layers=head_layers,
         pooler_acts=any(h.act != "tanh" for _, h in head_layers),     # a relu / gelu classifier (families)
-        last_reads_cls=plan.heads[L - 1].kind in ("pooler_linear", "shared_pooler"),
+        last_reads_cls=plan.heads[L - 1].kind in ("pooler_linear", "shared_pooler", "scalar_mix"),
         slots=[(c_lvalue(s.name), s) for s in plan.tensors],
-        shared_pooler_layers=[i for i, h in head_layers if h.kind == "shared_pooler"],
+        shared_pooler_layers=[i for i, h in head_layers if h.kind in ("shared_pooler", "scalar_mix")],
         missing_head_layers=[(i, h) for i, h in enumerate(plan.heads[:L - 1]) if h.kind == "none"],
         label_names=", ".join(c_string(n) for n in plan.label_names),
         thresholds=", ".join(c_float(t) for t in thresholds),
@@ -165,8 +166,8 @@ def _context(plan) -> dict:
 
 def emit(plan) -> tuple[str, str]:
     """Plan -> (header text, source text)."""
-    if plan.has_pooler is False and any(h.kind == "shared_pooler" for h in plan.heads):
-        raise ValueError("a shared_pooler head needs the model's pooler")
+    if plan.has_pooler is False and any(h.kind in ("shared_pooler", "scalar_mix") for h in plan.heads):
+        raise ValueError("shared_pooler and scalar_mix heads need the model's pooler")
     env = environment()
     ctx = _context(plan)
     header = env.get_template("model.h.j2").render(provenance=provenance(plan, f"{plan.prefix}.h"), **ctx)

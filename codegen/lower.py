@@ -25,7 +25,7 @@ RESERVED_PREFIXES = {"f", "r", "w", "x"}
 DEFAULT_MAX_BATCH = 32          # samples per internal chunk (classify_batch takes any batch size)
 DEFAULT_TOKEN_BUDGET = 4096     # tokens per internal chunk, at least max_length
 ACTIVATION_C = {"gelu": "gelu_erf", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
-HEAD_KIND_IDS = {"none": 0, "pooler_linear": 1, "shared_pooler": 2, "mean_linear": 3, "fastbert": 4}
+HEAD_KIND_IDS = {"none": 0, "pooler_linear": 1, "shared_pooler": 2, "mean_linear": 3, "fastbert": 4, "scalar_mix": 5}
 POLICY_KINDS = ("entropy", "norm_entropy", "max_prob", "learned", "ponder", "patience", "window", "static", "de3", "edgebert",
                 "ceebert")
 COUNT_POLICIES = ("patience", "window", "static")   # their run-time "threshold" is an integer count
@@ -34,7 +34,7 @@ MAX_EMBEDDING_SIZE = 8192       # E of a projected embedding: one row of it live
 
 @dataclass(frozen=True)
 class HeadPlan:
-    kind: str                  # pooler_linear | shared_pooler | mean_linear | fastbert | none
+    kind: str                  # pooler_linear | shared_pooler | mean_linear | fastbert | scalar_mix | none
     feature_size: int = 0      # F: fc.w is [C, F]
     l2norm: bool = False       # mean_linear
     attn_heads: int = 0        # fastbert

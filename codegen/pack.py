@@ -150,7 +150,7 @@ def tensor_order(model, plan) -> list[str]:
     for i, h in enumerate(plan.heads):
         if h.kind != "none":
             names += [f"heads.{i}.{p}" for p in param_shapes(h.kind, plan.hidden, plan.num_labels,
-                                                               h.width or 128)]
+                                                               h.width or 128, layer=i + 1)]
     if plan.lte:
         names += ["lte.w", "lte.b"]
     if plan.ponder_hidden:

@@ -33,7 +33,7 @@ import numpy as np
 from . import arch, jsonio, safetensors_io, validate
 from .config import BertConfig
 from .errors import CheckpointError
-from .heads import FASTBERT_WIDTH, HEAD_KINDS, ExitParams, Head, param_shapes
+from .heads import FASTBERT_WIDTH, HEAD_KINDS, MODEL_POOLER_KINDS, ExitParams, Head, param_shapes
 
 EXITS_FILE = "exits.safetensors"
 EXITS_FORMAT = "1"
@@ -274,7 +274,7 @@ def _fill_heads(heads, tensors, seen, kind, H, where, from_exits, l2norm=False, 
         C = params["fc.w"].shape[0] if "fc.w" in params and params["fc.w"].ndim == 2 else None
         if C is None:
             raise CheckpointError(f"{where}: exit head {i} lacks 'fc.w' [C, F]")
-        expected = param_shapes(kind, H, C, width)
+        expected = param_shapes(kind, H, C, width, layer=i + 1)
         for pname, shape in expected.items():
             if pname not in params:
                 raise CheckpointError(f"{where}: exit head {i} ({kind}) lacks tensor "
@@ -284,6 +284,11 @@ def _fill_heads(heads, tensors, seen, kind, H, where, from_exits, l2norm=False, 
         if extra:
             raise CheckpointError(f"{where}: exit head {i} ({kind}) has unexpected tensor(s) "
                                   f"{sorted(f'heads.{i}.{e}' for e in extra)}")
+        if kind == "scalar_mix":
+            mix = np.asarray(params["mix"], np.float64)
+            if not np.all(np.isfinite(mix)) or not np.any(mix != 0):
+                raise CheckpointError(f"{where}: tensor {seen.get(f'heads.{i}.mix', f'heads.{i}.mix')!r} (the "
+                                      f"scalar mix weights, L2-normalised) must be finite and not all zero")
         heads[i] = Head(kind, params, l2norm=l2norm, attn_heads=attn_heads)
 
 
@@ -407,7 +412,7 @@ def _check_heads(ep: ExitParams, weights, cfg, where):
             continue
         if h.num_labels != C:
             raise CheckpointError(f"{where}: exit head {i} has {h.num_labels} outputs, the others {C}")
-        if h.kind == "shared_pooler" and "pooler.w" not in weights:
+        if h.kind in MODEL_POOLER_KINDS and "pooler.w" not in weights:
             raise CheckpointError(f"{where}: exit head {i} uses the model's pooler, which the checkpoint lacks")
     if cfg.num_labels and C != cfg.num_labels:
         raise CheckpointError(f"{where}: heads have {C} outputs but config id2label has {cfg.num_labels}")

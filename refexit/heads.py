@@ -7,6 +7,10 @@ feature vector. Kinds (methods.md):
   shared_pooler  feat = tanh(model_pooler(x[0]))               F = H   (PABEE; the HF classifier)
   mean_linear    feat = mean_t x[t]  (optionally L2-normalised) F = H
   fastbert       feat = tanh(pre(attn_W(tanh(proj(x)))[0]))     F = W = 128 (FastBERT)
+  scalar_mix     feat = sum_j w_j tanh(model_pooler(h_j[0])), j = 1..k, w = mix / ||mix||_2
+                                                                F = H   (Right Tool)
+The scalar_mix head after layer k reads the [CLS] states of layers 1..k, not only x: the caller
+passes the earlier ones (`cls_prev` [k-1, H]); its parameter `mix` has k entries.
 """
 from __future__ import annotations
 
@@ -17,13 +21,15 @@ import numpy as np
 from . import nn
 from .errors import CheckpointError
 
-HEAD_KINDS = ("pooler_linear", "shared_pooler", "mean_linear", "fastbert")
+HEAD_KINDS = ("pooler_linear", "shared_pooler", "mean_linear", "fastbert", "scalar_mix")
+MODEL_POOLER_KINDS = ("shared_pooler", "scalar_mix")   # read the model's own pooler
 FASTBERT_WIDTH = 128
 POOLER_ACT = {"tanh": np.tanh, "relu": nn.relu, "gelu": nn.gelu}   # Head.act (arch.CLASSIFIER_ACTS)
 
 
-def param_shapes(kind: str, H: int, C: int, width: int = FASTBERT_WIDTH) -> dict[str, tuple]:
-    """Expected parameter shapes of one head of `kind` (Linear weights are [out, in])."""
+def param_shapes(kind: str, H: int, C: int, width: int = FASTBERT_WIDTH, layer: int = 1) -> dict[str, tuple]:
+    """Expected parameter shapes of one head of `kind` after 1-based `layer` (Linear weights are
+    [out, in]; scalar_mix: one mix weight per layer 1..layer)."""
     if kind == "pooler_linear":
         return {"pooler.w": (H, H), "pooler.b": (H,), "fc.w": (C, H), "fc.b": (C,)}
     if kind in ("shared_pooler", "mean_linear"):
@@ -35,6 +41,8 @@ def param_shapes(kind: str, H: int, C: int, width: int = FASTBERT_WIDTH) -> dict
             shapes[f"{n}.w"], shapes[f"{n}.b"] = (W, W), (W,)
         shapes.update({"fc.w": (C, W), "fc.b": (C,)})
         return shapes
+    if kind == "scalar_mix":
+        return {"mix": (layer,), "fc.w": (C, H), "fc.b": (C,)}
     raise ValueError(f"unknown head kind {kind!r} (known: {', '.join(HEAD_KINDS)})")
 
 
@@ -53,6 +61,16 @@ class Head:
             if isinstance(a, bool) or not isinstance(a, (int, np.integer)) or a < 1 or W % a:
                 raise CheckpointError(f"a fastbert head of width {W} cannot have {a!r} attention heads "
                                       f"(a positive divisor of the width is needed)")
+        if self.kind == "scalar_mix":
+            a = np.asarray(self.params["mix"], np.float64)
+            if not np.all(np.isfinite(a)) or not np.any(a != 0):
+                raise CheckpointError(f"a scalar_mix head's 'mix' weights must be finite and not all zero "
+                                      f"(they are L2-normalised), got {a.tolist()}")
+
+    @property
+    def mix_weights(self):                                  # scalar_mix: [k] mix / ||mix||_2
+        a = self.params["mix"]
+        return a / np.sqrt(np.sum(a * a))
 
     @property
     def num_labels(self) -> int:
@@ -62,8 +80,9 @@ class Head:
     def feature_size(self) -> int:
         return self.params["fc.w"].shape[1]
 
-    def features(self, x, pooler_w=None, pooler_b=None):
-        """x [T, H] hidden states of the real tokens -> feat [F]."""
+    def features(self, x, pooler_w=None, pooler_b=None, cls_prev=None):
+        """x [T, H] hidden states of the real tokens -> feat [F]. scalar_mix: cls_prev [k-1, H] the
+        [CLS] states h_1[0] .. h_{k-1}[0] of the earlier layers (x[0] is h_k[0])."""
         p = self.params
         if self.kind == "pooler_linear":
             return POOLER_ACT[self.act](nn.linear(x[0], p["pooler.w"], p["pooler.b"]))   # [H]
@@ -78,6 +97,18 @@ class Head:
             a = nn.attention(y, mask, p["q.w"], p["q.b"], p["k.w"], p["k.b"], p["v.w"], p["v.b"],
                              p["o.w"], p["o.b"], self.attn_heads)                   # [T, W]
             return np.tanh(nn.linear(a[0], p["pre.w"], p["pre.b"]))                 # [W]
+        if self.kind == "scalar_mix":
+            k = len(p["mix"])
+            prev = np.zeros((0, x.shape[1]), x.dtype) if cls_prev is None else np.asarray(cls_prev)
+            if len(prev) != k - 1:
+                raise ValueError(f"a scalar_mix head over {k} layers needs the {k - 1} earlier [CLS] "
+                                 f"states, got {len(prev)}")
+            pooled = [np.tanh(nn.linear(v, pooler_w, pooler_b)) for v in list(prev) + [x[0]]]   # k x [H]
+            w = self.mix_weights                                                    # [k]
+            feat = w[0] * pooled[0]
+            for j in range(1, k):                                                   # in layer order, as the C
+                feat = feat + w[j] * pooled[j]
+            return feat                                                             # [H]
         raise ValueError(f"unknown head kind {self.kind!r}")
 
     def logits(self, feat):                                                         # [F] -> [C]
@@ -89,8 +120,9 @@ class Head:
         if self.kind == "fastbert":
             W, Hin = self.params["proj.w"].shape
             return 2 * (T * W * Hin + 4 * T * W * W + 2 * T * T * W + W * W + C * W)
-        pool = 2 * H * H if self.kind in ("pooler_linear", "shared_pooler") else 0
-        return pool + 2 * C * H
+        pool = 2 * H * H if self.kind in ("pooler_linear", "shared_pooler", "scalar_mix") else 0
+        mix = 2 * len(self.params["mix"]) * H if self.kind == "scalar_mix" else 0   # earlier layers' pooled kept
+        return pool + mix + 2 * C * H
 
     def astype(self, dtype) -> "Head":
         return Head(self.kind, {k: v.astype(dtype) for k, v in self.params.items()},

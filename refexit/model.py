@@ -128,10 +128,14 @@ class Model:
         return nn.encoder_layer(x, key_mask, self._layers[i], c.num_attention_heads, c.hidden_act,
                                 c.layer_norm_eps, nn.LINEAR[self.precision])
 
-    def head(self, layer: int, x):
-        """Exit head after 1-based `layer` on real-token states x [n, H] -> (logits [C], feat [F])."""
+    def head(self, layer: int, x, cls_prev=None):
+        """Exit head after 1-based `layer` on real-token states x [n, H] -> (logits [C], feat [F]).
+        cls_prev [layer-1, H]: the earlier layers' [CLS] states (read by scalar_mix heads only)."""
         h = self.exits.heads[layer - 1]
-        feat = h.features(x, self.weights.get("pooler.w"), self.weights.get("pooler.b"))
+        if h.kind == "scalar_mix" and cls_prev is None:
+            raise InputError(f"the scalar_mix head after layer {layer} needs the [CLS] states of layers "
+                             f"1..{layer - 1} (cls_prev)")
+        feat = h.features(x, self.weights.get("pooler.w"), self.weights.get("pooler.b"), cls_prev)
         return h.logits(feat), feat
 
     def layer_flops(self, n: int) -> int:
@@ -198,14 +202,17 @@ class Model:
         traces = [[] for _ in range(B)] if trace else None
         states = [policy.start() for _ in range(B)]
         x = {b: self.embed(ids, types) for b, (ids, types) in enumerate(rows)}   # b -> [n_b, H]
+        cls = {b: [] for b in x}                    # b -> [CLS] states of its layers so far (scalar_mix)
         for layer in range(1, L + 1):
             for b in list(x):                       # the samples still running
                 x[b] = self.layer(layer - 1, x[b])
+                cls[b].append(x[b][0])
                 n = len(x[b])
                 flops[b] += self.layer_flops(n)
                 if layer < L and not policy.evaluates_head(layer, states[b]):
                     continue                        # e.g. the static baseline evaluates one head only
-                z, feat = self.head(layer, x[b])
+                prev = np.array(cls[b][:-1], x[b].dtype).reshape(layer - 1, x[b].shape[1])    # [layer-1, H]
+                z, feat = self.head(layer, x[b], prev)
                 flops[b] += self.exits.heads[layer - 1].flops(n)
                 if layer == L:
                     done, score, margin = True, math.nan, math.inf

@@ -55,8 +55,9 @@ def random_model(num_layers=2, hidden=24, heads=2, intermediate=40, num_labels=3
             weights[n] = 1 + weights[n]
     weights["pooler.w"], weights["pooler.b"] = init((hidden, hidden)), init((hidden,))
     kinds = [head_kind] * (num_layers - 1) + [final_kind or head_kind]
-    head_list = [Head(k, {n: init(s) for n, s in param_shapes(k, hidden, num_labels, fastbert_width).items()},
-                      l2norm=l2norm, attn_heads=fastbert_heads) for k in kinds]
+    head_list = [Head(k, {n: init(s) for n, s in param_shapes(k, hidden, num_labels, fastbert_width,
+                                                               layer=i + 1).items()},
+                      l2norm=l2norm, attn_heads=fastbert_heads) for i, k in enumerate(kinds)]
     F = head_list[0].feature_size
     ep = ExitParams(head_list,
                     {"w": init((1, F)), "b": init((1,))} if lte else None,

@@ -272,3 +272,37 @@ def test_exits_cannot_replace_the_checkpoint_classifier(model, folder):
 def test_explicit_exits_path_must_exist(folder):
     with pytest.raises(refexit.CheckpointError, match="does not exist"):
         refexit.load(folder, exits=folder / "nope.safetensors")
+
+
+def test_scalar_mix_exits_load_and_name_their_bad_tensors(tmp_path):
+    m = random_model(num_layers=3, hidden=16, heads=2, intermediate=24, head_kind="scalar_mix",
+                     final_kind="shared_pooler", seed=4)
+    folder = save_model(m, tmp_path / "m")
+    loaded = refexit.load(folder)
+    assert [h.kind for h in loaded.heads] == ["scalar_mix", "scalar_mix", "shared_pooler"]
+    assert [h.params["mix"].shape for h in loaded.heads[:2]] == [(1,), (2,)]
+    enc = texts_enc(m)
+    for pol in (refexit.Static(1), refexit.Static(2), refexit.MaxProb(0.4)):
+        a, b = m.classify(enc, pol), loaded.classify(enc, pol)
+        assert np.array_equal(a.logits, b.logits) and np.array_equal(a.exit_layers, b.exit_layers)
+    path = folder / "exits.safetensors"
+    tensors, meta = safetensors_io.read(path)
+    cases = [("heads.1.mix", np.ones(3, np.float32), r"'heads.1.mix' has shape \[3\], expected \[2\]"),
+             ("heads.0.mix", np.zeros(1, np.float32), r"'heads.0.mix' .*not all zero"),
+             ("heads.1.mix", np.array([1, np.nan], np.float32), r"'heads.1.mix' .*finite"),
+             ("heads.1.mix", None, "lacks tensor 'heads.1.mix'")]
+    for name, value, msg in cases:
+        bad = dict(tensors)
+        if value is None:
+            del bad[name]
+        else:
+            bad[name] = value
+        safetensors_io.write(path, bad, meta)
+        with pytest.raises(refexit.CheckpointError, match=msg):
+            refexit.load(folder)
+    weights, wmeta = safetensors_io.read(folder / "model.safetensors")
+    safetensors_io.write(path, dict(tensors), meta)
+    safetensors_io.write(folder / "model.safetensors",
+                         {k: v for k, v in weights.items() if "pooler.dense" not in k}, wmeta)
+    with pytest.raises(refexit.CheckpointError, match="uses the model's pooler"):
+        refexit.load(folder)

@@ -50,7 +50,7 @@ CONFIGS = {
               final_kind="shared_pooler"),
 }
 FASTBERT = {"a": (20, 2), "b": (12, 4), "c": (20, 4), "d": (9, 3), "r": (12, 2), "s": (20, 4)}
-HEAD_KINDS = ("pooler_linear", "shared_pooler", "mean_linear", "fastbert")
+HEAD_KINDS = ("pooler_linear", "shared_pooler", "mean_linear", "fastbert", "scalar_mix")
 POLICIES = ("entropy", "norm_entropy", "max_prob", "learned", "ponder", "patience", "window", "static")
 REGRESSION_OK = ("learned", "ponder", "patience", "window", "static")
 

@@ -46,7 +46,8 @@ def oracle_one_by_one(m, texts, policy):
 
 # ---------------------------------------------------------------- the replay is the oracle
 @pytest.mark.parametrize("kind,l2norm", [("mean_linear", False), ("mean_linear", True),
-                                         ("pooler_linear", False), ("shared_pooler", False)])
+                                         ("pooler_linear", False), ("shared_pooler", False),
+                                         ("scalar_mix", False)])
 def test_replay_equals_model_classify_for_every_policy(kind, l2norm):
     m, texts, _ = toy(kind, l2norm=l2norm)
     out = E.LayerOutputs(m, F.extract(m, texts, 32, use_cache=False, progress=False))

@@ -363,6 +363,8 @@ CONFIGS = {
     "odd": dict(num_layers=3, hidden=40, heads=2, intermediate=50, num_labels=3, seed=21),
     "wide": dict(num_layers=2, hidden=96, heads=4, intermediate=200, num_labels=2, seed=22,
                  final_kind="shared_pooler", hidden_act="gelu_new"),
+    "mix": dict(num_layers=3, hidden=40, heads=2, intermediate=50, num_labels=3, seed=23,
+                head_kind="scalar_mix"),          # Right Tool's head: kept pooled vectors, fp32
 }
 
 

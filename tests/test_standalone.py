@@ -455,3 +455,28 @@ def test_weights_modified_in_place_are_noticed(small, tmp_path):
         f.write(b"\0" * 64)
     out, err = p.communicate(b"second text\n", timeout=600)
     assert p.returncode == 1 and b"modified in place" in err and out == b""
+
+
+def test_scalar_mix_heads_standalone_match_the_oracle(tmp_path):
+    """Right Tool's scalar_mix heads (kept pooled [CLS] of every layer) through the CLI's standalone
+    program, gcc and clang: the oracle's labels, exit layers and logits."""
+    model = random_model(num_layers=4, hidden=24, heads=2, intermediate=40, num_labels=3, vocab_size=300,
+                         max_position=48, head_kind="scalar_mix", seed=9, scale=2.0)   # logits far from uniform
+    folder = save_model(model, tmp_path / "mix-model")
+    model = refexit.load(folder)
+    thr = median_thresholds(model, TEXTS, 48)
+    from refexit.cli.main import main
+    for cc in ("gcc", "clang"):
+        if not shutil.which(cc):
+            continue
+        out = tmp_path / f"out-{cc}"
+        os.environ["CC"], old = cc, os.environ.get("CC")
+        try:
+            assert main(["compile", str(folder), "-o", str(out), "--policy", "entropy", "--threshold", "0.5",
+                         "--prefix", "mix_m", "--standalone"]) == 0
+        finally:
+            os.environ.pop("CC") if old is None else os.environ.__setitem__("CC", old)
+        r = run(out / "mix_m", "--threshold", ",".join(repr(t) for t in thr), "--", *TEXTS)
+        recs = records(r.stdout)
+        assert compare(recs, oracle(model, refexit.Entropy(thr), TEXTS, 48), TEXTS) <= 2
+        assert len({rec["exit_layer"] for rec in recs if "error" not in rec}) >= 2

@@ -48,6 +48,42 @@ def test_head_loss_gradient(pooler, soft):
     assert_grads(lambda pp: T.head_loss(pp, x, q, scale=0.7), p)
 
 
+@pytest.mark.parametrize("soft", [False, True])
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_scalar_mix_head_loss_gradient_through_the_l2_normalisation(k, soft):
+    rng = np.random.default_rng(3 + k)
+    N, H, C = 6, 5, 3
+    x = rng.normal(size=(N, k, H))                                   # pooled layers 1..k
+    q = rng.dirichlet(np.ones(C), N) if soft else np.eye(C)[rng.integers(0, C, N)]
+    p = {"mix": rng.normal(size=k), "fc.w": rng.normal(size=(C, H)), "fc.b": rng.normal(size=C)}
+    assert_grads(lambda pp: T.head_loss(pp, x, q, scale=0.7), p)
+    if k > 1:                                  # the loss ignores the scale of the mix: grad _|_ mix
+        _, g = T.head_loss(p, x, q)
+        assert abs(g["mix"] @ p["mix"]) < 1e-10 and np.abs(g["mix"]).max() > 1e-4
+        p2 = dict(p, mix=3.5 * p["mix"])
+        assert T.head_loss(p2, x, q)[0] == pytest.approx(T.head_loss(p, x, q)[0], rel=1e-12)
+
+
+def test_scalar_mix_features_are_the_normalised_mix_of_the_pooled_cls_states():
+    m = synthetic.random_model(num_layers=3, hidden=16, heads=2, intermediate=24, head_kind="scalar_mix",
+                               dtype=np.float64, seed=5)
+    enc = m.tokenizer(["w1 w2 w3", "w4"], max_length=16)
+    hs = m.hidden_states(enc)
+    pw, pb = m.weights["pooler.w"], m.weights["pooler.b"]
+    for k in (1, 2, 3):
+        h = m.exits.heads[k - 1]
+        w = h.params["mix"] / np.linalg.norm(h.params["mix"])
+        for b in range(2):
+            pooled = np.stack([np.tanh(pw @ hs[j][b, 0] + pb) for j in range(1, k + 1)])    # [k, H]
+            z, _ = m.head(k, hs[k][b, :1], np.array([hs[j][b, 0] for j in range(1, k)]).reshape(k - 1, 16))
+            np.testing.assert_allclose(z, h.logits(w @ pooled), rtol=1e-12, atol=1e-12)
+        assert m.classify(enc, refexit.Static(k)).exit_layers.tolist() == [k, k]
+    with pytest.raises(ValueError, match="earlier"):
+        m.exits.heads[2].features(hs[3][0], pw, pb, np.zeros((1, 16)))
+    with pytest.raises(refexit.errors.CheckpointError, match="mix"):
+        refexit.heads.Head("scalar_mix", {"mix": np.zeros(2), "fc.w": np.zeros((3, 16)), "fc.b": np.zeros(3)})
+
+
 def test_head_loss_is_kl_and_zero_at_the_target():
     rng = np.random.default_rng(2)
     x, C = rng.normal(size=(4, 3)), 3
@@ -115,7 +151,8 @@ def toy_task(num_layers=3, kind="mean_linear", n=160, seed=0, C=3, dtype=np.floa
     texts = [" ".join(rng.choice(vocab, rng.integers(1, 10))) for _ in range(n)]
     feats = F.extract(m, texts, 32, use_cache=False, progress=False)
     w = rng.normal(size=(C, 16))
-    score = F.head_input(feats, 1, kind, m).astype(np.float64) @ w.T
+    x1 = F.head_input(feats, 1, kind, m).astype(np.float64)
+    score = (x1[:, -1] if x1.ndim == 3 else x1) @ w.T            # scalar_mix: [N, 1, H]
     y = np.argmax((score - score.mean(0)) / score.std(0), axis=1)
     tr, dv = np.arange(n) < n * 3 // 4, np.arange(n) >= n * 3 // 4
     sub = lambda f, mask: F.Features(f.cls[:, mask], f.mean[:, mask], f.lengths[mask])  # noqa: E731
@@ -187,6 +224,27 @@ def test_unknown_kind_objective_and_extras_are_refused():
     for kw in ({"kind": "fastbert"}, {"objective": "nope"}, {"extras": ("bogus",)}):
         with pytest.raises(ValueError):
             T.train_exits(m, ftr, ytr, fdv, ydv, m.label_names, **kw)
+
+
+def test_scalar_mix_training_needs_the_models_pooler():
+    m, _, ftr, ytr, fdv, ydv = toy_task(kind="scalar_mix")
+    bare = Model(m.config, {k: v for k, v in m.weights.items() if not k.startswith("pooler.")}, m.exits,
+                 m.label_names, m.tokenizer)
+    with pytest.raises(refexit.InputError, match="scalar_mix heads need the model's pooler"):
+        T.train_exits(bare, ftr, ytr, fdv, ydv, m.label_names, kind="scalar_mix", train_final=True)
+
+
+def test_scalar_mix_heads_learn_their_mix_and_keep_one_weight_per_layer():
+    m, _, ftr, ytr, fdv, ydv = toy_task(kind="scalar_mix", num_layers=4)
+    res = T.train_exits(m, ftr, ytr, fdv, ydv, m.label_names, kind="scalar_mix", cfg=FAST, extras=(),
+                        train_final=True)
+    import dataclasses
+    start = T.train_exits(m, ftr, ytr, fdv, ydv, m.label_names, kind="scalar_mix", extras=(), train_final=True,
+                          cfg=dataclasses.replace(FAST, max_epochs=0))          # the initial parameters
+    for k, (h, h0) in enumerate(zip(res.exits.heads, start.exits.heads), start=1):
+        assert h.kind == "scalar_mix" and h.params["mix"].shape == (k,)
+        if k > 1:                                  # the mix is trained, not left at its random start
+            assert np.abs(h.mix_weights - h0.mix_weights).max() > 1e-3, k
 
 
 # ---------------------------------------------------------------- save / load round trip

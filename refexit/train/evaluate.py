@@ -80,7 +80,8 @@ class LayerOutputs:
             if h.kind == "fastbert":
                 raise InputError("evaluating fastbert heads from cached features is not supported")
             vec = feats.mean[layer - 1] if h.kind == "mean_linear" else feats.cls[layer - 1]  # [N, H]
-            f = np.stack([h.features(v[None], pw, pb) for v in vec])                         # [N, F]
+            prev = (lambda n: feats.cls[:layer - 1, n]) if h.kind == "scalar_mix" else (lambda n: None)  # noqa: E731
+            f = np.stack([h.features(v[None], pw, pb, prev(n)) for n, v in enumerate(vec)])  # [N, F]
             self.feats.append(f)
             self.logits.append(np.stack([h.logits(fb) for fb in f]))                         # [N, C]
 

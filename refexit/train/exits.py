@@ -38,6 +38,13 @@ Stages, for a model with L layers:
                  into K = 32 equal-count bins; row k = (mean layer-1 entropy of bin k, mean entropy
                  of the exit heads of layers 2..L-1 over bin k) ([K, L-1], rows by rising entropy).
 FastBERT's own head kind (`fastbert`, attention over all tokens) is not trained here.
+
+scalar_mix (Right Tool): the head after layer k mixes the frozen pooled vectors P_j =
+tanh(model pooler(h_j[0])), j = 1..k, with w = a / ||a||_2 (a: `mix`, k raw weights, initialised
+N(0, 1) as torch.randn in the paper's code), then fc. Right Tool minimises the unweighted sum of
+the exits' CEs; with the backbone and the pooler frozen the heads share no parameters, so that sum
+is minimised head by head (objective deebert). The gradient through the normalisation:
+dL/da = (dL/dw - w (w . dL/dw)) / ||a||.
 """
 from __future__ import annotations
 
@@ -53,7 +60,7 @@ from refexit.errors import InputError
 from refexit.heads import ExitParams, Head
 
 OBJECTIVES = ("deebert", "pabee", "fastbert", "lte", "ponder")
-TRAINABLE_KINDS = ("mean_linear", "pooler_linear", "shared_pooler")
+TRAINABLE_KINDS = ("mean_linear", "pooler_linear", "shared_pooler", "scalar_mix")
 EXTRAS = ("lte", "ponder", "calibrate", "prototypes", "edge_table")
 EDGE_ROWS = 32                  # rows of the EdgeBERT exit table (fewer with fewer training samples)
 DECAY = ("fc.w", "w", "hid.w", "out.w")      # parameters under L2 weight decay
@@ -73,9 +80,20 @@ class TrainConfig:
 
 
 # ================================================================ losses with analytic gradients
+def mix_weights(a):                                         # [k] raw -> (w = a / ||a||, ||a||)
+    n = math.sqrt(float(np.sum(a * a)))
+    return a / n, n
+
+
 def head_forward(params: dict, x):
-    """x [N, H] head input -> (feat [N, F], z [N, C]); a pooler when params has 'pooler.w'."""
-    feat = np.tanh(nn.linear(x, params["pooler.w"], params["pooler.b"])) if "pooler.w" in params else x
+    """x [N, H] head input -> (feat [N, F], z [N, C]); a pooler when params has 'pooler.w';
+    scalar_mix ('mix' in params): x [N, k, H] the pooled layers 1..k, feat = sum_j w_j x[:, j]."""
+    if "mix" in params:
+        feat = np.einsum("k,nkh->nh", mix_weights(params["mix"])[0], x)                 # [N, H]
+    elif "pooler.w" in params:
+        feat = np.tanh(nn.linear(x, params["pooler.w"], params["pooler.b"]))
+    else:
+        feat = x
     return feat, nn.linear(feat, params["fc.w"], params["fc.b"])
 
 
@@ -90,6 +108,10 @@ def head_loss(params: dict, x, q, scale: float = 1.0):
     if "pooler.w" in params:
         da = (dz @ params["fc.w"]) * (1 - feat * feat)                         # [N, H]
         grads["pooler.w"], grads["pooler.b"] = da.T @ x, da.sum(0)
+    if "mix" in params:
+        w, norm = mix_weights(params["mix"])
+        dw = np.einsum("nh,nkh->k", dz @ params["fc.w"], x)                            # [k] dLoss/dw
+        grads["mix"] = (dw - w * float(w @ dw)) / norm                                 # through w = a / ||a||
     return loss, grads
 
 
@@ -193,6 +215,7 @@ def fit(params: dict, loss_grad, n: int, dev_loss, cfg: TrainConfig, rng) -> tup
     opt = Adam(params, cfg.lr)
     best, best_params, bad = dev_loss(params), {k: v.copy() for k, v in params.items()}, 0
     log = {"dev_loss": [best], "train_loss": [], "best_epoch": 0}
+    epoch = 0                                   # max_epochs 0: the initial parameters
     for epoch in range(1, cfg.max_epochs + 1):
         perm, total = rng.permutation(n), 0.0
         for s in range(0, n, cfg.batch_size):
@@ -221,8 +244,10 @@ def _one_hot(y, C):
     return np.eye(C)[np.asarray(y)]
 
 
-def _init_head(kind: str, model, H: int, C: int, rng) -> dict:
+def _init_head(kind: str, model, H: int, C: int, rng, layer: int = 1) -> dict:
     p = {"fc.w": rng.normal(0, 0.01, (C, H)), "fc.b": np.zeros(C)}
+    if kind == "scalar_mix":
+        p["mix"] = rng.normal(0, 1, layer)                     # the paper's torch.randn(k)
     if kind == "pooler_linear":
         if "pooler.w" not in model.weights:
             raise InputError("pooler_linear heads start from the model's pooler, which it lacks")
@@ -232,12 +257,12 @@ def _init_head(kind: str, model, H: int, C: int, rng) -> dict:
 
 
 def train_head(kind, model, x, q, x_dev, q_dev, cfg, rng, scale=1.0):
-    """One head on inputs x [N, H] with targets q [N, C] (one-hot or a teacher's softmax).
+    """One head on inputs x [N, H] (scalar_mix: [N, k, H]) with targets q [N, C] (one-hot or a teacher's softmax).
 
     Inputs are used raw, not standardised: on MiniLM features, standardising (even by one global
     scale) made Adam overfit noise dimensions and cost up to 20 accuracy points with few examples."""
     x, x_dev = np.asarray(x, np.float64), np.asarray(x_dev, np.float64)
-    params = _init_head(kind, model, x.shape[1], q.shape[1], rng)
+    params = _init_head(kind, model, x.shape[-1], q.shape[1], rng, x.shape[1] if x.ndim == 3 else 1)
     return fit(params, lambda p, idx: head_loss(p, x[idx], q[idx], scale), len(x),
                lambda p: head_loss(p, x_dev, q_dev, scale)[0], cfg, rng)
 

@@ -205,16 +205,20 @@ def extract(model, texts: list[str], max_length: int = 128, tokens: bool = False
 def head_input(feats: Features, layer: int, kind: str, model=None, l2norm: bool = False) -> np.ndarray:
     """What a head of `kind` after 1-based `layer` is trained on, [N, H]:
     mean_linear: the (optionally L2-normalised) mean; pooler_linear: h_i[0] (the head owns its
-    pooler); shared_pooler: tanh(model pooler(h_i[0])), fixed because the pooler is frozen."""
+    pooler); shared_pooler: tanh(model pooler(h_i[0])), fixed because the pooler is frozen;
+    scalar_mix: [N, layer, H], the same pooled vector of every layer 1..layer (the head mixes them)."""
     if kind == "mean_linear":
         m = feats.mean[layer - 1]
         return m / np.sqrt(np.sum(m * m, axis=-1, keepdims=True)) if l2norm else m
     if kind == "pooler_linear":
         return feats.cls[layer - 1]
-    if kind == "shared_pooler":
+    if kind in ("shared_pooler", "scalar_mix"):
         if model is None or "pooler.w" not in model.weights:
-            raise InputError("shared_pooler heads need the model's pooler")
-        return np.tanh(nn.linear(feats.cls[layer - 1], model.weights["pooler.w"], model.weights["pooler.b"]))
+            raise InputError(f"{kind} heads need the model's pooler")
+        pool = lambda c: np.tanh(nn.linear(c, model.weights["pooler.w"], model.weights["pooler.b"]))  # noqa: E731
+        if kind == "shared_pooler":
+            return pool(feats.cls[layer - 1])                                             # [N, H]
+        return np.stack([pool(feats.cls[j]) for j in range(layer)], axis=1)               # [N, layer, H]
     raise InputError(f"head kind {kind!r} is not trainable from cached [CLS]/mean features "
                      f"(fastbert heads need the per-token states)")
 
@@ -225,4 +229,6 @@ def exit_features(head, feats: Features, layer: int, model=None) -> np.ndarray:
     x = head_input(feats, layer, head.kind, model, head.l2norm)
     if head.kind == "pooler_linear":
         return np.tanh(nn.linear(x, head.params["pooler.w"], head.params["pooler.b"]))
+    if head.kind == "scalar_mix":
+        return np.einsum("k,nkh->nh", head.mix_weights, x)                                # [N, H]
     return x
