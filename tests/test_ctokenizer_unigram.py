@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import struct
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ pytest.importorskip("jinja2", reason="the C tokenizer is generated from jinja2 t
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+import ctokenizer_checks as checks  # noqa: E402
 from codegen import tokenizer_emit as te  # noqa: E402
 from refexit.tokenizers import TokenizerJson  # noqa: E402
 from test_tokenizer import mixed_texts  # noqa: E402
@@ -26,7 +26,6 @@ from test_tokenizer_json import JSON_TRICKY  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).parent / "golden" / "tokenizers"
-WARN = ("-O1", "-Wall", "-Wextra", "-Werror", "-pedantic")
 TRICKY = JSON_TRICKY + ["``", "''", "[CLS]", "[SEP]", "[MASK]", "ﬁ", "½", "각", "\u1100\u1161", "e\u0301\u0316",
                         "\u3000", "İ"]
 SPEC = json.loads((GOLDEN / "albert" / "tokenizer.json").read_text(encoding="utf-8"))
@@ -51,32 +50,16 @@ def pair(lib):
 
 @pytest.mark.parametrize("cc", ["gcc", "clang"])
 def test_builds_warning_free(tmp_path, cc):
-    if shutil.which(cc) is None:
-        pytest.skip(f"{cc} is not installed")
-    te.build_unigram_library(tmp_path, prefix=f"w_{cc}", cc=cc, flags=WARN)
-    te.build_unigram_driver(tmp_path, prefix=f"d_{cc}", cc=cc, flags=WARN)
+    checks.builds_warning_free(tmp_path, cc, te.build_unigram_library, te.build_unigram_driver)
 
 
 def test_inlined_source_is_one_translation_unit(tmp_path):
-    cc = shutil.which("gcc") or shutil.which("cc")
-    if cc is None:
-        pytest.skip("no C compiler")
-    c = tmp_path / "one.c"
-    c.write_text(te.unigram_source_inlined("m1"), encoding="utf-8")
-    te._compile([cc, "-std=c99", *WARN, "-c", str(c), "-o", str(tmp_path / "one.o")])
+    checks.inlined_source_compiles(tmp_path, te.unigram_source_inlined("m1"))
 
 
 def test_golden_texts(pair):
     py, c = pair
-    texts = json.loads((GOLDEN / "albert" / "expected.json").read_text(encoding="utf-8"))["texts"]
-    assert c.vocab_size == py.vocab_size
-    for ml in (512, 16, 7, 3):
-        for t in texts:
-            assert c.encode(t, None, ml) == py.encode(t, None, ml), (ml, t)
-        for a, b in zip(texts[:-1], texts[1:]):
-            assert c.encode(a, b, ml) == py.encode(a, b, ml), (ml, a, b)
-    for t in texts:
-        assert c.pieces(t) == py.tokenize_ids(t)
+    checks.golden_texts_agree(py, c, GOLDEN / "albert" / "expected.json", (512, 16, 7, 3))
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
