@@ -394,6 +394,33 @@ def test_compiled_precision_report(tmp_path):
         assert (tmp_path / "p.png").stat().st_size > 1000
 
 
+def test_compiled_precision_report_of_sentence_pairs(tmp_path):
+    """--precision on sentence-pair data: the C of each precision classifies the pairs (not the
+    first texts alone), and the emulating oracle's cross-check runs the same pairs."""
+    why = bf16_compile_missing()
+    if why:
+        pytest.skip(why)
+    from refexit.cli import evaluate as evaluate_cli
+    m, rep, test, yt = prec_toy()
+    pairs = test[::-1]
+    compiled = evaluate_cli.Compiled(m, tmp_path / "compiled", threads=1)
+    prec = evaluate_cli.compiled_precisions(m, rep, E.parse_precisions("bf16"), test, yt, 32, compiled,
+                                            ENTROPY, crosscheck=30, repeat=1, pairs=pairs)
+    points = E.operating_points(rep, ENTROPY)
+    enc = m.tokenizer(test, pairs, max_length=32)
+    runs = {p: {k: compiled.run(enc, pol, p)() for k, pol in points.items()} for p in ("fp32", "bf16")}
+    single = compiled.run(m.tokenizer(test, max_length=32), points["full"], "fp32")()
+    assert not np.array_equal(single.logits, runs["fp32"]["full"].logits)      # the pairs were classified
+    check_precision_report(prec, points, runs, yt)
+    em = E.emulated_runs(m, ("fp32", "bf16"), points, test[:30], 32, pairs[:30])
+    for k in points:
+        for p in ("fp32", "bf16"):
+            c, o, cc = runs[p][k], em[p][k], prec["points"][k][p]["crosscheck"]
+            assert cc["label_agreement"] == pytest.approx(np.mean(c.labels[:30] == o.labels))
+            sure = o.margins > 1e-3
+            assert np.array_equal(c.exit_layers[:30][sure], o.exit_layers[sure]), (k, p)
+
+
 def test_cli_refuses_an_unknown_precision(tmp_path):
     import argparse
 

@@ -99,9 +99,6 @@ def run(args) -> int:
     max_length = args.max_length or meta.get("max_length") or 128
     ds = data_args.load(args, recorded)
     userdata.require_classification(ds, "evaluate")
-    if precisions and ds.test.pairs is not None:
-        raise refexit.InputError("--precision does not run sentence-pair data yet (the emulated oracle "
-                                 "cross-check takes single texts); evaluate pairs without --precision")
     name = ds.name
     model = refexit.load(args.model_dir, exits=file)
     if ds.num_labels != model.num_labels:
@@ -130,7 +127,7 @@ def run(args) -> int:
         compiled_wallclock(model, report, ds.test.texts[:args.wallclock], max_length, compiled, args.repeat, pairs)
     if precisions:
         compiled_precisions(model, report, precisions, ds.test.texts, ds.test.labels, max_length, compiled,
-                            threshold, args.wallclock or 0, args.crosscheck, args.repeat)
+                            threshold, args.wallclock or 0, args.crosscheck, args.repeat, ds.test.pairs)
     print_report(report)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"evaluate-{name}" + ("" if args.sweep else "-point")
@@ -195,20 +192,22 @@ def compiled_wallclock(model, report: dict, texts: list[str], max_length: int, c
 
 def compiled_precisions(model, report: dict, precisions, texts: list[str], y, max_length: int,
                         compiled: Compiled, threshold=None, wallclock: int = 0, crosscheck: int = 0,
-                        repeat: int = 3) -> dict:
-    """report["precision"]: each precision's compiled C on every test text at the fp32-picked
-    operating points, against fp32's (E.precision_report); the oracle's emulation on the first
-    `crosscheck` texts; with `wallclock`, the precisions timed interleaved on that many texts."""
+                        repeat: int = 3, pairs: list[str] | None = None) -> dict:
+    """report["precision"]: each precision's compiled C on every test text (with `pairs`: sentence
+    pair) at the fp32-picked operating points, against fp32's (E.precision_report); the oracle's
+    emulation on the first `crosscheck` texts; with `wallclock`, the precisions timed interleaved on
+    that many texts."""
     points = E.operating_points(report, threshold)
     print(f"evaluate: compiled C of {', '.join(precisions)} on {len(texts)} test texts at "
           f"{', '.join(points)}", file=sys.stderr)
-    enc = model.tokenizer(texts, max_length=max_length)
+    enc = model.tokenizer(texts, pairs, max_length=max_length)
     runs = {p: {k: compiled.run(enc, pol, p)() for k, pol in points.items()} for p in precisions}
-    emulated = E.emulated_runs(model, precisions, points, texts[:crosscheck], max_length) if crosscheck else None
+    emulated = E.emulated_runs(model, precisions, points, texts[:crosscheck], max_length,
+                               None if pairs is None else pairs[:crosscheck]) if crosscheck else None
     timing, timed = None, texts[:wallclock]
     if timed:
         print(f"evaluate: timing {', '.join(precisions)} interleaved on {len(timed)} test texts", file=sys.stderr)
-        tenc = model.tokenizer(timed, max_length=max_length)
+        tenc = model.tokenizer(timed, None if pairs is None else pairs[:wallclock], max_length=max_length)
         timing = E.time_precisions(lambda p, k: compiled.run(tenc, points[k], p), precisions, points,
                                    len(timed), repeat)
     prec = E.precision_report(points, runs, y, emulated, timing)

@@ -412,14 +412,16 @@ def operating_points(report: dict, threshold=None) -> dict[str, Policy]:
     return points
 
 
-def emulated_runs(model, precisions, points: dict, texts: list[str], max_length: int) -> dict:
+def emulated_runs(model, precisions, points: dict, texts: list[str], max_length: int,
+                  pairs: list[str] | None = None) -> dict:
     """{precision: {point: ClassifyResult}} of the oracle emulating each precision
-    (model.with_precision(p)) on `texts`: one backbone pass per precision, every point replayed
-    from it. Not cached: the feature cache keys on the fp32 weights, which every precision shares."""
+    (model.with_precision(p)) on `texts` (with `pairs`: the sentence pairs): one backbone pass per
+    precision, every point replayed from it. Not cached: the feature cache keys on the fp32 weights,
+    which every precision shares."""
     runs = {}
     for p in precisions:
         mp = model.with_precision(p)
-        out = LayerOutputs(mp, F.extract(mp, texts, max_length, use_cache=False, progress=False))
+        out = LayerOutputs(mp, F.extract(mp, texts, max_length, use_cache=False, progress=False, pairs=pairs))
         runs[p] = {k: simulate(mp, pol, out) for k, pol in points.items()}
     return runs
 
