@@ -68,33 +68,55 @@ def emit_tokenizer(prefix: str, header_name: str | None = None) -> tuple[str, st
 
 def write_tokenizer(prefix: str, out_dir: str | Path) -> tuple[Path, Path]:
     """Write `<prefix>_tokenizer.h` and `<prefix>_tokenizer.c` into out_dir."""
+    return _write_sources(emit_tokenizer(prefix), out_dir, f"{prefix}_tokenizer")
+
+
+def _write_sources(header_source: tuple[str, str], out_dir: str | Path, stem: str) -> tuple[Path, Path]:
+    """(header, source) -> out_dir/<stem>.h, out_dir/<stem>.c."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    header, source = emit_tokenizer(prefix)
-    h, c = out_dir / f"{prefix}_tokenizer.h", out_dir / f"{prefix}_tokenizer.c"
-    h.write_text(header, encoding="utf-8")
-    c.write_text(source, encoding="utf-8")
+    h, c = out_dir / f"{stem}.h", out_dir / f"{stem}.c"
+    h.write_text(header_source[0], encoding="utf-8")
+    c.write_text(header_source[1], encoding="utf-8")
     return h, c
 
 
 # ---------------------------------------------------------------- building and calling it from Python
 
+def _compile(cmd: list[str]) -> None:
+    import subprocess
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr or r.stdout}")
+
+
+def _cc(cc: str | None) -> list[str]:
+    import os
+    import shlex
+    return shlex.split(cc or os.environ.get("CC") or "cc")
+
+
+def _shared_library(c: Path, prefix: str, cc: str | None, flags, defines: dict | None = None) -> Path:
+    """Compile one tokenizer source into c.parent/lib<prefix>.so (no cache: tests and tools)."""
+    lib = c.parent / f"lib{prefix}.so"
+    _compile(_cc(cc) + ["-std=c99", "-shared", "-fPIC"] + list(flags)
+             + [f"-D{k}={v}" for k, v in (defines or {}).items()] + [str(c), "-o", str(lib)])
+    return lib
+
+
+def _driver(c: Path, driver: str, prefix: str, cc: str | None, flags) -> Path:
+    """A sanitizer driver's source linked with the tokenizer source c into c.parent/<prefix>_driver."""
+    drv, exe = c.parent / f"{prefix}_driver.c", c.parent / f"{prefix}_driver"
+    drv.write_text(driver, encoding="utf-8")
+    _compile(_cc(cc) + ["-std=c99"] + list(flags) + [str(drv), str(c), "-o", str(exe)])
+    return exe
+
+
 def build_library(out_dir: str | Path, prefix: str = "rxtok", cc: str | None = None,
                   flags: tuple[str, ...] = ("-O2",), defines: dict | None = None) -> Path:
     """Write the tokenizer into out_dir and compile it into a shared library (no cache: for
     tests and tools; the model compiler builds the tokenizer into each model's library)."""
-    import os
-    import shlex
-    import subprocess
-    out_dir = Path(out_dir)
-    h, c = write_tokenizer(prefix, out_dir)
-    lib = out_dir / f"lib{prefix}.so"
-    cmd = (shlex.split(cc or os.environ.get("CC") or "cc") + ["-std=c99", "-shared", "-fPIC"] + list(flags)
-           + [f"-D{k}={v}" for k, v in (defines or {}).items()] + [str(c), "-o", str(lib)])
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr or r.stdout}")
-    return lib
+    return _shared_library(write_tokenizer(prefix, out_dir)[1], prefix, cc, flags, defines)
 
 
 def cffi_declarations(header_text: str) -> str:
@@ -313,20 +335,7 @@ int main(int argc, char **argv)
 def build_driver(out_dir: str | Path, prefix: str = "rxtok", cc: str | None = None,
                  flags: tuple[str, ...] = ("-O1", "-g")) -> Path:
     """The tokenizer and driver_source() linked into one executable out_dir/<prefix>_driver."""
-    import os
-    import shlex
-    import subprocess
-    out_dir = Path(out_dir)
-    _, c = write_tokenizer(prefix, out_dir)
-    drv = out_dir / f"{prefix}_driver.c"
-    drv.write_text(driver_source(prefix), encoding="utf-8")
-    exe = out_dir / f"{prefix}_driver"
-    cmd = (shlex.split(cc or os.environ.get("CC") or "cc") + ["-std=c99"] + list(flags)
-           + [str(drv), str(c), "-o", str(exe)])
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr or r.stdout}")
-    return exe
+    return _driver(write_tokenizer(prefix, out_dir)[1], driver_source(prefix), prefix, cc, flags)
 
 
 def driver_record(kind: int, text: bytes, pair: bytes = b"", max_length: int = 512, capacity: int = 1024) -> bytes:
@@ -497,33 +506,14 @@ def pack_bpe(tok) -> bytes:
     return b"".join(out)
 
 
-def _compile(cmd: list[str]) -> None:
-    import subprocess
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr or r.stdout}")
-
-
 def write_bpe_tokenizer(prefix: str, out_dir: str | Path) -> tuple[Path, Path]:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    header, source = emit_bpe_tokenizer(prefix)
-    h, c = out_dir / f"{prefix}_bpe.h", out_dir / f"{prefix}_bpe.c"
-    h.write_text(header, encoding="utf-8")
-    c.write_text(source, encoding="utf-8")
-    return h, c
+    return _write_sources(emit_bpe_tokenizer(prefix), out_dir, f"{prefix}_bpe")
 
 
 def build_bpe_library(out_dir: str | Path, prefix: str = "rxbpe", cc: str | None = None,
                       flags: tuple[str, ...] = ("-O2",)) -> Path:
     """Write the BPE tokenizer into out_dir and compile it into a shared library (tests, tools)."""
-    import os
-    import shlex
-    _, c = write_bpe_tokenizer(prefix, out_dir)
-    lib = Path(out_dir) / f"lib{prefix}.so"
-    _compile(shlex.split(cc or os.environ.get("CC") or "cc") + ["-std=c99", "-shared", "-fPIC"] + list(flags)
-             + [str(c), "-o", str(lib)])
-    return lib
+    return _shared_library(write_bpe_tokenizer(prefix, out_dir)[1], prefix, cc, flags)
 
 
 class CBpeTokenizer:
@@ -628,16 +618,7 @@ def bpe_driver_source(prefix: str = "rxbpe") -> str:
 def build_bpe_driver(out_dir: str | Path, prefix: str = "rxbpe", cc: str | None = None,
                      flags: tuple[str, ...] = ("-O1", "-g")) -> Path:
     """The BPE tokenizer and bpe_driver_source() linked into out_dir/<prefix>_driver."""
-    import os
-    import shlex
-    out_dir = Path(out_dir)
-    _, c = write_bpe_tokenizer(prefix, out_dir)
-    drv = out_dir / f"{prefix}_driver.c"
-    drv.write_text(bpe_driver_source(prefix), encoding="utf-8")
-    exe = out_dir / f"{prefix}_driver"
-    _compile(shlex.split(cc or os.environ.get("CC") or "cc") + ["-std=c99"] + list(flags)
-             + [str(drv), str(c), "-o", str(exe)])
-    return exe
+    return _driver(write_bpe_tokenizer(prefix, out_dir)[1], bpe_driver_source(prefix), prefix, cc, flags)
 
 
 def oracle_bpe_line(py, kind: int, text: bytes, pair: bytes, max_length: int, capacity: int) -> str | None:
@@ -801,25 +782,13 @@ def pack_unigram(tok) -> bytes:
 
 
 def write_unigram_tokenizer(prefix: str, out_dir: str | Path) -> tuple[Path, Path]:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    header, source = emit_unigram_tokenizer(prefix)
-    h, c = out_dir / f"{prefix}_ug.h", out_dir / f"{prefix}_ug.c"
-    h.write_text(header, encoding="utf-8")
-    c.write_text(source, encoding="utf-8")
-    return h, c
+    return _write_sources(emit_unigram_tokenizer(prefix), out_dir, f"{prefix}_ug")
 
 
 def build_unigram_library(out_dir: str | Path, prefix: str = "rxug", cc: str | None = None,
                           flags: tuple[str, ...] = ("-O2",)) -> Path:
     """Write the Unigram tokenizer into out_dir and compile it into a shared library (tests, tools)."""
-    import os
-    import shlex
-    _, c = write_unigram_tokenizer(prefix, out_dir)
-    lib = Path(out_dir) / f"lib{prefix}.so"
-    _compile(shlex.split(cc or os.environ.get("CC") or "cc") + ["-std=c99", "-shared", "-fPIC"] + list(flags)
-             + [str(c), "-o", str(lib)])
-    return lib
+    return _shared_library(write_unigram_tokenizer(prefix, out_dir)[1], prefix, cc, flags)
 
 
 class CUnigramTokenizer(CBpeTokenizer):
@@ -846,13 +815,4 @@ def unigram_driver_source(prefix: str = "rxug") -> str:
 def build_unigram_driver(out_dir: str | Path, prefix: str = "rxug", cc: str | None = None,
                          flags: tuple[str, ...] = ("-O1", "-g")) -> Path:
     """The Unigram tokenizer and unigram_driver_source() linked into out_dir/<prefix>_driver."""
-    import os
-    import shlex
-    out_dir = Path(out_dir)
-    _, c = write_unigram_tokenizer(prefix, out_dir)
-    drv = out_dir / f"{prefix}_driver.c"
-    drv.write_text(unigram_driver_source(prefix), encoding="utf-8")
-    exe = out_dir / f"{prefix}_driver"
-    _compile(shlex.split(cc or os.environ.get("CC") or "cc") + ["-std=c99"] + list(flags)
-             + [str(drv), str(c), "-o", str(exe)])
-    return exe
+    return _driver(write_unigram_tokenizer(prefix, out_dir)[1], unigram_driver_source(prefix), prefix, cc, flags)
