@@ -226,7 +226,7 @@ def verify(path: Path) -> int:
     return 1 if bad else 0
 
 
-if __name__ == "__main__" and "--tokenizer-json" not in sys.argv[1:]:
+if __name__ == "__main__" and not {"--tokenizer-json", "--graphemes"} & set(sys.argv[1:]):
     sys.exit(main())
 
 
@@ -363,3 +363,90 @@ def verify_json_tables(path: Path) -> int:
 
 if __name__ == "__main__" and "--tokenizer-json" in sys.argv[1:]:
     sys.exit(json_tables_main(sys.argv[1:]))
+
+
+# ---------------------------------------------------------------- --graphemes: grapheme_unicode.txt
+# The extended grapheme clusters the Precompiled normalizer iterates over (tokenizers'
+# normalizers/precompiled.rs: `graphemes(true)` of the unicode-segmentation crate):
+#
+#   python tools/make_unicode_tables.py --graphemes \
+#       --segmentation unicode-segmentation/src/tables.rs --break-tests unicode-segmentation/tests/testdata/mod.rs
+#
+# Source (pinned by sha256): unicode-segmentation at github.com/unicode-rs/unicode-segmentation commit
+# 3874b9a64103 (v1.13.2 plus documentation commits; Unicode 17.0.0). The tokenizers 0.23.3 wheel is built
+# with 1.13.3 (its panic paths name the crate); the live-library tests (tests/test_precompiled.py) are
+# the check that the two segment alike. The table file holds the Grapheme_Cluster_Break class of every
+# code point (with Extended_Pictographic and InCB=Consonant as classes of their own, as the crate stores
+# them), InCB=Extend and InCB=Linker; the crate's copy of GraphemeBreakTest.txt (Unicode 17.0.0,
+# extended clusters) is written to tests/golden/grapheme_break_test.json and run against the tables.
+
+SEGMENTATION_SHA256 = "089c221918a60e8672ed8eda73d27f195dcc404f91b9e71b57c0b5e348e7aeef"
+BREAK_TESTS_SHA256 = "52b9609d96660413c21f51e8f9d15667213f628c05b7c228e54585865bd4c373"
+GRAPHEME_TABLES = ROOT / "refexit" / "tokenizers" / "grapheme_unicode.txt"
+BREAK_TESTS = ROOT / "tests" / "golden" / "grapheme_break_test.json"
+
+
+def _rust_str(s: str) -> str:
+    return re.sub(r"\\u\{([0-9a-fA-F]+)\}", lambda m: chr(int(m.group(1), 16)), s)
+
+
+def graphemes_main(argv) -> int:
+    import json
+    ap = argparse.ArgumentParser(description="write refexit/tokenizers/grapheme_unicode.txt")
+    ap.add_argument("--graphemes", action="store_true", required=True)
+    ap.add_argument("--segmentation", type=Path, required=True, help="unicode-segmentation src/tables.rs")
+    ap.add_argument("--break-tests", type=Path, required=True, help="unicode-segmentation tests/testdata/mod.rs")
+    ap.add_argument("--out", type=Path, default=GRAPHEME_TABLES)
+    ap.add_argument("--tests-out", type=Path, default=BREAK_TESTS)
+    args = ap.parse_args(argv)
+    for path, want in ((args.segmentation, SEGMENTATION_SHA256), (args.break_tests, BREAK_TESTS_SHA256)):
+        if sha256(path) != want:
+            raise SystemExit(f"{path}: sha256 {sha256(path)}, expected {want}")
+    src = args.segmentation.read_text(encoding="utf-8")
+    m = re.search(r"const grapheme_cat_table: &\[\(char, char, GraphemeCat\)\] = &\[(.*?)\];", src, re.S)
+    cats = [(int(a, 16), int(b, 16), c) for a, b, c in
+            re.findall(r"\('\\u\{([0-9a-f]+)\}',\s*'\\u\{([0-9a-f]+)\}',\s*GC_(\w+)\)", m.group(1))]
+    m = re.search(r"const InCB_Extend_table: &\[\(char, char\)\] = &\[(.*?)\];", src, re.S)
+    extend = [(int(a, 16), int(b, 16)) for a, b in
+              re.findall(r"\('\\u\{([0-9a-f]+)\}',\s*'\\u\{([0-9a-f]+)\}'\)", m.group(1))]
+    m = re.search(r"pub fn is_incb_linker\(c: char\) -> bool \{(.*?)\}\n", src, re.S)
+    linker = [int(x, 16) for x in re.findall(r"'\\u\{([0-9A-Fa-f]+)\}'", m.group(1))]
+    assert len(cats) > 1500 and len(extend) > 300 and len(linker) > 10, (len(cats), len(extend), len(linker))
+    lines = [
+        "# Pinned grapheme cluster tables of the Precompiled normalizer (unicode-segmentation, Unicode 17.0.0).",
+        "# Written by tools/make_unicode_tables.py --graphemes; do not edit. Code points in hex; a-b = a range.",
+        f"# source: unicode-segmentation src/tables.rs sha256 {SEGMENTATION_SHA256}",
+        "@grapheme_break  a-b:Class (Extended_Pictographic and InCB_Consonant are classes; the rest is Any)",
+    ]
+    lines += wrap([(f"{a:X}" if a == b else f"{a:X}-{b:X}") + f":{c}" for a, b, c in cats])
+    lines.append("@incb_extend     InCB=Extend")
+    lines += wrap(fmt_ranges(extend))
+    lines.append("@incb_linker     InCB=Linker")
+    lines += wrap(fmt_ranges(ranges(linker)))
+    args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tests = []
+    body = args.break_tests.read_text(encoding="utf-8")
+    same = re.search(r"TEST_SAME: [^=]*= &\[(.*?)\n    \];", body, re.S).group(1)
+    diff = re.search(r"TEST_DIFF: [^=]*= &\[(.*?)\n    \];", body, re.S).group(1)
+    for s, parts in re.findall(r'\("([^"]*)",\s*&\[([^\]]*)\]\)', same):
+        tests.append([_rust_str(s), [_rust_str(p) for p in re.findall(r'"([^"]*)"', parts)]])
+    for s, parts, _legacy in re.findall(r'\("([^"]*)",\s*&\[([^\]]*)\],\s*&\[([^\]]*)\]\)', diff):
+        tests.append([_rust_str(s), [_rust_str(p) for p in re.findall(r'"([^"]*)"', parts)]])
+    assert len(tests) == 766, len(tests)
+    for s, parts in tests:
+        assert "".join(parts) == s, (s, parts)
+    args.tests_out.write_text(json.dumps({"source": f"unicode-segmentation tests/testdata/mod.rs sha256 "
+                                                    f"{BREAK_TESTS_SHA256} (GraphemeBreakTest.txt 17.0.0, extended)",
+                                          "tests": tests}, ensure_ascii=True) + "\n", encoding="utf-8")
+    from refexit.tokenizers import graphemes
+    seg = graphemes.Segmenter(args.out)
+    bad = [(s, parts) for s, parts in tests if seg.split(s) != parts]
+    print(f"{args.out}: {len(cats)} class ranges, {len(extend)} InCB=Extend ranges, {len(linker)} linkers; "
+          f"{len(tests)} break tests, {len(bad)} failures")
+    for s, parts in bad[:10]:
+        print(f"  {s!r}: want {parts!r} got {seg.split(s)!r}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__" and "--graphemes" in sys.argv[1:]:
+    sys.exit(graphemes_main(sys.argv[1:]))

@@ -18,7 +18,7 @@ The pipeline for one text, as tokenizers/src/tokenizer/mod.rs runs it:
 
 Each component is a small function built from its JSON object (`build_normalizer`, ...); a type
 or setting it does not support is a `ConfigError` naming it and the supported list (Precompiled,
-the SentencePiece charsmap of hub ALBERT / T5 folders, is not supported). Character classes come
+the SentencePiece charsmap of hub ALBERT / XLM-R / T5 folders, is precompiled.py). Character classes come
 from the pinned tables (unicode_pinned.py, unicode_json.py), never from Python's `unicodedata`.
 
     tok = TokenizerJson.from_dir("roberta-folder", max_length=512)
@@ -40,7 +40,7 @@ from refexit.tokenizers.wordpiece import Encoding, _RustRules, truncate_longest_
 
 BEHAVIOUR = "tokenizer-json-rust-tokenizers-0.23.3+pinned-unicode-1"
 NORMALIZERS = ("BertNormalizer", "Lowercase", "NFD", "NFKD", "NFC", "NFKC", "StripAccents", "Replace",
-               "Prepend", "Strip", "Sequence")
+               "Prepend", "Strip", "Sequence", "Precompiled")
 PRE_TOKENIZERS = ("BertPreTokenizer", "ByteLevel", "Metaspace", "Whitespace", "WhitespaceSplit", "Punctuation",
                   "Split", "Sequence")
 MODELS = ("WordPiece", "BPE", "Unigram", "WordLevel")
@@ -140,6 +140,10 @@ def build_normalizer(obj, path: str = "normalizer", source: str = "tokenizer.jso
     if t == "Replace":
         pat, content = _pattern(w), w.get("content", "str")
         return lambda text: pat.sub(lambda m: content, text)
+    if t == "Precompiled":
+        from refexit.tokenizers.precompiled import Charsmap
+        return Charsmap.from_base64(w.get("precompiled_charsmap", "str"),
+                                    f"{source}: {path}.precompiled_charsmap").normalize
     if t == "Prepend":
         pre = w.get("prepend", "str")
         return lambda text: pre + text if text else text
