@@ -21,13 +21,22 @@ its defaults, saved with save_pretrained):
                   WhitespaceSplit + Metaspace, [CLS] A [SEP] B [SEP])
   distilbert      WordPiece, uncased (DistilBertTokenizer)
   electra         WordPiece, cased, accents kept (ElectraTokenizer, do_lower_case false)
+  albert_spm      SentencePiece Unigram with the nmt_nfkc rules (the `sentencepiece` trainer, vocabulary
+                  1,000, one thread), converted as hub folders were: transformers' AlbertConverter
+                  (convert_slow_tokenizer) -> tokenizer.json with the Precompiled charsmap
+  xlmr_spm        the same through XLMRobertaConverter (Precompiled, Strip, Replace " {2,}")
+  t5_spm          nmt_nfkc_cf (case folding) through T5Converter (100 extra ids)
+
+The *_spm kinds need `pip install sentencepiece` (dev only); their tokenizer.json holds the real
+compiled charsmap of the rule (about 330 kB of base64 each).
 
 expected.json holds, for the texts listed in it, AutoTokenizer's input_ids and token_type_ids
 (truncation=True, return_token_type_ids=True; pairs through a batch call so an empty second text
 stays a pair): singles at max_length 512 and 16, pairs of consecutive texts at 512, 17 and 32. The
 texts: fixed ones (spacing, contractions, accents, compatibility forms, special tokens inside text),
 the first 12 test texts of each data set (cut at 1,500 characters) and 40 generated Unicode strings
-(check_tokenizer_hf.generated_texts, seed 19).
+(check_tokenizer_hf.generated_texts, seed 19); the *_spm kinds add SPM_TEXTS (emoji ZWJ sequences,
+full-width forms, ligatures with marks, Hangul jamo, control characters).
 """
 from __future__ import annotations
 
@@ -46,7 +55,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
-KINDS = ("roberta", "roberta_prefix", "albert", "distilbert", "electra")
+KINDS = ("roberta", "roberta_prefix", "albert", "distilbert", "electra", "albert_spm", "xlmr_spm", "t5_spm")
+# SentencePiece kinds: (normalization rule, converter / transformers class, trainer settings)
+SPM_KINDS = {
+    "albert_spm": ("nmt_nfkc", "AlbertTokenizer",
+                   dict(pad_id=0, unk_id=1, bos_id=-1, eos_id=-1, control_symbols=["[CLS]", "[SEP]", "[MASK]"])),
+    "xlmr_spm": ("nmt_nfkc", "XLMRobertaTokenizer", dict(unk_id=0, bos_id=1, eos_id=2)),
+    "t5_spm": ("nmt_nfkc_cf", "T5Tokenizer", dict(pad_id=0, eos_id=1, unk_id=2, bos_id=-1)),
+}
 DATASETS = ("rotten_tomatoes", "sms_spam", "bbc_news", "tweets")
 VOCAB_SIZE = 1000
 SINGLE_MLS = (512, 16)
@@ -58,6 +74,18 @@ FIXED_TEXTS = [
     "Ω Å K \u212b \u2126", "\u1100\u1161\u11a8 한국어 ㄱ", "e\u0301\u0327 a\u0308\u0304", "ΑΣ ς σ İ ß ǅ",
     "x" * 120, "’curly’ “quotes” — dash… ellipsis", "\x00nul \x7f del \ufffd", "\u2581meta space\u2581",
     "a <mask> b", "a  <mask>  b", "x<s> y </s>z", "[MASK] a [SEP]b", " <pad>",
+]
+
+
+# more texts for the SentencePiece kinds: what the Precompiled charsmap and grapheme clusters change
+SPM_TEXTS = [
+    "\U0001f468\u200d\U0001f469\u200d\U0001f467\u200d\U0001f466 family \U0001f3f3\ufe0f\u200d\U0001f308 flag "
+    "\U0001f44d\U0001f3fd", "\uff46\uff55\uff4c\uff4c\uff0d\uff57\uff49\uff44\uff54\uff48\u3000\uff21\uff22\uff23\u3000\uff11\uff12\uff13",
+    "\ufb01\u0301nal \ufb02\u0308 \ufb00", "\uac01\u0301 \u1100\u1161\u11a8\u0301 \u321c \u326e",
+    "\u2122\x1eg \u2121 \u338f \u337b \u216b", "a\u3000b\t\tc\u00a0d\u2028e", "x\u200dy \u200b z",
+    "\u0915\u094d\u200d\u0937 \u0915\u094d\u0937 \u0928\u092e\u0938\u094d\u0924\u0947", "e\u0301\u0301\u0301 o\u0308\u0304",
+    "\u0301leading mark", "\uff23\uff21\uff33\uff25 \u01c4 \u01c5 \u00df \u1e9e", "  two  spaces  ", "\r\n\r\n",
+    "\u00bd \u00bc \u2075 \u2082 \u2460", "\u00aa\u0301 \u00ba\u0308 \u017f\u0301 \u01fc",
 ]
 
 
@@ -78,9 +106,57 @@ def golden_texts() -> list[str]:
     return out + generated_texts(40, seed=19)
 
 
+class _SlowShim:
+    """What transformers' SpmConverter reads of a slow tokenizer (transformers 5 has none)."""
+
+    def __init__(self, vocab_file: str, converter_cls):
+        self.vocab_file, self.keep_accents, self.do_lower_case = vocab_file, False, True
+        self.add_prefix_space, self._extra_ids = True, 100
+        self._cls = converter_cls
+
+    def convert_tokens_to_ids(self, token: str) -> int:
+        conv = self._cls.__new__(self._cls)
+        conv.original_tokenizer = self
+        from transformers.convert_slow_tokenizer import import_protobuf
+        proto = import_protobuf().ModelProto()
+        proto.ParseFromString(Path(self.vocab_file).read_bytes())
+        return [p for p, _ in conv.vocab(proto)].index(token)
+
+
+def build_spm(kind: str, texts: list[str], folder: Path) -> Path:
+    """Train a SentencePiece Unigram model with kind's rule and convert it to tokenizer.json."""
+    import tempfile
+    import sentencepiece as spm
+    import importlib
+    cst = importlib.import_module("transformers.convert_slow_tokenizer")
+    rule, cls, extra = SPM_KINDS[kind]
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = Path(tmp) / "train.txt"
+        corpus.write_text("\n".join(t.replace("\n", " ") for t in texts), encoding="utf-8")
+        spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(Path(tmp) / "m"), vocab_size=VOCAB_SIZE,
+                                       model_type="unigram", normalization_rule_name=rule, character_coverage=1.0,
+                                       num_threads=1, minloglevel=2, **extra)
+        converter = {"AlbertTokenizer": cst.AlbertConverter, "XLMRobertaTokenizer": cst.XLMRobertaConverter,
+                     "T5Tokenizer": cst.T5Converter}[cls]
+        fast = converter(_SlowShim(str(Path(tmp) / "m.model"), converter)).converted()
+    # the special tokens as transformers 4 saved them into hub files (masks with lstrip)
+    from tokenizers import AddedToken
+    specials = {"AlbertTokenizer": ["<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"],
+                "XLMRobertaTokenizer": ["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+                "T5Tokenizer": ["<pad>", "</s>", "<unk>"] + [f"<extra_id_{i}>" for i in range(99, -1, -1)]}[cls]
+    fast.add_special_tokens([AddedToken(t, lstrip=t in ("[MASK]", "<mask>"), rstrip=False, normalized=False,
+                                        special=True) for t in specials])
+    fast.save(str(folder / "tokenizer.json"), pretty=False)
+    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": cls}) + "\n", encoding="utf-8")
+    return folder
+
+
 def build(kind: str, texts: list[str], folder: Path):
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
     import transformers
+    if kind in SPM_KINDS:
+        return build_spm(kind, texts, folder)
     folder.mkdir(parents=True, exist_ok=True)
     if kind.startswith("roberta"):
         t = Tokenizer(models.BPE())
@@ -145,12 +221,12 @@ def main(argv=None) -> int:
     texts = golden_texts()
     for kind in args.only or KINDS:
         folder = build(kind, train, args.out / kind)
-        exp = expected(folder, texts)
+        exp = expected(folder, texts + SPM_TEXTS if kind in SPM_KINDS else texts)
         exp["versions"] = {"tokenizers": tokenizers.__version__, "transformers": transformers.__version__}
         text = json.dumps(exp, ensure_ascii=False, separators=(",", ":"))
         (folder / "expected.json").write_text(text + "\n", encoding="utf-8")
         size = sum(p.stat().st_size for p in folder.iterdir())
-        print(f"{folder}: {exp['tokenizer_class']}, {len(texts)} texts, {size} bytes")
+        print(f"{folder}: {exp['tokenizer_class']}, {len(exp['texts'])} texts, {size} bytes")
     return 0
 
 

@@ -9,6 +9,8 @@ What a folder may hold, in the order looked for:
                                [CLS] A [SEP] B [SEP]) the equivalent wordpiece.Tokenizer, which the
                                compiler also has in C
     vocab.txt                  BERT WordPiece with the settings of tokenizer_config.json (as today)
+                               ALBERT, XLM-R and T5 (SentencePiece) folders: the normalizer and
+                               pre-tokenizer transformers 5 builds for that class (sentencepiece_spec)
     vocab.json + merges.txt    RoBERTa byte-level BPE as transformers 5's RobertaTokenizer builds it from
                                them (add_prefix_space from tokenizer_config.json; <s> A </s> </s> B </s>;
                                the special tokens without lstrip / rstrip)
@@ -67,6 +69,12 @@ def load_tokenizer(folder: str | Path, config=None, max_length: int | None = Non
         tok = TokenizerJson.from_file(folder / "tokenizer.json", max_length=ml, pad_token=pad_token,
                                       pad_token_id=None if pad_token is not None else pad_id)
         check_config_agrees(tok.spec, tok_cfg, folder)
+        rebuilt = sentencepiece_spec(tok.spec, tok_cfg, folder)
+        if rebuilt is not None:
+            tok = TokenizerJson(rebuilt, source=tok.source, max_length=ml, pad_token=pad_token,
+                                pad_token_id=None if pad_token is not None else pad_id,
+                                text=(folder / "tokenizer.json").read_text(encoding="utf-8")
+                                + json.dumps([rebuilt["normalizer"], rebuilt["pre_tokenizer"]]))
         tok = as_wordpiece(tok) or tok
     elif (folder / "vocab.txt").is_file():
         if config is None:
@@ -134,6 +142,8 @@ def check_config_agrees(spec: dict, tok_cfg: dict, folder: Path) -> None:
                  if isinstance(n, dict)]
         lower, keep = want("do_lower_case", True), want("keep_accents", False)
         expect = ["Replace", "Replace"] + ([] if keep else ["NFKD", "StripAccents"]) + (["Lowercase"] if lower else [])
+        if types and _is_space_runs(norm.get("normalizers", [None])[-1] if norm.get("type") == "Sequence" else norm):
+            types = types[:-1]                 # Replace " {2,}" of the converter: transformers 5 drops it
         if [t for t in types if t != "Precompiled"][:len(expect) + 1] != expect:
             problems.append(f"do_lower_case {lower}, keep_accents {keep} in tokenizer_config.json build the "
                             f"normalizers {expect}; tokenizer.json has {types}")
@@ -141,6 +151,64 @@ def check_config_agrees(spec: dict, tok_cfg: dict, folder: Path) -> None:
         raise ConfigError(f"{folder}: tokenizer_config.json and tokenizer.json disagree (transformers 5's "
                           f"{cls} follows tokenizer_config.json, refexit reads tokenizer.json): "
                           + "; ".join(problems))
+
+
+_SPM_CLASSES = {"albert": "AlbertTokenizer", "xlm-roberta": "XLMRobertaTokenizer", "t5": "T5Tokenizer"}
+
+
+def _is_space_runs(n) -> bool:
+    return (isinstance(n, dict) and n.get("type") == "Replace" and n.get("pattern") == {"Regex": " {2,}"})
+
+
+def sentencepiece_spec(spec: dict, tok_cfg: dict, folder: Path) -> dict | None:
+    """transformers 5's AlbertTokenizer, XLMRobertaTokenizer and T5Tokenizer (the class named by
+    tokenizer_config.json, else by config.json's model_type) do not run tokenizer.json's normalizer
+    and pre-tokenizer: they keep its vocabulary, added tokens, post-processor and Precompiled
+    charsmap and build the rest themselves (models/*/tokenization_*.py):
+
+        AlbertTokenizer      Replace `` and '' by ", NFKD + StripAccents unless keep_accents,
+                             Lowercase if do_lower_case, Precompiled
+        XLMRobertaTokenizer  Precompiled
+        T5Tokenizer          Precompiled
+        all three            WhitespaceSplit, then Metaspace "▁" (prepend always; XLM-R and
+                             ALBERT: never when add_prefix_space is false), split
+
+    (The hub's converter-written files have Precompiled + Strip + Replace " {2,}" and a Metaspace
+    alone, which give other ids around runs of spaces.) Returns that spec, or None for other
+    classes."""
+    cls = str(tok_cfg.get("tokenizer_class") or "").removesuffix("Fast")
+    if not cls:
+        cfg = _read_optional(folder / "config.json")
+        cls = _SPM_CLASSES.get(cfg.get("model_type"), "")
+    if cls not in _SPM_CLASSES.values():
+        return None
+    norm = spec.get("normalizer") or {}
+    steps = norm.get("normalizers", []) if norm.get("type") == "Sequence" else [norm]
+    charsmap = next((n for n in steps if isinstance(n, dict) and n.get("type") == "Precompiled"
+                     and "precompiled_charsmap" in n), None)
+    out: list = []
+    prefix = True
+    if cls == "AlbertTokenizer":
+        keep, lower = tok_cfg.get("keep_accents", False), tok_cfg.get("do_lower_case", True)
+        out = [{"type": "Replace", "pattern": {"String": "``"}, "content": '"'},
+               {"type": "Replace", "pattern": {"String": "''"}, "content": '"'}]
+        out += [] if keep else [{"type": "NFKD"}, {"type": "StripAccents"}]
+        out += [{"type": "Lowercase"}] if lower else []
+    if cls != "T5Tokenizer":
+        prefix = tok_cfg.get("add_prefix_space", True)
+        if not isinstance(prefix, bool):
+            raise ConfigError(f"{folder / 'tokenizer_config.json'}: field 'add_prefix_space' must be true or "
+                              f"false, got {prefix!r}")
+    if charsmap is not None:
+        out.append({"type": "Precompiled", "precompiled_charsmap": charsmap["precompiled_charsmap"]})
+    rebuilt = dict(spec)
+    rebuilt["normalizer"] = ({"type": "Sequence", "normalizers": out} if cls == "AlbertTokenizer"
+                             else out[0] if out else None)
+    rebuilt["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "WhitespaceSplit"},
+        {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always" if prefix else "never",
+         "split": True}]}
+    return rebuilt
 
 
 def as_wordpiece(tok: TokenizerJson) -> Tokenizer | None:
