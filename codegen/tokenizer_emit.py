@@ -660,7 +660,7 @@ UNIGRAM_ERRORS = [
 ]
 UNIGRAM_CODES = {name: code for name, code, _ in UNIGRAM_ERRORS}
 UNIGRAM_MAGIC = b"RXUNI\0\0\1"
-UNIGRAM_STEPS = {"Replace": 1, "NFD": 2, "NFKD": 3, "StripAccents": 4, "Lowercase": 5}
+UNIGRAM_STEPS = {"Replace": 1, "NFD": 2, "NFKD": 3, "StripAccents": 4, "Lowercase": 5, "Precompiled": 6}
 UNIGRAM_SCHEMES = {"always": 0, "first": 1, "never": 2}
 
 
@@ -685,7 +685,32 @@ def unigram_tables_source() -> str:
         _c_array(f"static const uint16_t ug_compat_off[{len(offs)}]", offs),
         _c_array(f"static const uint32_t ug_compat_pool[{len(pool)}]", pool, hexa=True),
         _c_ranges("ug_mark", u.classes["combining_mark"].ranges),
-        _c_ranges("ug_white_space", unicode_pinned.load().whitespace.ranges)])
+        _c_ranges("ug_white_space", unicode_pinned.load().whitespace.ranges),
+        grapheme_tables_source()])
+
+
+def grapheme_tables_source() -> str:
+    """The extended grapheme cluster tables of the Precompiled step (refexit/tokenizers/
+    grapheme_unicode.txt, as refexit.tokenizers.graphemes reads them): each range's class, InCB=Extend,
+    InCB=Linker, and the pair rule table of graphemes.PAIR."""
+    from refexit.tokenizers import graphemes
+    from .unicode_tables import _c_array
+    seg = graphemes.load()
+    g = graphemes
+    names = ", ".join(f"UG_GB_{n.upper()} = {i}" for i, n in enumerate(g.CLASSES))
+    return "\n".join([
+        "/* Grapheme_Cluster_Break classes (Extended_Pictographic and InCB=Consonant as classes),",
+        "   InCB=Extend and InCB=Linker (refexit/tokenizers/grapheme_unicode.txt; unicode-segmentation,",
+        "   Unicode 17.0.0), and the rule of each (before, after) class pair: 0 break, 1 keep,",
+        "   2 GB9c, 3 GB11, 4 GB12/13 (refexit/tokenizers/graphemes.py). */",
+        f"enum {{ {names} }};",
+        f"#define UG_GB_N {len(g.CLASSES)}",
+        _c_ranges("ug_gb_range", list(zip(seg.starts, seg.ends))),
+        _c_array(f"static const unsigned char ug_gb_class[{len(seg.classes)}]", seg.classes),
+        _c_ranges("ug_incb_extend", seg.incb_extend),
+        _c_ranges("ug_incb_linker", seg.incb_linker),
+        _c_array(f"static const unsigned char ug_gb_pair[{len(g.CLASSES) ** 2}]",
+                 [v for row in g.PAIR for v in row])])
 
 
 def emit_unigram_tokenizer(prefix: str, header_name: str | None = None) -> tuple[str, str]:
@@ -723,7 +748,7 @@ def unigram_source_inlined(prefix: str) -> str:
 def pack_unigram(tok) -> bytes:
     """The packed file {prefix}_ug_open reads, from a refexit.tokenizers.TokenizerJson whose pipeline
     the C code implements: normalizer steps among Replace (a plain string), NFD, NFKD,
-    StripAccents, Lowercase; pre-tokenizer Metaspace, optionally after WhitespaceSplit; Unigram
+    StripAccents, Lowercase, Precompiled (its charsmap bytes packed as they are); pre-tokenizer Metaspace, optionally after WhitespaceSplit; Unigram
     with an unk_id; any post-processor (its templates are packed); added tokens matched on the raw
     text. Anything else is a ValueError naming it."""
     import struct
@@ -735,8 +760,10 @@ def pack_unigram(tok) -> bytes:
               else [norm] if norm else []):
         kind = n.get("type") if isinstance(n, dict) else None
         if kind not in UNIGRAM_STEPS:
-            problems.append(f"normalizer {kind!r}" + (" (the SentencePiece charsmap)" if kind == "Precompiled" else "")
-                            + f" (supported: {', '.join(UNIGRAM_STEPS)})")
+            problems.append(f"normalizer {kind!r} (supported: {', '.join(UNIGRAM_STEPS)})")
+        elif kind == "Precompiled":                 # the charsmap bytes, checked when tok was built
+            import base64
+            steps.append((6, base64.b64decode(n["precompiled_charsmap"]), b""))
         elif kind == "Replace":
             pat = n.get("pattern") or {}
             if set(pat) != {"String"} or not isinstance(pat["String"], str) or not pat["String"]:

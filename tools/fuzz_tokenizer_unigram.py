@@ -5,8 +5,9 @@ tools/fuzz_tokenizer_bpe.py).
     python tools/fuzz_tokenizer_unigram.py --seconds 600
     python tools/fuzz_tokenizer_unigram.py --batches 20 --seed 7
 
-Each batch uses a variant of the golden ALBERT tokenizer (tests/golden/tokenizers/albert): the
-normalizer steps in random order and subsets (Replace, NFD, NFKD, StripAccents, Lowercase, extra
+Each batch uses a variant of a golden ALBERT tokenizer (tests/golden/tokenizers/albert, and the
+SentencePiece kinds albert_spm, xlmr_spm, t5_spm with their Precompiled charsmaps, as load_tokenizer
+rebuilds them): the normalizer steps in random order and subsets (Replace, NFD, NFKD, StripAccents, Lowercase, extra
 Replace rules), Metaspace with or without WhitespaceSplit, every prepend_scheme, split on or off,
 some pieces removed (unknown characters, fused) or their scores perturbed or rounded (ties), a piece
 listed twice,
@@ -28,17 +29,25 @@ sys.path.insert(0, str(ROOT / "tools"))
 import fuzz_tokenizer_bpe  # noqa: E402
 from codegen import tokenizer_emit as te  # noqa: E402
 from fuzz_tokenizer import random_input  # noqa: E402
+from refexit.tokenizers.load import sentencepiece_spec  # noqa: E402
 
 UG_PIECES = [s.encode() for s in ["``", "''", "\u2581", " ", "  ", "\t", "\n", "\u00a0", "\u3000", "[CLS]", "[SEP]",
                                   "[MASK]", "<unk>", "<pad>", "[CL", "S]", "A", "the", "The", "THE", "é", "e\u0301",
                                   "\u0301\u0316\u0301", "ﬁ", "½", "x²", "Ⅻ", "각", "\u1100\u1161", "İ", "ß", "Σ", "ǅ",
-                                  "😀", "中", "1", "23", ".", ",", "!", "\u2581the"]]
+                                  "😀", "中", "1", "23", ".", ",", "!", "\u2581the",
+                                  # grapheme clusters and charsmap entries (Precompiled)
+                                  "\U0001f468\u200d\U0001f469\u200d\U0001f467", "\U0001f44d\U0001f3fd", "\u200d",
+                                  "\U0001f1eb\U0001f1f7\U0001f1e9", "\u0915\u094d\u0937", "\u0915\u094d\u200d",
+                                  "\u00aa\u0301", "\u017f\u0308", "\uff21\uff42", "\u3000", "\r\n", "\x1e",
+                                  "\ufe0f", "\u0600\u0661", "\U000e0041", "\u1100\u1161\u11a8\u0301"]]
 EXTRA_REPLACE = [("a", "bb"), (" ", ""), ("\u2581", " "), ("e", "\u0301"), ("th", "TH")]
 
 
 def variant(rng: random.Random, spec: dict) -> dict:
     """A random variant of the ALBERT tokenizer.json spec (still one the C tokenizer implements)."""
     spec = json.loads(json.dumps(spec))
+    if spec["pre_tokenizer"].get("type") != "Sequence":     # a converter-written SentencePiece file
+        spec = sentencepiece_spec(spec, {"tokenizer_class": "AlbertTokenizer"}, ROOT)
     steps = list(spec["normalizer"]["normalizers"])
     steps += [{"type": "NFD"}] + [{"type": "Replace", "pattern": {"String": a}, "content": b}
                                   for a, b in rng.sample(EXTRA_REPLACE, rng.randrange(3))]
@@ -72,7 +81,8 @@ def ug_input(rng: random.Random, corpus: list[bytes]) -> bytes:
     return random_input(rng, corpus)
 
 
-fuzz_tokenizer_bpe.KINDS["unigram"] = dict(driver=te.build_unigram_driver, bases=("albert",), variant=variant,
+fuzz_tokenizer_bpe.KINDS["unigram"] = dict(driver=te.build_unigram_driver, bases=("albert", "albert_spm", "xlmr_spm", "t5_spm"),
+                                           variant=variant,
                                            pack=te.pack_unigram, input=ug_input)
 
 
