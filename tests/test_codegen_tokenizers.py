@@ -267,8 +267,12 @@ def test_tokenizer_section():
     kind, data, why = lower.tokenizer_section(tok, tok.vocab_size)
     assert (kind, data) == ("none", b"") and "does not implement" in why and "'NFC'" in why
     spec["normalizer"]["normalizers"][-1] = {"type": "Precompiled", "precompiled_charsmap": "AAAA"}
-    with pytest.raises(refexit.ConfigError, match="unsupported normalizer type 'Precompiled'"):
-        TokenizerJson(spec)                # the SentencePiece charsmap: not read, in Python nor in C
+    with pytest.raises(refexit.ConfigError, match="precompiled_charsmap: 3 bytes, too short"):
+        TokenizerJson(spec)                # a SentencePiece charsmap that is not one
+    sp = json.loads((GOLDEN / "tokenizers" / "albert_spm" / "tokenizer.json").read_text(encoding="utf-8"))
+    spec["normalizer"]["normalizers"][-1] = next(n for n in sp["normalizer"]["normalizers"] if n["type"] == "Precompiled")
+    tok = TokenizerJson(spec)              # a real one: packed into the Unigram section
+    assert lower.tokenizer_section(tok, tok.vocab_size)[:2] == ("unigram", te.pack_unigram(tok))
 
 
 # ---------------------------------------------------------------- C: warnings, prefixes, programs

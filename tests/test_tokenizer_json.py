@@ -253,7 +253,8 @@ def _write(tmp_path, spec) -> Path:
 
 
 @pytest.mark.parametrize("where, value, match", [
-    ("normalizer", {"type": "Precompiled", "precompiled_charsmap": ""}, "unsupported normalizer type 'Precompiled'"),
+    ("normalizer", {"type": "Precompiled", "precompiled_charsmap": ""}, "precompiled_charsmap: 0 bytes, too short"),
+    ("normalizer", {"type": "NFKC_CF"}, "unsupported normalizer type 'NFKC_CF'"),
     ("pre_tokenizer", {"type": "Digits", "individual_digits": True}, "unsupported pre-tokenizer type 'Digits'"),
     ("post_processor", {"type": "Fancy"}, "unsupported post-processor type 'Fancy'.*TemplateProcessing"),
     ("model", {"type": "Magic"}, "unsupported model type 'Magic'.*BPE"),
