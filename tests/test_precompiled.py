@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import struct
 from pathlib import Path
 
@@ -201,3 +202,35 @@ def test_truncating_the_real_charsmap_is_refused(kind):
     with pytest.raises(ConfigError, match="follow its size"):
         Charsmap(data[:size // 2])
     Charsmap(data[:4 + size])                 # no strings at all is still a charsmap
+
+
+try:
+    import transformers
+except ImportError:
+    transformers = None
+
+
+@pytest.mark.skipif(transformers is None, reason="compares with transformers.AutoTokenizer")
+@pytest.mark.parametrize("kind, cfg", [("xlmr_spm", {"add_prefix_space": False}), ("t5_spm", {}),
+                                       ("albert_spm", {"add_prefix_space": None, "do_lower_case": None}),
+                                       ("xlmr_spm", {"tokenizer_class": None, "model": "xlm-roberta"})])
+def test_live_autotokenizer_settings(tmp_path, kind, cfg):
+    """tokenizer_config.json settings (and a folder naming its class through config.json's
+    model_type only) give AutoTokenizer's ids."""
+    import os
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    folder = tmp_path / kind
+    shutil.copytree(GOLDEN / "tokenizers" / kind, folder)
+    (folder / "expected.json").unlink()
+    tc = json.loads((folder / "tokenizer_config.json").read_text()) | cfg
+    model = tc.pop("model", None)
+    if model:
+        (folder / "config.json").write_text(json.dumps({"model_type": model}), encoding="utf-8")
+    (folder / "tokenizer_config.json").write_text(json.dumps({k: v for k, v in tc.items() if v is not None}))
+    hf = transformers.AutoTokenizer.from_pretrained(str(folder))
+    ours = load_tokenizer(folder)
+    texts = json.loads((GOLDEN / "tokenizers" / kind / "expected.json").read_text(encoding="utf-8"))["texts"]
+    for a, b in zip(texts, texts[1:] + [None]):
+        b = b or None                                      # AutoTokenizer's single call: "" is no pair
+        enc = hf(a, b, max_length=64, truncation=True, return_token_type_ids=True)
+        assert ours.encode(a, b, 64) == (enc["input_ids"], enc["token_type_ids"]), (a, b)

@@ -14,7 +14,8 @@ Inputs (as tools/check_tokenizer_hf.py, the sibling for BERT's WordPiece and its
               singles at 512 and 16, consecutive pairs at 17 and 32
 
 `TokenizerJson`, what `load_tokenizer` returns for the folder (wordpiece.Tokenizer for the BERT
-WordPiece kinds) and, for byte-level BPE and Unigram folders, the generated C
+WordPiece kinds; for ALBERT / XLM-R / T5 SentencePiece files the pipeline transformers 5 rebuilds,
+which replaces the file as written in the comparison) and, for byte-level BPE and Unigram folders, the generated C
 (codegen.tokenizer_emit.pack_bpe / CBpeTokenizer, pack_unigram / CUnigramTokenizer) are checked. Prints one line per (kind, input set, max_length) and the
 totals; exit status 1 on any mismatch.
 """
@@ -48,11 +49,13 @@ def check_folder(folder: Path, sets: dict[str, list[str]], show: int, pair_chars
     assert hf.is_fast, type(hf)
     ours = {"pipeline": TokenizerJson.from_file(folder / "tokenizer.json", max_length=1 << 20),
             "load_tokenizer": load_tokenizer(folder, max_length=1 << 20)}
+    if isinstance(ours["load_tokenizer"], TokenizerJson) and ours["load_tokenizer"].spec != ours["pipeline"].spec:
+        del ours["pipeline"]       # a SentencePiece class that transformers 5 rebuilds (load.sentencepiece_spec)
     from codegen import tokenizer_emit as te      # the generated C, for the pipelines it implements
     for pack, build, wrap in ((te.pack_bpe, te.build_bpe_library, te.CBpeTokenizer),
                               (te.pack_unigram, te.build_unigram_library, te.CUnigramTokenizer)):
         try:
-            packed = pack(ours["pipeline"])
+            packed = pack(ours.get("pipeline", ours["load_tokenizer"]))
         except ValueError:
             continue
         ours["C"] = wrap(build(tempfile.mkdtemp(prefix="refexit-ccheck-")), packed)

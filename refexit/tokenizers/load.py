@@ -7,10 +7,10 @@ What a folder may hold, in the order looked for:
                                BERT folders of the hub): a TokenizerJson pipeline; when it is exactly the
                                BERT WordPiece pipeline (BertNormalizer, BertPreTokenizer, WordPiece "##",
                                [CLS] A [SEP] B [SEP]) the equivalent wordpiece.Tokenizer, which the
-                               compiler also has in C
-    vocab.txt                  BERT WordPiece with the settings of tokenizer_config.json (as today)
+                               compiler also has in C;
                                ALBERT, XLM-R and T5 (SentencePiece) folders: the normalizer and
                                pre-tokenizer transformers 5 builds for that class (sentencepiece_spec)
+    vocab.txt                  BERT WordPiece with the settings of tokenizer_config.json (as today)
     vocab.json + merges.txt    RoBERTa byte-level BPE as transformers 5's RobertaTokenizer builds it from
                                them (add_prefix_space from tokenizer_config.json; <s> A </s> </s> B </s>;
                                the special tokens without lstrip / rstrip)
@@ -189,13 +189,15 @@ def sentencepiece_spec(spec: dict, tok_cfg: dict, folder: Path) -> dict | None:
     out: list = []
     prefix = True
     if cls == "AlbertTokenizer":
-        keep, lower = tok_cfg.get("keep_accents", False), tok_cfg.get("do_lower_case", True)
+        keep, lower = tok_cfg.get("keep_accents"), tok_cfg.get("do_lower_case")
+        keep, lower = bool(keep), lower is None or bool(lower)       # null: the class default
         out = [{"type": "Replace", "pattern": {"String": "``"}, "content": '"'},
                {"type": "Replace", "pattern": {"String": "''"}, "content": '"'}]
         out += [] if keep else [{"type": "NFKD"}, {"type": "StripAccents"}]
         out += [{"type": "Lowercase"}] if lower else []
     if cls != "T5Tokenizer":
-        prefix = tok_cfg.get("add_prefix_space", True)
+        prefix = tok_cfg.get("add_prefix_space")
+        prefix = True if prefix is None else prefix
         if not isinstance(prefix, bool):
             raise ConfigError(f"{folder / 'tokenizer_config.json'}: field 'add_prefix_space' must be true or "
                               f"false, got {prefix!r}")
