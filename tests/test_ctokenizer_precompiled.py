@@ -163,3 +163,30 @@ def test_variants(lib, seed):
         b = tool.ug_input(rng, corpus).decode("utf-8", "replace") if rng.random() < 0.5 else None
         ml = rng.choice([5, 7, 16, 512])
         assert c.encode(a, b, ml) == py.encode(a, b, ml), (a, b, ml)
+
+
+def test_compiled_albert_folder_with_a_charsmap(tmp_path):
+    """An ALBERT model folder whose tokenizer.json has the Precompiled charsmap (albert_spm): the
+    compiled library's own tokenizer (encode_text, classify_text) equals the oracle's."""
+    import warnings
+
+    import numpy as np
+
+    import codegen
+    import refexit
+    from test_codegen_tokenizers import family_folder
+    folder = family_folder("albert", tmp_path / "albert")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (folder / name).write_bytes((GOLDEN / "albert_spm" / name).read_bytes())
+    model = refexit.load(folder)
+    assert any(n.get("type") == "Precompiled" for n in model.tokenizer.spec["normalizer"]["normalizers"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", refexit.ExitWarning)
+        cm = codegen.compile_model(model, refexit.Static(1), tmp_path / "build", prefix="tpc")
+    assert cm.tokenizer_kind == "unigram"
+    texts = json.loads((GOLDEN / "albert_spm" / "expected.json").read_text(encoding="utf-8"))["texts"][:60]
+    for t in texts:
+        assert cm.encode_text(t) == model.tokenizer.encode(t), t
+    got = cm.classify_text(texts)
+    want = model.classify(model.tokenizer(texts), refexit.Static(1))
+    assert np.array_equal(np.asarray(got.labels), np.asarray(want.labels))
