@@ -27,7 +27,8 @@ def add_subcommand(subparsers) -> None:
     p.add_argument("--l2norm", action="store_true", help="mean_linear: L2-normalise the mean first")
     p.add_argument("--objective", default="deebert", choices=T.OBJECTIVES, help="exit-head objective (default deebert)")
     p.add_argument("--extras", default=DEFAULT_EXTRAS,
-                   help=f"also train these, comma-separated, or 'none' (default {DEFAULT_EXTRAS})")
+                   help=f"also train these, comma-separated, or 'none' (default {DEFAULT_EXTRAS}; also "
+                        f"known, only when named: {', '.join(T.OPTIONAL_EXTRAS)})")
     p.add_argument("--out", type=Path, help="output folder (default out/exits-DATA-HEADS-OBJECTIVE-seedS)")
     p.add_argument("--seed", type=int, default=0, help="training seed (init, batch order, --limit subset)")
     p.add_argument("--max-length", type=int, default=128, help="tokens per text, truncated (default 128)")
@@ -49,9 +50,9 @@ def run(args) -> int:
     from refexit.train import features as F
     extras = tuple(e.strip() for e in args.extras.split(",") if e.strip())
     extras = () if extras == ("none",) else extras
-    bad = set(extras) - set(T.EXTRAS)
+    bad = set(extras) - set(T.EXTRAS) - set(T.OPTIONAL_EXTRAS)
     if bad:
-        raise refexit.InputError(f"unknown --extras {sorted(bad)} (known: {', '.join(T.EXTRAS)}, or none)")
+        raise refexit.InputError(f"unknown --extras {sorted(bad)} (known: {', '.join(T.EXTRAS + T.OPTIONAL_EXTRAS)}, or none)")
     ds = data_args.load(args)
     userdata.require_classification(ds, "train-exits")
     model = refexit.load(args.model_dir)
