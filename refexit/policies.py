@@ -371,6 +371,11 @@ class GlobalPastFuture(_Threshold):
         if getattr(exits, "gpf", None) is None:
             raise InputError("the gpf policy needs Global Past-Future parameters: train them "
                              "(refexit train-exits --extras gpf) or pass an exits file that has them")
+        if isinstance(exits.gpf, dict):        # (a compiled model's stub says True: checked when compiled)
+            from .gpf import check_params
+            H = np.shape(exits.gpf.get("pool.b", np.zeros((0, 0))))[-1]
+            check_params(exits.gpf, num_layers, H, num_labels, "the exits' Global Past-Future parameters",
+                         InputError)
         return super().check(num_layers, num_labels, exits)
 
     def _never(self, t, C): return t <= 0
