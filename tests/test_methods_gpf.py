@@ -338,7 +338,7 @@ def test_compiled_gpf_matches_oracle(kind, build_root):
         L = model.num_layers
         enc = data.draw(batches(model.config.vocab_size), label="batch")
         tr = quiet(model.astype(np.float64).classify, enc, refexit.GlobalPastFuture(-1.0), trace=True)
-        scores = np.array([[t.score for t in s if t.layer < L] for s in tr.per_layer]).reshape(-1, max(L - 1, 0))
+        scores = np.array([[t.score for t in s if t.layer < L] for s in tr.per_layer]).reshape(len(tr.per_layer), L - 1)
         if L > 1 and data.draw(st.booleans(), label="per_layer"):
             thr = [cut_between(data.draw, scores[:, i], f"cut {i + 1}") for i in range(L - 1)]
         else:
