@@ -319,8 +319,8 @@ def require_classification(ds: "data.Dataset", what: str) -> None:
     """Regression data where only classification is implemented: a clear error."""
     if ds.problem_type == "regression":
         raise InputError(f"{ds.name}: the labels are numbers with fractions, a regression task "
-                         f"(problem_type regression); {what} handles classification only so far "
-                         f"(regression exits need an MSE objective). Integer labels are class ids.")
+                         f"(problem_type regression); {what} handles classification only (train-exits, "
+                         f"fine-tune and evaluate --sweep take regression). Integer labels are class ids.")
 
 
 def describe(ds: "data.Dataset") -> dict:

@@ -288,7 +288,7 @@ def test_sentence_pairs_and_a_split_column(folder, tmp_path, capsys, own_cache):
     ("csv", ["--label-column", "y"], r"no column 'y' \(--label-column\)"),
     ("csv", ["--split-column", "s", "--dev-fraction", "0.2"], "--split-column or --dev-fraction"),
     ("csv", ["--dev-fraction", "0.6", "--test-fraction", "0.5"], "leaves nothing to train on"),
-    ("regression", [], "regression.*train-exits handles classification only"),
+    ("regression", ["--objective", "ponder"], "objective 'ponder' needs class probabilities"),
 ])
 def test_own_data_mistakes_are_clear_errors(folder, tmp_path, capsys, own_cache, make, argv, match):
     import re as _re
@@ -297,10 +297,44 @@ def test_own_data_mistakes_are_clear_errors(folder, tmp_path, capsys, own_cache,
     if make == "csv":
         argv = ["--data", tables.write_rows(tmp_path / "d.csv", own_rows(12))] + argv
     elif make == "regression":
-        argv = ["--data", tables.write_rows(tmp_path / "r.csv", [{"text": "ab", "label": f"{i / 4}"} for i in range(12)])]
+        argv = ["--data", tables.write_rows(tmp_path / "r.csv", [{"text": "ab", "label": f"{i / 4}"}
+                                                                 for i in range(12)])] + argv
     rc, _, err = run_main(capsys, "train-exits", folder, "--out", tmp_path / "o", *argv)
     assert rc == 1 and _re.search(match, err), err
     assert "Traceback" not in err
+
+
+def test_regression_csv_trains_evaluates_and_classifies_with_patience_tau(tmp_path, capsys, own_cache):
+    """A float label column end to end: train-exits (MSE heads, no extras), evaluate --sweep (Pearson,
+    Spearman and MSE; patience / window with tau), classify with the dev-picked patience and tau."""
+    from refexit import tables
+    m = random_model(num_layers=3, hidden=12, heads=2, intermediate=16, num_labels=1, vocab_size=80,
+                     max_position=24, head_kind="mean_linear", seed=6)
+    folder = save_model(m, tmp_path / "model")
+    rows = own_rows(60)
+    for r in rows:                             # a target the texts determine: the share of 'a's
+        r["label"] = f"{r['text'].count('a') / len(r['text']):.4f}"
+    p = tables.write_rows(tmp_path / "scores.csv", rows)
+    out = tmp_path / "exits"
+    rc, stdout, err = run_main(capsys, "train-exits", folder, "--data", p, "--out", out, "--epochs", "5",
+                               "--max-length", "16", "--heads", "mean_linear")
+    assert rc == 0, err
+    info = json.loads((out / "exits.json").read_text())
+    assert info["problem_type"] == "regression" and info["extras"] == [] and info["label_names"] == ["label"]
+    assert "dev r" in stdout and len(info["dev_per_layer"]) == 3
+    rc, stdout, err = run_main(capsys, "evaluate", folder, "--exits", out, "--sweep", "--no-plot")
+    assert rc == 0, err
+    rep = json.loads((out / "evaluate-scores.json").read_text())
+    assert set(rep["policies"]) == {"patience", "window", "static"} and "pearson" in rep["full"]["test"]
+    assert "Pearson r and Spearman rho" in stdout and "Traceback" not in err
+    pt = rep["policies"]["patience"]["points"][0]["params"]
+    rc, stdout, err = run_main(capsys, "classify", folder, "--exits", out, "--policy", "patience",
+                               "--patience", pt["count"], "--tau", pt["tau"], "ab cd ef")
+    assert rc == 0, err
+    (row,) = lines(stdout)
+    assert 1 <= row["exit_layer"] <= 3 and len(row["logits"]) == 1
+    rc, _, err = run_main(capsys, "evaluate", folder, "--exits", out, "--sweep", "--no-plot", "--precision", "bf16")
+    assert rc == 1 and "evaluate --precision handles classification only" in err
 
 
 def test_own_csv_of_builtin_rows_scores_as_the_builtin_set(minilm_dir, tmp_path, capsys, monkeypatch):

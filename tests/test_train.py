@@ -219,6 +219,103 @@ def test_pabee_weights_only_rescale_the_head_losses():
             w * deebert.info["log"][str(layer)]["dev_loss"][0], rel=1e-5)     # logged to 6 decimals
 
 
+@pytest.mark.parametrize("pooler", [False, True])
+def test_head_loss_mse_gradient(pooler):
+    rng = np.random.default_rng(2)
+    N, H = 7, 5
+    x, q = rng.normal(size=(N, H)), rng.normal(size=(N, 1))
+    p = {"fc.w": rng.normal(size=(1, H)), "fc.b": rng.normal(size=1)}
+    if pooler:
+        p["pooler.w"], p["pooler.b"] = rng.normal(size=(H, H)), rng.normal(size=H)
+    assert_grads(lambda pp: T.head_loss(pp, x, q, scale=0.7, mse=True), p)
+    z = T.head_forward(p, x)[1]
+    assert T.head_loss(p, x, q, mse=True)[0] == pytest.approx(float(np.mean((z - q) ** 2)), rel=1e-12)
+
+
+def regression_task(num_layers=3, n=300, seed=0):
+    """toy_task's model and features with a float target: a linear function of layer 1's head input."""
+    m, _, ftr, _, fdv, _ = toy_task(num_layers=num_layers, n=n, seed=seed, C=1)
+    w = np.random.default_rng(seed + 1).normal(size=16)
+    target = lambda f: F.head_input(f, 1, "mean_linear", m).astype(np.float64) @ w          # noqa: E731
+    return m, ftr, target(ftr), fdv, target(fdv)
+
+
+@pytest.mark.parametrize("objective", T.REGRESSION_OBJECTIVES)
+def test_regression_heads_train_by_mse_and_learn_a_linear_target(objective):
+    m, ftr, ytr, fdv, ydv = regression_task()
+    cfg = T.TrainConfig(max_epochs=80, batch_size=32, lr=3e-2, patience=10)
+    res = T.train_exits(m, ftr, ytr, fdv, ydv, ["score"], objective=objective, cfg=cfg, extras=(), train_final=True)
+    assert res.label_names == ["score"] and res.info["problem_type"] == "regression"
+    assert all(h.num_labels == 1 for h in res.exits.heads)
+    layer1 = res.info["dev_per_layer"][0]
+    assert set(layer1) == {"layer", "pearson", "spearman", "mse"}
+    if objective != "fastbert":               # fastbert imitates the final head, not the target
+        assert layer1["pearson"] > 0.9 and layer1["mse"] < 0.2 * np.var(ydv), layer1
+    final = res.info["dev_per_layer"][-1]
+    assert final["pearson"] > 0.5, final
+    if objective == "fastbert":               # the target is unused below the last layer
+        other = T.train_exits(m, ftr, np.random.default_rng(5).permutation(ytr), fdv, ydv, ["score"],
+                              objective="fastbert", cfg=T.TrainConfig(max_epochs=3), extras=(),
+                              train_final=False)
+        again = T.train_exits(m, ftr, ytr, fdv, ydv, ["score"], objective="fastbert",
+                              cfg=T.TrainConfig(max_epochs=3), extras=(), train_final=False)
+        assert np.array_equal(other.exits.heads[0].params["fc.w"], again.exits.heads[0].params["fc.w"])
+
+
+def test_regression_refuses_what_needs_class_probabilities():
+    m, ftr, ytr, fdv, ydv = regression_task()
+    with pytest.raises(refexit.InputError, match="objective 'lte' needs class probabilities"):
+        T.train_exits(m, ftr, ytr, fdv, ydv, ["score"], objective="lte", extras=())
+    with pytest.raises(refexit.InputError, match="extras calibrate, prototypes need class probabilities"):
+        T.train_exits(m, ftr, ytr, fdv, ydv, ["score"], extras=("prototypes", "calibrate"))
+
+
+def test_regression_evaluation_sweeps_patience_with_tau_and_picks_on_pearson():
+    from refexit.train import evaluate as E
+    m, ftr, ytr, fdv, ydv = regression_task(num_layers=4)
+    cfg = T.TrainConfig(max_epochs=40, batch_size=32, lr=3e-2, patience=8)
+    res = T.train_exits(m, ftr, ytr, fdv, ydv, ["score"], cfg=cfg, extras=(), train_final=True)
+    model = Model(m.config, m.weights, res.exits.astype(m.dtype), ["score"], m.tokenizer)
+    rep = E.evaluate(model, {"dev": fdv, "test": fdv}, {"dev": ydv, "test": ydv}, progress=False)
+    assert set(rep["policies"]) == {"patience", "window", "static"}
+    assert all("regression head" in why for why in rep["skipped"].values()) and "entropy" in rep["skipped"]
+    outs = E.LayerOutputs(model, fdv)
+    assert rep["tau_scale"] == pytest.approx(float(np.std(outs.logits[-1][:, 0])))
+    full = rep["full"]["dev"]
+    z = outs.logits[-1][:, 0].astype(np.float64)
+    assert full["mse"] == pytest.approx(float(np.mean((z - ydv) ** 2)), rel=1e-6)
+    assert full["pearson"] == pytest.approx(float(np.corrcoef(z, ydv)[0, 1]), abs=1e-9)
+    for name, entry in rep["policies"].items():
+        taus = {p["params"].get("tau") for p in entry["points"]} - {None}
+        assert name == "static" or len(taus) == len(E.TAU_FRACTIONS)
+        pk = entry["picked"]
+        if pk is not None:                     # within 1 point of Pearson's r, and the fastest such
+            assert pk["dev"]["pearson"] >= full["pearson"] - 0.01 - 1e-12
+            ok = [p for p in entry["points"] if p["dev"]["pearson"] >= full["pearson"] - 0.01 - 1e-12]
+            assert pk["dev"]["mean_layers"] == min(p["dev"]["mean_layers"] for p in ok)
+    static = rep["policies"]["static"]["points"]      # Static(k) runs layer k's head on everyone
+    for p in static:
+        k = p["params"]["k"]
+        zk = outs.logits[k - 1][:, 0].astype(np.float64)
+        assert p["dev"]["mse"] == pytest.approx(float(np.mean((zk - ydv) ** 2)), rel=1e-6)
+
+
+def test_spearman_averages_ties_and_pearson_is_numpys():
+    """Spearman's rho = Pearson's r of the ranks, a tied group sharing the mean of its positions
+    (the definition, computed by brute force here; scipy.stats.spearmanr does the same)."""
+    from refexit.train import evaluate as E
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 5, 40).astype(float), rng.normal(size=40)
+
+    def ranks(x):                              # 1 + (number below) + (ties - 1) / 2
+        return np.array([1 + np.sum(x < v) + (np.sum(x == v) - 1) / 2 for v in x])
+    got = E.regression_metrics(a, b)
+    assert got["spearman"] == pytest.approx(float(np.corrcoef(ranks(a), ranks(b))[0, 1]), abs=1e-12)
+    assert got["pearson"] == pytest.approx(float(np.corrcoef(a, b)[0, 1]), abs=1e-12)
+    assert got["mse"] == pytest.approx(float(np.mean((a - b) ** 2)), rel=1e-12)
+    assert E.regression_metrics(np.ones(5), np.arange(5.0))["pearson"] == 0.0       # constant side
+
+
 def test_unknown_kind_objective_and_extras_are_refused():
     m, _, ftr, ytr, fdv, ydv = toy_task()
     for kw in ({"kind": "fastbert"}, {"objective": "nope"}, {"extras": ("bogus",)}):

@@ -124,8 +124,8 @@ def test_regression_detection(tmp_path, ext, raw):
     assert ds.problem_type == "regression" and ds.label_names == ["score"]
     assert ds.train.labels.dtype == np.float64
     assert sorted(ds.train.labels) == sorted(float(v) for v in raw)
-    with pytest.raises(InputError, match="regression.*train-exits handles classification only"):
-        userdata.require_classification(ds, "train-exits")
+    with pytest.raises(InputError, match="regression.*the demo handles classification only"):
+        userdata.require_classification(ds, "the demo")
     assert len(ds.subset(2, 0, 0).train) == 2
 
 

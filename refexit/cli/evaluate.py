@@ -98,7 +98,8 @@ def run(args) -> int:
     precisions = E.parse_precisions(args.precision) if args.precision else None
     max_length = args.max_length or meta.get("max_length") or 128
     ds = data_args.load(args, recorded)
-    userdata.require_classification(ds, "evaluate")
+    if ds.problem_type == "regression" and precisions:
+        userdata.require_classification(ds, "evaluate --precision")
     name = ds.name
     model = refexit.load(args.model_dir, exits=file)
     if ds.num_labels != model.num_labels:
@@ -233,8 +234,9 @@ def _short(pt) -> str:
 
 
 def _row(label, m):
-    return (f"{label:<40} {100 * m['accuracy']:6.2f} {100 * m['macro_f1']:6.2f} {m['mean_layers']:5.2f} "
-            f"{m['layer_speedup']:5.2f}x {m['flops_ratio']:5.2f}x")
+    scores = (f"{100 * m['accuracy']:6.2f} {100 * m['macro_f1']:6.2f}" if "accuracy" in m      # regression:
+              else f"{100 * m['pearson']:6.2f} {100 * m['spearman']:6.2f} {m['mse']:8.4g}")    # r, rho x100, MSE
+    return f"{label:<40} {scores} {m['mean_layers']:5.2f} {m['layer_speedup']:5.2f}x {m['flops_ratio']:5.2f}x"
 
 
 def print_report(r: dict):
@@ -242,7 +244,12 @@ def print_report(r: dict):
     print(f"{r.get('dataset', '')}: L={L}, dev {r['sizes']['dev'] if 'sizes' in r else ''} / test "
           f"{r['sizes']['test'] if 'sizes' in r else ''}; mean layers include the exit layer; "
           f"speed-ups are L/mean layers and full/spent FLOPs (heads included)")
-    hdr = f"{'':<40} {'acc%':>6} {'mF1%':>6} {'layers':>5} {'L/mean':>6} {'FLOPs':>6}"
+    regression = "accuracy" not in next(iter(r["full"].values()))
+    hdr = (f"{'':<40} {'r%':>6} {'rho%':>6} {'MSE':>8} {'layers':>5} {'L/mean':>6} {'FLOPs':>6}" if regression else
+           f"{'':<40} {'acc%':>6} {'mF1%':>6} {'layers':>5} {'L/mean':>6} {'FLOPs':>6}")
+    if regression:
+        print(f"regression: Pearson r and Spearman rho (x100), MSE; patience / window with tau = tau_scale x "
+              f"{list(E.TAU_FRACTIONS)}, tau_scale {r['tau_scale']:.4g} (std of the full model's dev outputs)")
     for split in ("dev", "test"):
         if split in r["full"]:
             print(_row(f"full model ({split})", r["full"][split]))

@@ -26,9 +26,10 @@ def add_subcommand(subparsers) -> None:
     p.add_argument("--heads", default="mean_linear", choices=T.TRAINABLE_KINDS, help="head kind (default mean_linear)")
     p.add_argument("--l2norm", action="store_true", help="mean_linear: L2-normalise the mean first")
     p.add_argument("--objective", default="deebert", choices=T.OBJECTIVES, help="exit-head objective (default deebert)")
-    p.add_argument("--extras", default=DEFAULT_EXTRAS,
-                   help=f"also train these, comma-separated, or 'none' (default {DEFAULT_EXTRAS}; also "
-                        f"known, only when named: {', '.join(T.OPTIONAL_EXTRAS)})")
+    p.add_argument("--extras", default=None,
+                   help=f"also train these, comma-separated, or 'none' (default {DEFAULT_EXTRAS}; a regression "
+                        f"task: none, as they need class probabilities; also known, only when named: "
+                        f"{', '.join(T.OPTIONAL_EXTRAS)})")
     p.add_argument("--out", type=Path, help="output folder (default out/exits-DATA-HEADS-OBJECTIVE-seedS)")
     p.add_argument("--seed", type=int, default=0, help="training seed (init, batch order, --limit subset)")
     p.add_argument("--max-length", type=int, default=128, help="tokens per text, truncated (default 128)")
@@ -48,13 +49,14 @@ def run(args) -> int:
     import refexit
     from refexit import userdata
     from refexit.train import features as F
-    extras = tuple(e.strip() for e in args.extras.split(",") if e.strip())
+    extras = tuple(e.strip() for e in (args.extras or DEFAULT_EXTRAS).split(",") if e.strip())
     extras = () if extras == ("none",) else extras
     bad = set(extras) - set(T.EXTRAS) - set(T.OPTIONAL_EXTRAS)
     if bad:
         raise refexit.InputError(f"unknown --extras {sorted(bad)} (known: {', '.join(T.EXTRAS + T.OPTIONAL_EXTRAS)}, or none)")
     ds = data_args.load(args)
-    userdata.require_classification(ds, "train-exits")
+    if ds.problem_type == "regression" and args.extras is None:
+        extras = ()                      # the default extras all read class probabilities
     model = refexit.load(args.model_dir)
     ds = limited(ds, args.limit, args.seed)
     print(f"train-exits: {ds}; {model}", file=sys.stderr)
@@ -72,10 +74,15 @@ def run(args) -> int:
              "max_length": min(args.max_length, model.tokenizer.max_length),
              "argv": sys.argv[1:]}
     path = T.save(res, out, extra)
-    print(f"{'layer':>5} {'dev acc':>8} {'macro-F1':>8} {'NLL':>7} {'T':>6}")
-    for r in res.info["dev_per_layer"]:
-        print(f"{r['layer']:>5} {100 * r['accuracy']:>7.2f}% {100 * r['macro_f1']:>7.2f}% {r['nll']:>7.4f} "
-              f"{r['temperature']:>6.3f}")
+    if ds.problem_type == "regression":
+        print(f"{'layer':>5} {'dev r':>7} {'rho':>7} {'MSE':>9}")
+        for r in res.info["dev_per_layer"]:
+            print(f"{r['layer']:>5} {r['pearson']:>7.4f} {r['spearman']:>7.4f} {r['mse']:>9.4g}")
+    else:
+        print(f"{'layer':>5} {'dev acc':>8} {'macro-F1':>8} {'NLL':>7} {'T':>6}")
+        for r in res.info["dev_per_layer"]:
+            print(f"{r['layer']:>5} {100 * r['accuracy']:>7.2f}% {100 * r['macro_f1']:>7.2f}% {r['nll']:>7.4f} "
+                  f"{r['temperature']:>6.3f}")
     print(f"wrote {path} and {path.parent / T.EXITS_JSON}")
     print(f"evaluate: refexit evaluate {args.model_dir} --exits {path.parent} --sweep"
           + (f" --limit {args.limit}" if args.limit else ""))

@@ -27,6 +27,7 @@ from refexit.results import ClassifyResult
 POLICY_NAMES = ("entropy", "norm_entropy", "max_prob", "patience", "window", "learned", "ponder", "static", "de3", "edgebert",
                 "ceebert", "gpf")
 # CeeBERT's per-layer cost o, from the most eager (exits early) to the most cautious
+TAU_FRACTIONS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)   # regression tau, times the outputs' spread
 CEEBERT_COSTS = (0.2, 0.15, 0.1, 0.075, 0.05, 0.03, 0.02, 0.01, 0.005, 0.0)
 # sweep grid for entropy-like thresholds, as a fraction of the largest meaningful value: geometric
 # near 0 (confident exits on easy data) plus linear steps (hard data, where scores stay mid-range)
@@ -51,10 +52,40 @@ def macro_f1(pred, y, num_labels: int) -> float:
     return float(np.mean(scores)) if scores else 0.0
 
 
+def _ranks(x) -> np.ndarray:                  # [N] -> 1-based ranks, ties get their mean rank
+    x = np.asarray(x, np.float64)
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(len(x))
+    ranks[order] = np.arange(1, len(x) + 1)
+    _, inv, counts = np.unique(x, return_inverse=True, return_counts=True)
+    return (np.bincount(inv, ranks) / counts)[inv]
+
+
+def pearson(a, b) -> float:
+    """Pearson's r (0 when either side is constant)."""
+    a, b = np.asarray(a, np.float64) - np.mean(a), np.asarray(b, np.float64) - np.mean(b)
+    d = math.sqrt(float(a @ a) * float(b @ b))
+    return float(a @ b) / d if d > 0 else 0.0
+
+
+def regression_metrics(pred, y) -> dict:
+    """Pearson's r, Spearman's rho (Pearson of the ranks, ties averaged, as scipy) and the MSE."""
+    pred, y = np.asarray(pred, np.float64), np.asarray(y, np.float64)
+    return {"pearson": pearson(pred, y), "spearman": pearson(_ranks(pred), _ranks(y)),
+            "mse": float(np.mean((pred - y) ** 2))}
+
+
+def quality(m: dict) -> float:
+    """What a threshold is picked on: accuracy, or Pearson's r on a regression task."""
+    return m["accuracy"] if "accuracy" in m else m["pearson"]
+
+
 def metrics(res: ClassifyResult, y) -> dict:
     C = res.logits.shape[1]
     pred = res.labels
-    return {"accuracy": accuracy(pred, y), "macro_f1": macro_f1(pred, y, C),
+    scores = (regression_metrics(res.logits[:, 0], y) if np.asarray(y).dtype.kind == "f"
+              else {"accuracy": accuracy(pred, y), "macro_f1": macro_f1(pred, y, C)})
+    return {**scores,
             "mean_layers": res.mean_layers, "layer_speedup": res.layer_speedup,
             "flops_ratio": res.flops_ratio, "mean_flops": float(np.mean(res.flops)),
             "exit_histogram": np.bincount(res.exit_layers, minlength=res.num_layers + 1)[1:].tolist()}
@@ -213,17 +244,24 @@ def evaluate_cascades(model, outs: dict, labels: dict, layers, full: dict, max_d
         entry = report[f"cascade{k}"] = {"points": points, "seconds": round(time.monotonic() - t0, 2),
                                          "temperature": T, "temperature_source": source}
         if "dev" in full:
-            entry["picked"] = pick(points, full["dev"]["accuracy"], max_drop, "dev")
+            entry["picked"] = pick(points, quality(full["dev"]), max_drop, "dev")
         if "test" in full:
-            entry["best_on_test"] = pick(points, full["test"]["accuracy"], max_drop, "test")
+            entry["best_on_test"] = pick(points, quality(full["test"]), max_drop, "test")
         if progress:
             print(f"evaluate: cascade{k}: {len(points)} thresholds in {entry['seconds']}s", file=sys.stderr)
     return report
 
 
-def sweep_policies(name: str, num_layers: int, num_labels: int) -> list[Policy]:
-    """The thresholds swept for one policy, from most eager to most cautious (roughly)."""
+def sweep_policies(name: str, num_layers: int, num_labels: int, tau_scale: float | None = None) -> list[Policy]:
+    """The thresholds swept for one policy, from most eager to most cautious (roughly). A regression
+    head (C = 1) runs patience / window with tau = tau_scale * TAU_FRACTIONS (tau_scale: the spread
+    of the full model's outputs, evaluate's report["tau_scale"]), and static."""
     L, C = num_layers, num_labels
+    if C == 1 and name in ("patience", "window"):
+        if not tau_scale or not math.isfinite(tau_scale):
+            raise InputError(f"{name} on a regression head needs tau_scale (the spread of the outputs)")
+        counts = range(1, max(L - 1, 1)) if name == "patience" else range(2, L)
+        return [make_policy(name, n, tau_scale * f) for f in TAU_FRACTIONS for n in counts]
     if name in ("entropy", "edgebert", "gpf"):
         return [make_policy(name, math.log(C) * f) for f in FRACTIONS[::-1]]
     if name in ("norm_entropy", "de3"):           # both scores lie in [0, 1]
@@ -247,6 +285,8 @@ def sweep_policies(name: str, num_layers: int, num_labels: int) -> list[Policy]:
 
 def available(model, name: str) -> str | None:
     """None if the model can run policy `name`, else why not."""
+    if model.num_labels == 1 and name not in ("patience", "window", "static"):
+        return "needs class probabilities; a regression head runs patience, window (with tau) and static"
     if name == "learned" and model.exits.lte is None:
         return "no LTE head (train with --objective lte or the lte extra)"
     if name == "ponder" and model.exits.ponder is None:
@@ -264,12 +304,12 @@ def available(model, name: str) -> str | None:
 
 
 def pick(points: list[dict], full_accuracy: float, max_drop: float, split: str = "dev") -> dict | None:
-    """The fastest point (fewest mean layers on `split`) whose `split` accuracy is at least
-    full_accuracy - max_drop (a fraction: 0.01 = one point); ties: higher accuracy."""
-    ok = [p for p in points if p[split]["accuracy"] >= full_accuracy - max_drop - 1e-12]
+    """The fastest point (fewest mean layers on `split`) whose `split` accuracy (regression: Pearson's r)
+    is at least full_accuracy - max_drop (a fraction: 0.01 = one point); ties: higher accuracy."""
+    ok = [p for p in points if quality(p[split]) >= full_accuracy - max_drop - 1e-12]
     if not ok:
         return None
-    return min(ok, key=lambda p: (p[split]["mean_layers"], -p[split]["accuracy"]))
+    return min(ok, key=lambda p: (p[split]["mean_layers"], -quality(p[split])))
 
 
 def evaluate(model, splits: dict, labels: dict, policies=POLICY_NAMES, max_drop: float = 0.01,
@@ -289,12 +329,16 @@ def evaluate(model, splits: dict, labels: dict, policies=POLICY_NAMES, max_drop:
     full = {s: metrics(simulate(model, Static(L), o), labels[s]) for s, o in outs.items()}
     report = {"num_layers": L, "labels": list(model.label_names), "max_drop": max_drop,
               "full": full, "policies": {}, "skipped": {}}
+    if model.num_labels == 1:                   # regression: tau's scale, from the outputs alone (no labels)
+        ref = outs["dev"] if "dev" in outs else next(iter(outs.values()))
+        report["tau_scale"] = float(np.std(ref.logits[L - 1][:, 0])) or 1.0
     for name in policies:
         why = available(model, name)
         if why:
             report["skipped"][name] = why
             continue
-        grid = sweep_policies(name, L, model.num_labels) if sweep else [make_policy(name, threshold)]
+        grid = (sweep_policies(name, L, model.num_labels, report.get("tau_scale")) if sweep
+                else [make_policy(name, threshold)])
         points = []
         t0 = time.monotonic()
         for i, pol in enumerate(grid):
@@ -310,9 +354,9 @@ def evaluate(model, splits: dict, labels: dict, policies=POLICY_NAMES, max_drop:
             points.append(pt)
         entry = {"points": points, "seconds": round(time.monotonic() - t0, 2)}
         if sweep and "dev" in full:
-            entry["picked"] = pick(points, full["dev"]["accuracy"], max_drop, "dev")
+            entry["picked"] = pick(points, quality(full["dev"]), max_drop, "dev")
         if sweep and "test" in full:
-            entry["best_on_test"] = pick(points, full["test"]["accuracy"], max_drop, "test")
+            entry["best_on_test"] = pick(points, quality(full["test"]), max_drop, "test")
         report["policies"][name] = entry
         if progress:
             print(f"evaluate: {name}: {len(points)} thresholds in {entry['seconds']}s", file=sys.stderr)
@@ -364,7 +408,7 @@ def add_wallclock(report: dict, make_classify: Callable[[Policy], Callable], tex
         pt = entry.get("picked")
         if not pt:
             continue
-        pol = sweep_policies(name, L, C)[pt["index"]]
+        pol = sweep_policies(name, L, C, report.get("tau_scale"))[pt["index"]]
         classify = make_classify(pol)
         res = classify(texts)
         ideal = getattr(res, "layer_speedup", None) or (pt["test"]["layer_speedup"] if "test" in pt else None)
@@ -389,16 +433,16 @@ def plot(report: dict, path, split: str = "test") -> bool:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, entry in {**report["policies"], **report.get("cascades", {})}.items():
         pts = sorted(entry["points"], key=lambda p: p[split]["mean_layers"])
-        ax.plot([p[split]["mean_layers"] for p in pts], [100 * p[split]["accuracy"] for p in pts],
+        ax.plot([p[split]["mean_layers"] for p in pts], [100 * quality(p[split]) for p in pts],
                 marker="o", ms=3, label=name, ls="--" if name == "static" else "-")
         if entry.get("picked"):
             p = entry["picked"][split]
-            ax.plot([p["mean_layers"]], [100 * p["accuracy"]], marker="*", ms=11, color=ax.lines[-1].get_color())
-    full = 100 * report["full"][split]["accuracy"]
+            ax.plot([p["mean_layers"]], [100 * quality(p)], marker="*", ms=11, color=ax.lines[-1].get_color())
+    full = 100 * quality(report["full"][split])
     ax.axhline(full, color="k", lw=0.8)
     ax.axhline(full - 100 * report["max_drop"], color="k", lw=0.8, ls=":")
     ax.set_xlabel("mean layers executed (incl. the exit layer)")
-    ax.set_ylabel(f"{split} accuracy (%)")
+    ax.set_ylabel(f"{split} {'accuracy (%)' if 'accuracy' in report['full'][split] else 'Pearson r (x100)'}")
     ax.set_title(f"{report.get('dataset', '')} {split}: full model {full:.1f}%  (stars: dev-picked, "
                  f"<= {100 * report['max_drop']:g} pt drop)", fontsize=9)
     ax.set_ylim(max(ax.get_ylim()[0], full - 15), min(100, full + 3))
@@ -436,7 +480,7 @@ def operating_points(report: dict, threshold=None) -> dict[str, Policy]:
         if "picked" not in entry:
             points[name] = make_policy(name, threshold)
         elif entry["picked"]:
-            points[name] = sweep_policies(name, L, C)[entry["picked"]["index"]]
+            points[name] = sweep_policies(name, L, C, report.get("tau_scale"))[entry["picked"]["index"]]
     return points
 
 

@@ -41,6 +41,11 @@ Stages, for a model with L layers:
                  of the exit heads of layers 2..L-1 over bin k) ([K, L-1], rows by rising entropy).
 FastBERT's own head kind (`fastbert`, attention over all tokens) is not trained here.
 
+Regression (float labels, one output): every CE above becomes the mean squared error to the target
+(HF's MSELoss), fastbert's KL the squared error to the final head's output; the extras that read
+class probabilities (lte, ponder, calibrate, prototypes, edge_table) are refused. Exits of a
+regression head run PABEE's regression rule, `patience` / `window` with tau (|y_i - y_{i-1}| < tau).
+
 scalar_mix (Right Tool): the head after layer k mixes the frozen pooled vectors P_j =
 tanh(model pooler(h_j[0])), j = 1..k, with w = a / ||a||_2 (a: `mix`, k raw weights, initialised
 N(0, 1) as torch.randn in the paper's code), then fc. Right Tool minimises the unweighted sum of
@@ -62,6 +67,7 @@ from refexit.errors import InputError
 from refexit.heads import ExitParams, Head
 
 OBJECTIVES = ("deebert", "pabee", "fastbert", "lte", "ponder")
+REGRESSION_OBJECTIVES = ("deebert", "pabee", "fastbert")
 TRAINABLE_KINDS = ("mean_linear", "pooler_linear", "shared_pooler", "scalar_mix")
 EXTRAS = ("lte", "ponder", "calibrate", "prototypes", "edge_table")
 OPTIONAL_EXTRAS = ("gpf",)      # trained only when asked for (--extras gpf): Global Past-Future, refexit/train/gpf.py
@@ -101,13 +107,18 @@ def head_forward(params: dict, x):
     return feat, nn.linear(feat, params["fc.w"], params["fc.b"])
 
 
-def head_loss(params: dict, x, q, scale: float = 1.0):
-    """scale * mean_n KL(q_n || softmax(z_n)) (= cross-entropy for one-hot q) and its gradients."""
+def head_loss(params: dict, x, q, scale: float = 1.0, mse: bool = False):
+    """scale * mean_n KL(q_n || softmax(z_n)) (= cross-entropy for one-hot q) and its gradients;
+    mse: scale * mean_n (z_n - q_n)^2 with q [N, 1] the regression targets."""
     feat, z = head_forward(params, x)
-    logp = nn.log_softmax(z)                                                   # [N, C]
-    qlogq = np.where(q > 0, q * np.log(np.where(q > 0, q, 1)), 0)
-    loss = scale * float(np.mean(np.sum(qlogq - q * logp, axis=1)))
-    dz = scale * (np.exp(logp) - q) / len(x)                                   # [N, C]
+    if mse:
+        loss = scale * float(np.mean((z - q) ** 2))
+        dz = scale * 2 * (z - q) / z.size                                      # [N, 1]
+    else:
+        logp = nn.log_softmax(z)                                               # [N, C]
+        qlogq = np.where(q > 0, q * np.log(np.where(q > 0, q, 1)), 0)
+        loss = scale * float(np.mean(np.sum(qlogq - q * logp, axis=1)))
+        dz = scale * (np.exp(logp) - q) / len(x)                               # [N, C]
     grads = {"fc.w": dz.T @ feat, "fc.b": dz.sum(0)}
     if "pooler.w" in params:
         da = (dz @ params["fc.w"]) * (1 - feat * feat)                         # [N, H]
@@ -260,15 +271,16 @@ def _init_head(kind: str, model, H: int, C: int, rng, layer: int = 1) -> dict:
     return p
 
 
-def train_head(kind, model, x, q, x_dev, q_dev, cfg, rng, scale=1.0):
-    """One head on inputs x [N, H] (scalar_mix: [N, k, H]) with targets q [N, C] (one-hot or a teacher's softmax).
+def train_head(kind, model, x, q, x_dev, q_dev, cfg, rng, scale=1.0, mse=False):
+    """One head on inputs x [N, H] (scalar_mix: [N, k, H]) with targets q [N, C] (one-hot or a teacher's
+    softmax; mse: [N, 1] regression targets or a teacher's outputs).
 
     Inputs are used raw, not standardised: on MiniLM features, standardising (even by one global
     scale) made Adam overfit noise dimensions and cost up to 20 accuracy points with few examples."""
     x, x_dev = np.asarray(x, np.float64), np.asarray(x_dev, np.float64)
     params = _init_head(kind, model, x.shape[-1], q.shape[1], rng, x.shape[1] if x.ndim == 3 else 1)
-    return fit(params, lambda p, idx: head_loss(p, x[idx], q[idx], scale), len(x),
-               lambda p: head_loss(p, x_dev, q_dev, scale)[0], cfg, rng)
+    return fit(params, lambda p, idx: head_loss(p, x[idx], q[idx], scale, mse), len(x),
+               lambda p: head_loss(p, x_dev, q_dev, scale, mse)[0], cfg, rng)
 
 
 def _head_outputs(head: Head, model, feats, layer: int):
@@ -341,7 +353,8 @@ class TrainResult:
 def train_exits(model, train_feats, y_train, dev_feats, y_dev, label_names, kind="mean_linear",
                 objective="deebert", cfg: TrainConfig | None = None, l2norm=False,
                 extras=EXTRAS, train_final: bool | None = None, log=None) -> TrainResult:
-    """Train heads (and extras) from cached features (refexit.train.features.extract) and int labels.
+    """Train heads (and extras) from cached features (refexit.train.features.extract) and int labels
+    (float labels: regression, one output trained by MSE; label_names then one name).
 
     train_final None: train the last-layer head unless the checkpoint has its own classifier."""
     cfg = cfg or TrainConfig()
@@ -355,9 +368,20 @@ def train_exits(model, train_feats, y_train, dev_feats, y_dev, label_names, kind
     bad = set(extras) - set(EXTRAS) - set(OPTIONAL_EXTRAS)
     if bad:
         raise InputError(f"unknown extras {sorted(bad)} (known: {', '.join(EXTRAS + OPTIONAL_EXTRAS)})")
+    regression = np.asarray(y_train).dtype.kind == "f"
+    if regression:
+        if objective not in REGRESSION_OBJECTIVES:
+            raise InputError(f"objective {objective!r} needs class probabilities; a regression task (float labels) "
+                             f"trains with {', '.join(REGRESSION_OBJECTIVES)}")
+        if extras:
+            raise InputError(f"extras {', '.join(sorted(set(extras)))} need class probabilities; a regression task "
+                             f"(float labels) trains none (--extras none)")
+        label_names = list(label_names)[:1]
     rng = np.random.default_rng(cfg.seed)
     L, C = model.num_layers, len(label_names)
-    y_train, y_dev = np.asarray(y_train, np.int64), np.asarray(y_dev, np.int64)
+    target = (lambda y: np.asarray(y, np.float64)[:, None]) if regression else (lambda y: _one_hot(y, C))  # noqa: E731
+    y_train, y_dev = ((np.asarray(y_train, np.float64), np.asarray(y_dev, np.float64)) if regression
+                      else (np.asarray(y_train, np.int64), np.asarray(y_dev, np.int64)))
     have_final = model.heads[L - 1] is not None and bool(model.config.id2label)
     train_final = (not have_final) if train_final is None else train_final
     inputs = lambda fe, layer: F.head_input(fe, layer, kind, model, l2norm)            # noqa: E731
@@ -366,9 +390,10 @@ def train_exits(model, train_feats, y_train, dev_feats, y_dev, label_names, kind
     t0 = time.monotonic()
 
     if train_final:
-        say(f"layer {L}: final classifier ({kind}, cross-entropy)")
-        params, logs[L] = train_head(kind, model, inputs(train_feats, L), _one_hot(y_train, C),
-                                     inputs(dev_feats, L), _one_hot(y_dev, C), cfg, rng)
+        say(f"layer {L}: final {'regression head' if regression else 'classifier'} ({kind}, "
+            f"{'MSE' if regression else 'cross-entropy'})")
+        params, logs[L] = train_head(kind, model, inputs(train_feats, L), target(y_train),
+                                     inputs(dev_feats, L), target(y_dev), cfg, rng, mse=regression)
         heads[L - 1] = Head(kind, params, l2norm=l2norm)
     else:
         heads[L - 1] = model.heads[L - 1].astype(np.float64)
@@ -376,16 +401,17 @@ def train_exits(model, train_feats, y_train, dev_feats, y_dev, label_names, kind
             raise InputError(f"the model's classifier has {heads[L - 1].num_labels} outputs, the data {C} labels")
         label_names = list(model.label_names)
 
-    if objective == "fastbert":                  # the teacher: the final head's softmax
-        q_tr = nn.softmax(_head_outputs(heads[L - 1], model, train_feats, L)[1])
-        q_dev = nn.softmax(_head_outputs(heads[L - 1], model, dev_feats, L)[1])
+    if objective == "fastbert":                  # the teacher: the final head's softmax (regression: output)
+        teach = (lambda z: z) if regression else nn.softmax                                # noqa: E731
+        q_tr = teach(_head_outputs(heads[L - 1], model, train_feats, L)[1])
+        q_dev = teach(_head_outputs(heads[L - 1], model, dev_feats, L)[1])
     else:
-        q_tr, q_dev = _one_hot(y_train, C), _one_hot(y_dev, C)
+        q_tr, q_dev = target(y_train), target(y_dev)
     for layer in range(1, L):
         scale = layer / sum(range(1, L)) if objective == "pabee" else 1.0
         say(f"layer {layer}: exit head ({kind}, {objective})")
         params, logs[layer] = train_head(kind, model, inputs(train_feats, layer), q_tr,
-                                         inputs(dev_feats, layer), q_dev, cfg, rng, scale)
+                                         inputs(dev_feats, layer), q_dev, cfg, rng, scale, mse=regression)
         heads[layer - 1] = Head(kind, params, l2norm=l2norm)
 
     exits = ExitParams(heads, None, None, np.ones(L))
@@ -418,7 +444,9 @@ def train_exits(model, train_feats, y_train, dev_feats, y_dev, label_names, kind
             "trained_final": bool(train_final), "train_config": asdict(cfg),
             "sizes": {"train": int(len(y_train)), "dev": int(len(y_dev))},
             "train_seconds": round(time.monotonic() - t0, 2),
-            "dev_per_layer": dev_metrics(outs_dev, y_dev, exits.temperatures, C),
+            "problem_type": "regression" if regression else "single_label_classification",
+            "dev_per_layer": (regression_dev_metrics(outs_dev, y_dev) if regression
+                              else dev_metrics(outs_dev, y_dev, exits.temperatures, C)),
             **({"gpf_dev_per_layer": gpf_dev_metrics(exits.gpf, dev_feats, y_dev, C)} if "gpf" in extras else {}),
             "log": {str(k): _short_log(v) for k, v in logs.items()}}
     return TrainResult(exits.astype(model.dtype), list(label_names), info, include_final=bool(train_final))
@@ -442,6 +470,11 @@ def gpf_dev_metrics(g: dict, feats, y, C) -> list[dict]:
     z = forward_all(g, np.asarray(feats.cls, np.float64))["z"]
     return [{"layer": i + 1, "accuracy": accuracy(nn.argmax(zi), y), "macro_f1": macro_f1(nn.argmax(zi), y, C),
              "nll": float(np.mean(_ce_rows(zi, y)))} for i, zi in enumerate(z)]
+
+
+def regression_dev_metrics(outs_dev, y) -> list[dict]:
+    from refexit.train.evaluate import regression_metrics
+    return [{"layer": layer, **regression_metrics(z[:, 0], y)} for layer, (_, z) in enumerate(outs_dev, start=1)]
 
 
 def _short_log(log: dict) -> dict:

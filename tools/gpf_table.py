@@ -1,0 +1,50 @@
+"""The Global Past-Future table of docs/methods.md from `refexit evaluate --sweep` reports.
+
+    python tools/gpf_table.py out/eval-*/evaluate-*.json [--policies entropy,max_prob,patience,de3,gpf]
+
+One markdown row per data set and policy: the test split at the threshold picked on dev (the fastest
+within --max-drop of the full model's dev accuracy), plus the full model; for gpf also the fastest
+test point within that drop of the full model's test accuracy (marked "test-best", picked with test
+labels). FLOPs are the report's full / spent ratio (layers + heads + the policy's own computation:
+for gpf its pooler, projection, gate and imitations).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def row(ds, name, m, note=""):
+    return (f"| {ds} | {name}{note} | {100 * m['accuracy']:.2f} | {100 * m['macro_f1']:.2f} | "
+            f"{m['mean_layers']:.2f} | {m['flops_ratio']:.2f}x |")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("reports", nargs="+", type=Path)
+    ap.add_argument("--policies", default="static,entropy,max_prob,patience,gpf")
+    args = ap.parse_args(argv)
+    print("| data set | method (test split) | acc % | macro-F1 % | mean layers | FLOPs full/spent |")
+    print("|---|---|---|---|---|---|")
+    for path in args.reports:
+        rep = json.loads(path.read_text())
+        ds = rep.get("dataset") or path.stem.replace("evaluate-", "")
+        print(row(ds, "full model", rep["full"]["test"]))
+        for name in args.policies.split(","):
+            entry = rep["policies"].get(name)
+            if entry is None:
+                continue
+            pick = entry.get("picked")
+            if pick:
+                print(row(ds, pick["policy"], pick["test"], " (dev-picked)"))
+            else:
+                print(f"| {ds} | {name} | nothing within {100 * rep['max_drop']:g} point on dev | | | |")
+            best = entry.get("best_on_test")
+            if name == "gpf" and best and best is not pick and best.get("index") != (pick or {}).get("index"):
+                print(row(ds, best["policy"], best["test"], " (test-best)"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
