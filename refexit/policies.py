@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from . import gpf as _gpf
 from . import nn
 from .errors import InputError
 
@@ -372,9 +373,8 @@ class GlobalPastFuture(_Threshold):
             raise InputError("the gpf policy needs Global Past-Future parameters: train them "
                              "(refexit train-exits --extras gpf) or pass an exits file that has them")
         if isinstance(exits.gpf, dict):        # (a compiled model's stub says True: checked when compiled)
-            from .gpf import check_params
             H = np.shape(exits.gpf.get("pool.b", np.zeros((0, 0))))[-1]
-            check_params(exits.gpf, num_layers, H, num_labels, "the exits' Global Past-Future parameters",
+            _gpf.check_params(exits.gpf, num_layers, H, num_labels, "the exits' Global Past-Future parameters",
                          InputError)
         return super().check(num_layers, num_labels, exits)
 
@@ -385,14 +385,12 @@ class GlobalPastFuture(_Threshold):
         return {"past": None}
 
     def exit_logits(self, layer, x, exits, state):
-        from .gpf import step
-        z, v, state["past"] = step(exits.gpf, layer, x[0], state["past"])
+        z, v, state["past"] = _gpf.step(exits.gpf, layer, x[0], state["past"])
         return z, v
 
     def exit_flops(self, layer, exits) -> int:
-        from .gpf import flops
         L, C, H = exits.gpf["pool.w"].shape[0], exits.gpf["gate.w"].shape[0], exits.gpf["pool.w"].shape[1]
-        return flops(layer, L, H, C)
+        return _gpf.flops(layer, L, H, C)
 
     def decide(self, layer, z, feat, exits, state):
         h = float(nn.entropy(z[None])[0])
