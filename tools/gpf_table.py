@@ -15,6 +15,14 @@ import json
 from pathlib import Path
 
 
+def label(name: str, params: dict) -> str:
+    for key in ("threshold", "count", "k", "cost"):
+        v = params.get(key)
+        if v is not None:
+            return f"{name} {v:.4g}" if isinstance(v, float) else f"{name} {v}"
+    return name
+
+
 def row(ds, name, m, note=""):
     return (f"| {ds} | {name}{note} | {100 * m['accuracy']:.2f} | {100 * m['macro_f1']:.2f} | "
             f"{m['mean_layers']:.2f} | {m['flops_ratio']:.2f}x |")
@@ -37,12 +45,12 @@ def main(argv=None) -> int:
                 continue
             pick = entry.get("picked")
             if pick:
-                print(row(ds, pick["policy"], pick["test"], " (dev-picked)"))
+                print(row(ds, label(name, pick["params"]), pick["test"], " (dev-picked)"))
             else:
                 print(f"| {ds} | {name} | nothing within {100 * rep['max_drop']:g} point on dev | | | |")
             best = entry.get("best_on_test")
             if name == "gpf" and best and best is not pick and best.get("index") != (pick or {}).get("index"):
-                print(row(ds, best["policy"], best["test"], " (test-best)"))
+                print(row(ds, label(name, best["params"]), best["test"], " (test-best)"))
     return 0
 
 
