@@ -87,6 +87,7 @@ class TrainConfig:
     ponder_beta: float = 0.05       # weight of KL(p || geometric prior)
     ponder_prior: float = 0.3       # lambda of the geometric prior
     gpf_lr: float = 1e-3            # Global Past-Future (extra gpf): Adam learning rate
+    gpf_epochs: int = 0             # Global Past-Future: its own epoch cap (0: max_epochs)
 
 
 # ================================================================ losses with analytic gradients

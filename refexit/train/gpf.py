@@ -116,6 +116,7 @@ def train(X, y, X_dev, y_dev, C: int, cfg, rng, pooler=None, lr: float | None = 
     y, y_dev = np.asarray(y, np.int64), np.asarray(y_dev, np.int64)
     L, _, H = X.shape
     g = init_params(L, H, C, rng, pooler)
-    cfg = replace(cfg, weight_decay=0.0, lr=cfg.lr if lr is None else lr)
+    cfg = replace(cfg, weight_decay=0.0, lr=cfg.lr if lr is None else lr,
+                  max_epochs=getattr(cfg, "gpf_epochs", 0) or cfg.max_epochs)
     return fit(g, lambda p, idx: loss_and_grads(p, X[:, idx], y[idx]), X.shape[1],
                lambda p: loss_and_grads(p, X_dev, y_dev, want_grads=False)[0], cfg, rng)
