@@ -1,6 +1,7 @@
 """The Global Past-Future table of docs/methods.md from `refexit evaluate --sweep` reports.
 
     python tools/gpf_table.py out/eval-*/evaluate-*.json [--policies entropy,max_prob,patience,de3,gpf]
+    python tools/gpf_table.py --per-layer out/exits-*-gpf-seed0/exits.json
 
 One markdown row per data set and policy: the test split at the threshold picked on dev (the fastest
 within --max-drop of the full model's dev accuracy), plus the full model; for gpf also the fastest
@@ -32,7 +33,19 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("reports", nargs="+", type=Path)
     ap.add_argument("--policies", default="static,entropy,max_prob,patience,gpf")
+    ap.add_argument("--per-layer", action="store_true",
+                    help="the reports are exits.json files: dev accuracy per layer of the GPF combination "
+                         "and of the exit heads")
     args = ap.parse_args(argv)
+    if args.per_layer:
+        print("| data set | dev accuracy % per layer: GPF combination / exit head (layer L: the final classifier) |")
+        print("|---|---|")
+        for path in args.reports:
+            info = json.loads(path.read_text())
+            cells = [f"{100 * g['accuracy']:.1f} / {100 * h['accuracy']:.1f}"
+                     for g, h in zip(info["gpf_dev_per_layer"], info["dev_per_layer"])]
+            print(f"| {info.get('dataset', {}).get('name', path.parent.name)} | {' · '.join(cells)} |")
+        return 0
     print("| data set | method (test split) | acc % | macro-F1 % | mean layers | FLOPs full/spent |")
     print("|---|---|---|---|---|---|")
     for path in args.reports:
