@@ -191,7 +191,8 @@ class CompiledModel:
                                      ponder=True if self.manifest["has_ponder"] else None,
                                      temperatures=np.asarray(self.manifest["model_temperatures"]),
                                      prototypes=True if self.manifest.get("has_prototypes") else None,
-                                     edge_table=True if self.manifest.get("edge_rows") else None)
+                                     edge_table=True if self.manifest.get("edge_rows") else None,
+                                     gpf=True if self.manifest.get("has_gpf") else None)
         msgs = policy.check(self.num_layers, self.num_labels, stub)
         if policy.name == "norm_entropy" and bool(policy.inclusive) != bool(pol["inclusive"]):
             raise InputError(f"compiled with inclusive={pol['inclusive']}; recompile to change it")
@@ -479,6 +480,8 @@ def check_manifest(manifest, where) -> dict:
         validate.boolean(manifest["has_prototypes"], f"{where}: manifest field 'has_prototypes'", E)
     if "edge_rows" in manifest:                        # absent in manifests before EdgeBERT
         integer("edge_rows", 0, 4096)
+    if "has_gpf" in manifest:                          # absent in manifests before Global Past-Future
+        validate.boolean(manifest["has_gpf"], f"{where}: manifest field 'has_gpf'", E)
     validate.string_list(get(manifest, "warnings"), f"{where}: manifest field 'warnings'", E)
     numbers(get(manifest, "model_temperatures"), "'model_temperatures'", L)
     if "precision" in manifest:
@@ -499,6 +502,10 @@ def check_manifest(manifest, where) -> dict:
     for h in heads:
         numbers(h, "'flops.heads'", 3, whole=True)
     validate.integer(get(fl, "policy", "manifest flops"), f"{where}: manifest field 'flops.policy'", 0, 1 << 62, E)
+    if "gpf" in fl:                                    # Global Past-Future: FLOPs of its check after layers 1..L-1
+        numbers(fl["gpf"], "'flops.gpf'", max(L - 1, 0), whole=True)
+    elif pol["name"] == "gpf":
+        raise E(f"{where}: manifest field 'flops.gpf' is missing (the gpf policy's FLOPs per exit check)")
     tok = obj("tokenizer")
     for key in ("do_lower_case", "tokenize_chinese_chars"):
         validate.boolean(get(tok, key, "manifest tokenizer"), f"{where}: manifest field 'tokenizer.{key}'", E)
@@ -526,6 +533,9 @@ def flops_polynomials(fl: dict, L: int, policy_name: str, check_between: bool = 
     heads = [tuple(h) for h in fl["heads"]]                       # [L]
 
     def spent(e):
+        if policy_name == "gpf":                                  # its own exit logits before L, the final head at L
+            own = (sum(fl["gpf"][:min(e, L - 1)]), 0, 0)
+            return add(layers(e), own, *heads[L - 1:L] if e == L else ())
         if policy_name == "static":                               # only the head it exits at runs
             return add(layers(e), heads[e - 1])
         if policy_name == "edgebert" and not check_between:       # layer 1's head and the exit's
@@ -593,7 +603,7 @@ def _manifest(model, plan, res) -> dict:
         "label_names": plan.label_names, "vocab_size": plan.vocab_size, "type_vocab_size": plan.type_vocab,
         "max_length": plan.max_length, "max_batch": plan.max_batch, "max_tokens": plan.max_tokens,
         "heads": [h.kind for h in plan.heads], "has_lte": plan.lte, "has_ponder": bool(plan.ponder_hidden),
-        "has_prototypes": bool(plan.prototypes), "edge_rows": plan.edge_rows,
+        "has_prototypes": bool(plan.prototypes), "edge_rows": plan.edge_rows, "has_gpf": bool(plan.gpf),
         "model_temperatures": [float(t) for t in model.exits.temperatures],
         "policy": {"name": pol.name, "repr": pol.repr, "params": pol.params,
                    "thresholds": [float(t) for t in pol.thresholds], "count": pol.count,
@@ -602,12 +612,19 @@ def _manifest(model, plan, res) -> dict:
         "warnings": plan.warnings,
         "flops": {"layer": [0, 2 * (4 * H * H + 2 * H * I), 4 * H],
                   "heads": [list(head_flops_coeffs(h)) for h in model.exits.heads],
-                  "policy": int(policy_flops)},
+                  "policy": int(policy_flops),
+                  **({"gpf": [int(_gpf_flops(layer, plan)) for layer in range(1, plan.num_layers)]}
+                     if plan.gpf else {})},
         "tokenizer": {"kind": plan.tokenizer, "special_tokens": list(plan.special_tokens),
                       "do_lower_case": cfg.do_lower_case, "strip_accents": cfg.strip_accents,
                       "tokenize_chinese_chars": cfg.tokenize_chinese_chars, "max_length": cfg.max_length,
                       "pad_token_id": cfg.pad_token_id},
     }
+
+
+def _gpf_flops(layer: int, plan) -> int:
+    from refexit.gpf import flops
+    return flops(layer, plan.num_layers, plan.hidden, plan.num_labels)
 
 
 def compile_model(model, policy=None, out_dir="build/refexit_model", prefix: str | None = None,

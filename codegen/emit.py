@@ -62,6 +62,8 @@ POLICY_RULES = {
                 "layer from the exit table's row nearest to that entropy and exit there{between}.",
     "ceebert": "Exit when max softmax(z_i) >= alpha_i (inclusive), alpha_i chosen between calls by exit i's "
                "UCB bandit over the arms.",
+    "gpf": "Exit when H(softmax(z_i)) < S_i (strict, nats), z_i the Global Past-Future combination "
+           "2 lambda past + (2 - 2 lambda) future of the past layers' pooled [CLS] and imitated future ones.",
 }
 
 
@@ -81,8 +83,8 @@ def c_lvalue(name: str) -> str:
         return f"w->layer[{int(parts[1])}].{field}_{parts[4]}"
     if parts[0] == "heads":
         return f"w->head[{int(parts[1])}].{'_'.join(parts[2:])}"
-    if parts[0] == "ponder":
-        return "w->ponder_" + "_".join(parts[1:])
+    if parts[0] in ("ponder", "gpf"):
+        return f"w->{parts[0]}_" + "_".join(parts[1:])
     raise ValueError(f"no C field for tensor {name!r}")
 
 
@@ -115,7 +117,8 @@ def provenance(plan, what: str) -> str:
         f"exits:   {_heads_summary(plan)}; lte={'yes' if plan.lte else 'no'}; "
         f"ponder={'hidden ' + str(plan.ponder_hidden) if plan.ponder_hidden else 'no'}"
         + ("; prototypes=yes" if plan.prototypes else "")
-        + (f"; edge_table={plan.edge_rows} rows" if plan.edge_rows else ""),
+        + (f"; edge_table={plan.edge_rows} rows" if plan.edge_rows else "")
+        + ("; gpf=yes" if getattr(plan, "gpf", False) else ""),
         f"policy:  {plan.policy.repr}",
         f"options: prefix={plan.prefix} max_length={plan.max_length} max_batch={plan.max_batch} "
         f"max_tokens={plan.max_tokens} precision={plan.precision}",

@@ -159,6 +159,9 @@ def tensor_order(model, plan) -> list[str]:
         names += ["prototypes"]
     if getattr(plan, "edge_rows", 0):
         names += ["edge_table"]
+    if getattr(plan, "gpf", False):
+        from refexit.gpf import PARTS
+        names += [f"gpf.{p}" for p in PARTS]
     return names
 
 
@@ -283,6 +286,8 @@ def get_array(model, name: str, precision: str = "fp32") -> np.ndarray:
         return ep.prototypes
     if name == "edge_table":
         return ep.edge_table
+    if name.startswith("gpf."):
+        return ep.gpf[name[4:]]
     return model.weights[name]
 
 

@@ -5,6 +5,7 @@ from .heads import ExitParams, Head
 from .model import PRECISIONS, Model, load
 from .policies import (CeeBERT, DistanceEntropy, Entropy, ExitWarning, Learned, MaxProb, NormEntropy, Patience, Policy, Ponder,
                        PredictedExit, Static, Window, make_policy)
+from .policies import GlobalPastFuture
 from .results import ClassifyResult
 from .cascade import Cascade, CascadeResult, Stage
 
@@ -13,5 +14,5 @@ __version__ = "0.1.0"
 __all__ = ["BertConfig", "CheckpointError", "ConfigError", "InputError", "RefexitError", "ExitParams",
            "Head", "Model", "PRECISIONS", "load", "CeeBERT", "DistanceEntropy", "Entropy", "ExitWarning", "Learned", "MaxProb",
            "NormEntropy", "Patience", "Policy", "Ponder", "PredictedExit", "Static", "Window", "make_policy",
-           "ClassifyResult", "Cascade", "CascadeResult", "Stage",
+           "ClassifyResult", "Cascade", "CascadeResult", "Stage", "GlobalPastFuture",
            "__version__"]

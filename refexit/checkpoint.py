@@ -11,6 +11,7 @@ Canonical names (layers 0-based as in HF; Linear weights [out, in] as in HF, nev
   ponder.{pos [L,F], hid.w [P,F], hid.b [P], out.w [1,P], out.b [1]}   PALBERT lambda MLP
   prototypes [L-1,C,F]              DE3-BERT class prototypes of the exit heads' features
   edge_table [K,L-1]                EdgeBERT exit table (layer-1 entropy -> later layers' entropies)
+  gpf.{pool,imit,proj,gate}.{w,b}   Global Past-Future (refexit/gpf.py: [L,H,H], [L,2C,H], [C,C], ...)
 
 The other families (RoBERTa, XLM-R, DistilBERT, ALBERT, ELECTRA; refexit/arch.py) add
   emb.proj.{w [H,E], b [H]}         ALBERT / ELECTRA embedding projection (the emb.* tables are [., E])
@@ -344,7 +345,8 @@ def _load_exits(path: Path, ep: ExitParams, cfg: BertConfig, labels: list) -> li
         ep.ponder = pond
     ep.prototypes = _take_prototypes(tensors, ep, L, F, where)
     ep.edge_table = _take_edge_table(tensors, ep, L, where)
-    other = [n for n in tensors if not n.startswith(("heads.", "lte.", "ponder."))
+    ep.gpf = _take_gpf(tensors, ep, L, H, where)
+    other = [n for n in tensors if not n.startswith(("heads.", "lte.", "ponder.", "gpf."))
              and n not in ("prototypes", "edge_table")]
     if other:
         raise CheckpointError(f"{where}: unexpected tensor(s) {sorted(other)[:5]}")
@@ -374,6 +376,17 @@ def _take_prototypes(tensors, ep: ExitParams, L: int, F: int, where: str):
     if not np.all(np.isfinite(tensors["prototypes"])):
         raise CheckpointError(f"{where}: 'prototypes' holds NaN or infinite values")
     return tensors["prototypes"]
+
+
+def _take_gpf(tensors, ep: ExitParams, L: int, H: int, where: str):
+    """Global Past-Future parameters gpf.* (refexit/gpf.py; absent: None), every shape checked."""
+    from .gpf import check_params
+    g = {n[len("gpf."):]: a for n, a in tensors.items() if n.startswith("gpf.")}
+    if not g:
+        return ep.gpf
+    heads = [h for h in ep.heads if h is not None]
+    C = heads[-1].num_labels if heads else (g["gate.w"].shape[0] if "gate.w" in g and g["gate.w"].ndim else 0)
+    return check_params(g, L, H, C, where, CheckpointError)
 
 
 def _take_edge_table(tensors, ep: ExitParams, L: int, where: str):
@@ -427,7 +440,7 @@ def save_exits(path: str | Path, ep: ExitParams, labels: list[str], extra_meta: 
     L = len(ep.heads)
     if not include_final:
         ep = ExitParams(ep.heads[:L - 1] + [None], ep.lte, ep.ponder, ep.temperatures, ep.prototypes,
-                        ep.edge_table)
+                        ep.edge_table, ep.gpf)
     exit_heads = [h for h in ep.heads[:L - 1] if h is not None]
     if not exit_heads and ep.heads[L - 1] is None:
         raise CheckpointError("no exit heads to save")
@@ -439,7 +452,7 @@ def save_exits(path: str | Path, ep: ExitParams, labels: list[str], extra_meta: 
     for i, h in enumerate(ep.heads):
         if h is not None:
             tensors.update({f"heads.{i}.{n}": np.asarray(a, np.float32) for n, a in h.params.items()})
-    for prefix, d in (("lte", ep.lte), ("ponder", ep.ponder)):
+    for prefix, d in (("lte", ep.lte), ("ponder", ep.ponder), ("gpf", ep.gpf)):
         if d:
             tensors.update({f"{prefix}.{n}": np.asarray(a, np.float32) for n, a in d.items()})
     if ep.prototypes is not None:

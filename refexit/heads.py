@@ -138,6 +138,7 @@ class ExitParams:
     temperatures: np.ndarray = field(default=None)   # [L] Right-Tool calibration, 1 = none
     prototypes: np.ndarray | None = None  # DE3-BERT: [L-1, C, F] class means of the exit heads' features
     edge_table: np.ndarray | None = None  # EdgeBERT: [K, L-1] layer-1 entropy, then predicted entropies of layers 2..L-1
+    gpf: dict | None = None       # Global Past-Future: refexit.gpf.param_shapes (poolers, imitation, projection, gate)
 
     def lte_score(self, feat):                       # [F] -> u in (0, 1)
         return nn.sigmoid(nn.linear(feat, self.lte["w"], self.lte["b"]))[0]
@@ -156,4 +157,5 @@ class ExitParams:
         return ExitParams([h.astype(dtype) if h else None for h in self.heads], conv(self.lte),
                           conv(self.ponder), self.temperatures.astype(dtype),
                           None if self.prototypes is None else self.prototypes.astype(dtype),
-                          None if self.edge_table is None else self.edge_table.astype(dtype))
+                          None if self.edge_table is None else self.edge_table.astype(dtype),
+                          conv(self.gpf))

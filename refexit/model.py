@@ -181,7 +181,7 @@ class Model:
             raise InputError(f"policy must be a refexit policy (refexit.Entropy(0.3), ...), got {policy!r}")
         if isinstance(policy, Static) and policy.k > L:
             raise InputError(f"Static({policy.k}): the model has only {L} layers (choose a layer in 1..{L})")
-        need = [policy.k] if isinstance(policy, Static) else range(1, L)
+        need = [policy.k] if isinstance(policy, Static) else [] if policy.own_logits else range(1, L)
         missing = [i for i in need if heads[i - 1] is None]
         if missing:
             raise InputError(f"{policy!r} needs exit heads after layer(s) {missing}, which the model "
@@ -211,9 +211,13 @@ class Model:
                 flops[b] += self.layer_flops(n)
                 if layer < L and not policy.evaluates_head(layer, states[b]):
                     continue                        # e.g. the static baseline evaluates one head only
-                prev = np.array(cls[b][:-1], x[b].dtype).reshape(layer - 1, x[b].shape[1])    # [layer-1, H]
-                z, feat = self.head(layer, x[b], prev)
-                flops[b] += self.exits.heads[layer - 1].flops(n)
+                if layer < L and policy.own_logits:  # the policy's own exit logits (Global Past-Future)
+                    z, feat = policy.exit_logits(layer, x[b], self.exits, states[b])
+                    flops[b] += policy.exit_flops(layer, self.exits)
+                else:
+                    prev = np.array(cls[b][:-1], x[b].dtype).reshape(layer - 1, x[b].shape[1])    # [layer-1, H]
+                    z, feat = self.head(layer, x[b], prev)
+                    flops[b] += self.exits.heads[layer - 1].flops(n)
                 if layer == L:
                     done, score, margin = True, math.nan, math.inf
                 else:

@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from . import gpf as _gpf
 from . import nn
 from .errors import InputError
 
@@ -67,6 +68,17 @@ class Policy(ABC):
         """z [C] exit logits, feat [F] head features, state: this sample's -> (exit?, score, margin)."""
 
     stateful = False            # True: the policy learns across calls (CeeBERT); results depend on input order
+
+    own_logits = False          # True: the policy computes the exit logits of layers < L itself from the
+                                # layer's states (`exit_logits`; Global Past-Future), the exit heads are unused
+
+    def exit_logits(self, layer: int, x, exits, state: dict):
+        """own_logits policies: the layer's real-token states x [n, H] -> (z [C], feat [F])."""
+        raise NotImplementedError
+
+    def exit_flops(self, layer: int, exits) -> int:
+        """own_logits policies: FLOPs of exit_logits after `layer`."""
+        return 0
 
     def observe(self, states: list, logits, exit_layers) -> None:
         """After a batch (one classify call): the samples' states, logits [B, C] and exit layers [B],
@@ -345,6 +357,47 @@ class PredictedExit(_Threshold):
         return h < t, h, abs(h - t)
 
 
+class GlobalPastFuture(_Threshold):
+    """Global Past-Future (Liao et al. 2021): after layer i < L the exit logits are the gated combination
+    z_i = 2 lambda past + (2 - 2 lambda) future of the past layers' pooled [CLS] vectors and imitations of
+    the future layers' (refexit/gpf.py); exit when H(softmax(z_i)) < S_i (strict, nats). The exit heads
+    are not used before L; the last layer answers with the model's classifier. State per sample: the
+    running sum of the past layers' projections."""
+    name = "gpf"
+    own_logits = True
+
+    def check(self, num_layers, num_labels, exits):
+        if num_labels < 2:
+            raise InputError("the Global Past-Future exit needs at least 2 classes")
+        if getattr(exits, "gpf", None) is None:
+            raise InputError("the gpf policy needs Global Past-Future parameters: train them "
+                             "(refexit train-exits --extras gpf) or pass an exits file that has them")
+        if isinstance(exits.gpf, dict):        # (a compiled model's stub says True: checked when compiled)
+            H = np.shape(exits.gpf.get("pool.b", np.zeros((0, 0))))[-1]
+            _gpf.check_params(exits.gpf, num_layers, H, num_labels, "the exits' Global Past-Future parameters",
+                         InputError)
+        return super().check(num_layers, num_labels, exits)
+
+    def _never(self, t, C): return t <= 0
+    def _always(self, t, C): return t > math.log(C)
+
+    def start(self):
+        return {"past": None}
+
+    def exit_logits(self, layer, x, exits, state):
+        z, v, state["past"] = _gpf.step(exits.gpf, layer, x[0], state["past"])
+        return z, v
+
+    def exit_flops(self, layer, exits) -> int:
+        L, C, H = exits.gpf["pool.w"].shape[0], exits.gpf["gate.w"].shape[0], exits.gpf["pool.w"].shape[1]
+        return _gpf.flops(layer, L, H, C)
+
+    def decide(self, layer, z, feat, exits, state):
+        h = float(nn.entropy(z[None])[0])
+        t = self.thr(layer)
+        return h < t, h, abs(h - t)
+
+
 def max_softmax(z) -> float:
     """max softmax(z) in float64 from a max-subtracted sum, as the C computes it: 1 / sum exp(z - max)."""
     z = np.asarray(z, np.float64)
@@ -602,12 +655,12 @@ class Static(Policy):
 
 
 POLICIES = {cls.name: cls for cls in (Entropy, NormEntropy, MaxProb, Patience, Learned, Ponder, Window, Static,
-                                       DistanceEntropy, PredictedExit, CeeBERT)}
+                                       DistanceEntropy, PredictedExit, CeeBERT, GlobalPastFuture)}
 
 
 def make_policy(name: str, *args, **kwargs) -> Policy:
     """Policy by its CLI name (entropy, norm_entropy, max_prob, patience, learned, ponder, window, static,
-    de3, edgebert, ceebert)."""
+    de3, edgebert, ceebert, gpf)."""
     try:
         cls = POLICIES[name]
     except KeyError:

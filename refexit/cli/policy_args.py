@@ -10,8 +10,8 @@ import argparse
 from refexit.errors import InputError
 
 POLICY_NAMES = ("entropy", "norm_entropy", "max_prob", "patience", "learned", "ponder", "window", "static", "de3",
-                "edgebert", "ceebert")
-THRESHOLD_POLICIES = ("entropy", "norm_entropy", "max_prob", "learned", "ponder", "de3", "edgebert")
+                "edgebert", "ceebert", "gpf")
+THRESHOLD_POLICIES = ("entropy", "norm_entropy", "max_prob", "learned", "ponder", "de3", "edgebert", "gpf")
 # option -> the policies that use it
 SETTINGS = {"threshold": THRESHOLD_POLICIES, "temperatures": ("max_prob",), "patience": ("patience",),
             "window": ("window",), "tau": ("patience", "window"), "layer": ("static",),
@@ -24,7 +24,7 @@ def add_policy_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--policy", choices=POLICY_NAMES, default=None,
                    help="exit rule: " + ", ".join(POLICY_NAMES))
     g.add_argument("--threshold", metavar="X[,X...]",
-                   help="threshold of entropy, norm_entropy, max_prob, learned, ponder, de3, edgebert: one number, or one "
+                   help="threshold of entropy, norm_entropy, max_prob, learned, ponder, de3, edgebert, gpf: one number, or one "
                         "per exit layer 1..L-1, comma-separated")
     g.add_argument("--temperatures", metavar="T[,T...]",
                    help="max_prob: per-layer temperatures (default: the model's calibrated ones, else 1)")
@@ -83,7 +83,7 @@ def policy_from_args(args, num_layers: int | None = None):
             return P.DistanceEntropy(thr, lam=1.0 if args.lam is None else args.lam)
         if name == "edgebert":
             return P.PredictedExit(thr, check_between=bool(args.check_between))
-        return {"entropy": P.Entropy, "learned": P.Learned, "ponder": P.Ponder}[name](thr)
+        return {"entropy": P.Entropy, "learned": P.Learned, "ponder": P.Ponder, "gpf": P.GlobalPastFuture}[name](thr)
     if name == "ceebert":
         if args.cost is None:
             raise InputError("--policy ceebert needs --cost O (the reward's cost per layer, e.g. 0.02)")

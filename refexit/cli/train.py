@@ -28,12 +28,15 @@ def add_subcommand(subparsers) -> None:
     p.add_argument("--objective", default="deebert", choices=T.OBJECTIVES, help="exit-head objective (default deebert)")
     p.add_argument("--extras", default=None,
                    help=f"also train these, comma-separated, or 'none' (default {DEFAULT_EXTRAS}; a regression "
-                        f"task: none, as they need class probabilities)")
+                        f"task: none, as they need class probabilities; also known, only when named: "
+                        f"{', '.join(T.OPTIONAL_EXTRAS)})")
     p.add_argument("--out", type=Path, help="output folder (default out/exits-DATA-HEADS-OBJECTIVE-seedS)")
     p.add_argument("--seed", type=int, default=0, help="training seed (init, batch order, --limit subset)")
     p.add_argument("--max-length", type=int, default=128, help="tokens per text, truncated (default 128)")
     p.add_argument("--limit", type=int, metavar="N", help="use at most N examples of each split")
     p.add_argument("--epochs", type=int, default=T.TrainConfig.max_epochs, help="max epochs per head")
+    p.add_argument("--gpf-epochs", type=int, default=0, metavar="N",
+                   help="--extras gpf: at most N epochs for the Global Past-Future parameters (default: --epochs)")
     p.add_argument("--no-cache", action="store_true", help="recompute features (and do not cache them)")
     p.set_defaults(func=run)
 
@@ -50,9 +53,9 @@ def run(args) -> int:
     from refexit.train import features as F
     extras = tuple(e.strip() for e in (args.extras or DEFAULT_EXTRAS).split(",") if e.strip())
     extras = () if extras == ("none",) else extras
-    bad = set(extras) - set(T.EXTRAS)
+    bad = set(extras) - set(T.EXTRAS) - set(T.OPTIONAL_EXTRAS)
     if bad:
-        raise refexit.InputError(f"unknown --extras {sorted(bad)} (known: {', '.join(T.EXTRAS)}, or none)")
+        raise refexit.InputError(f"unknown --extras {sorted(bad)} (known: {', '.join(T.EXTRAS + T.OPTIONAL_EXTRAS)}, or none)")
     ds = data_args.load(args)
     if ds.problem_type == "regression" and args.extras is None:
         extras = ()                      # the default extras all read class probabilities
@@ -62,7 +65,7 @@ def run(args) -> int:
     get = lambda split: data_args.extract(model, ds, split, args.max_length,  # noqa: E731
                                           use_cache=not args.no_cache)
     f_train, f_dev = get("train"), get("dev")
-    cfg = T.TrainConfig(seed=args.seed, max_epochs=args.epochs)
+    cfg = T.TrainConfig(seed=args.seed, max_epochs=args.epochs, gpf_epochs=args.gpf_epochs)
     res = T.train_exits(model, f_train, ds.train.labels, f_dev, ds.dev.labels, ds.label_names,
                         kind=args.heads, objective=args.objective, cfg=cfg, l2norm=args.l2norm,
                         extras=extras, log=lambda m: print(f"train-exits: {m}", file=sys.stderr))

@@ -25,7 +25,7 @@ from refexit.policies import ExitWarning, Policy, Static, make_policy
 from refexit.results import ClassifyResult
 
 POLICY_NAMES = ("entropy", "norm_entropy", "max_prob", "patience", "window", "learned", "ponder", "static", "de3", "edgebert",
-                "ceebert")
+                "ceebert", "gpf")
 # CeeBERT's per-layer cost o, from the most eager (exits early) to the most cautious
 TAU_FRACTIONS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)   # regression tau, times the outputs' spread
 CEEBERT_COSTS = (0.2, 0.15, 0.1, 0.075, 0.05, 0.03, 0.02, 0.01, 0.005, 0.0)
@@ -115,9 +115,28 @@ class LayerOutputs:
             f = np.stack([h.features(v[None], pw, pb, prev(n)) for n, v in enumerate(vec)])  # [N, F]
             self.feats.append(f)
             self.logits.append(np.stack([h.logits(fb) for fb in f]))                         # [N, C]
+        self.own = {}                   # policy name -> (logits [L-1] x [N, C], feats, flops [L-1]) (own_logits)
+        if getattr(model.exits, "gpf", None) is not None and model.num_layers > 1:
+            self.own["gpf"] = own_logits_outputs(model, make_policy("gpf", 1.0), feats)
 
     def __len__(self):
         return len(self.lengths)
+
+
+def own_logits_outputs(model, policy: Policy, feats: F.Features):
+    """The exit logits an own_logits policy (Global Past-Future) computes after each layer < L, for
+    every sample, with the policy's own exit_logits on the cached [CLS] state (as a one-row x) in
+    layer order -- what Model.classify computes -- and their FLOPs."""
+    L, N = model.num_layers, feats.cls.shape[1]
+    z = [[None] * N for _ in range(L - 1)]
+    fe = [[None] * N for _ in range(L - 1)]
+    for n in range(N):
+        state = policy.start()
+        for layer in range(1, L):
+            z[layer - 1][n], fe[layer - 1][n] = policy.exit_logits(layer, feats.cls[layer - 1, n][None], model.exits,
+                                                                    state)
+    return ([np.stack(a) for a in z], [np.stack(a) for a in fe],
+            [policy.exit_flops(layer, model.exits) for layer in range(1, L)])
 
 
 def simulate(model, policy: Policy, out: LayerOutputs, batch: int | None = None) -> ClassifyResult:
@@ -147,12 +166,18 @@ def simulate(model, policy: Policy, out: LayerOutputs, batch: int | None = None)
             flops[b] += lf
             if layer < L and not policy.evaluates_head(layer, state):
                 continue
-            z = out.logits[layer - 1][b]
-            flops[b] += head_flops[layer - 1](n)
+            own = policy.own_logits and layer < L
+            if own:                         # the policy's own exit logits (Global Past-Future), replayed
+                oz, ofeat, oflops = out.own[policy.name]
+                z, feat = oz[layer - 1][b], ofeat[layer - 1][b]
+                flops[b] += oflops[layer - 1]
+            else:
+                z, feat = out.logits[layer - 1][b], (out.feats[layer - 1][b] if layer < L else None)
+                flops[b] += head_flops[layer - 1](n)
             if layer == L:
                 done = True
             else:
-                done, _, margin = policy.decide(layer, z, out.feats[layer - 1][b], model.exits, state)
+                done, _, margin = policy.decide(layer, z, feat, model.exits, state)
                 flops[b] += pflops
                 margins[b] = min(margins[b], margin)
             if done:
@@ -237,7 +262,7 @@ def sweep_policies(name: str, num_layers: int, num_labels: int, tau_scale: float
             raise InputError(f"{name} on a regression head needs tau_scale (the spread of the outputs)")
         counts = range(1, max(L - 1, 1)) if name == "patience" else range(2, L)
         return [make_policy(name, n, tau_scale * f) for f in TAU_FRACTIONS for n in counts]
-    if name in ("entropy", "edgebert"):
+    if name in ("entropy", "edgebert", "gpf"):
         return [make_policy(name, math.log(C) * f) for f in FRACTIONS[::-1]]
     if name in ("norm_entropy", "de3"):           # both scores lie in [0, 1]
         return [make_policy(name, f) for f in FRACTIONS[::-1]]
@@ -270,6 +295,9 @@ def available(model, name: str) -> str | None:
         return "no class prototypes (train with the prototypes extra)"
     if name == "edgebert" and model.exits.edge_table is None:
         return "no exit table (train with the edge_table extra)"
+    if name == "gpf":
+        return None if getattr(model.exits, "gpf", None) is not None else \
+            "no Global Past-Future parameters (train with --extras gpf)"
     if name != "static" and any(h is None for h in model.heads[:-1]):
         return "the model lacks exit heads"
     return None

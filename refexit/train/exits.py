@@ -34,6 +34,8 @@ Stages, for a model with L layers:
                  training samples gets the mean over all samples). Frozen-backbone variant: the
                  paper's distance-aware regulariser shapes the backbone's features while it is
                  fine-tuned; here the heads are trained as above and the prototypes computed after.
+      gpf        (only when asked) Global Past-Future: poolers, imitation layers, projections and gate on
+                 the cached [CLS] states, PABEE-weighted CE + cosine imitation (refexit/train/gpf.py).
       edge_table EdgeBERT: the training samples sorted by the layer-1 exit head's entropy and cut
                  into K = 32 equal-count bins; row k = (mean layer-1 entropy of bin k, mean entropy
                  of the exit heads of layers 2..L-1 over bin k) ([K, L-1], rows by rising entropy).
@@ -68,6 +70,7 @@ OBJECTIVES = ("deebert", "pabee", "fastbert", "lte", "ponder")
 REGRESSION_OBJECTIVES = ("deebert", "pabee", "fastbert")
 TRAINABLE_KINDS = ("mean_linear", "pooler_linear", "shared_pooler", "scalar_mix")
 EXTRAS = ("lte", "ponder", "calibrate", "prototypes", "edge_table")
+OPTIONAL_EXTRAS = ("gpf",)      # trained only when asked for (--extras gpf): Global Past-Future, refexit/train/gpf.py
 EDGE_ROWS = 32                  # rows of the EdgeBERT exit table (fewer with fewer training samples)
 DECAY = ("fc.w", "w", "hid.w", "out.w")      # parameters under L2 weight decay
 
@@ -83,6 +86,8 @@ class TrainConfig:
     ponder_hidden: int = 32
     ponder_beta: float = 0.05       # weight of KL(p || geometric prior)
     ponder_prior: float = 0.3       # lambda of the geometric prior
+    gpf_lr: float = 1e-3            # Global Past-Future (extra gpf): Adam learning rate
+    gpf_epochs: int = 0             # Global Past-Future: its own epoch cap (0: max_epochs)
 
 
 # ================================================================ losses with analytic gradients
@@ -361,9 +366,9 @@ def train_exits(model, train_feats, y_train, dev_feats, y_dev, label_names, kind
     if objective not in OBJECTIVES:
         raise InputError(f"unknown objective {objective!r} (known: {', '.join(OBJECTIVES)})")
     extras = tuple(extras) + ((objective,) if objective in ("lte", "ponder") else ())
-    bad = set(extras) - set(EXTRAS)
+    bad = set(extras) - set(EXTRAS) - set(OPTIONAL_EXTRAS)
     if bad:
-        raise InputError(f"unknown extras {sorted(bad)} (known: {', '.join(EXTRAS)})")
+        raise InputError(f"unknown extras {sorted(bad)} (known: {', '.join(EXTRAS + OPTIONAL_EXTRAS)})")
     regression = np.asarray(y_train).dtype.kind == "f"
     if regression:
         if objective not in REGRESSION_OBJECTIVES:
@@ -426,6 +431,12 @@ def train_exits(model, train_feats, y_train, dev_feats, y_dev, label_names, kind
     if "edge_table" in extras:
         say("exit table (EdgeBERT, layer-1 entropy -> entropies of the later layers)")
         exits.edge_table = exit_table(outs)
+    if "gpf" in extras:
+        say("Global Past-Future (poolers, imitation layers, projections, gate; weighted CE + cosine imitation)")
+        from refexit.train import gpf as G
+        pooler = (model.weights["pooler.w"], model.weights["pooler.b"]) if "pooler.w" in model.weights else None
+        exits.gpf, logs["gpf"] = G.train(train_feats.cls, y_train, dev_feats.cls, y_dev, C, cfg, rng, pooler,
+                                         lr=cfg.gpf_lr)
     if "calibrate" in extras:
         exits.temperatures = np.array([fit_temperature(z, y_dev) for _, z in outs_dev])
 
@@ -437,6 +448,7 @@ def train_exits(model, train_feats, y_train, dev_feats, y_dev, label_names, kind
             "problem_type": "regression" if regression else "single_label_classification",
             "dev_per_layer": (regression_dev_metrics(outs_dev, y_dev) if regression
                               else dev_metrics(outs_dev, y_dev, exits.temperatures, C)),
+            **({"gpf_dev_per_layer": gpf_dev_metrics(exits.gpf, dev_feats, y_dev, C)} if "gpf" in extras else {}),
             "log": {str(k): _short_log(v) for k, v in logs.items()}}
     return TrainResult(exits.astype(model.dtype), list(label_names), info, include_final=bool(train_final))
 
@@ -449,6 +461,16 @@ def dev_metrics(outs_dev, y, temperatures, C) -> list[dict]:
         rows.append({"layer": layer, "accuracy": accuracy(pred, y), "macro_f1": macro_f1(pred, y, C),
                      "nll": nll(z, y), "temperature": float(temperatures[layer - 1])})
     return rows
+
+
+def gpf_dev_metrics(g: dict, feats, y, C) -> list[dict]:
+    """Dev accuracy of the Global Past-Future combination after every layer (the last: its own, not the
+    model's classifier, which is what answers at L)."""
+    from refexit.gpf import forward_all
+    from refexit.train.evaluate import accuracy, macro_f1
+    z = forward_all(g, np.asarray(feats.cls, np.float64))["z"]
+    return [{"layer": i + 1, "accuracy": accuracy(nn.argmax(zi), y), "macro_f1": macro_f1(nn.argmax(zi), y, C),
+             "nll": float(np.mean(_ce_rows(zi, y)))} for i, zi in enumerate(z)]
 
 
 def regression_dev_metrics(outs_dev, y) -> list[dict]:
