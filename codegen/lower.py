@@ -257,7 +257,7 @@ def lower(model, policy: Policy | None = None, prefix: str | None = None, max_le
     et = ep.edge_table
     plan.edge_rows = int(et.shape[0]) if et is not None and et.ndim == 2 and et.shape[1] == max(L - 1, 1) else 0
     dw = ep.dact["w"] if ep.dact is not None else None
-    plan.dact = dw is not None and dw.shape == (L - 1, F) and ep.dact["b"].shape == (L - 1,)
+    plan.dact = dw is not None and L > 1 and dw.shape == (L - 1, F) and ep.dact["b"].shape == (L - 1,)
     plan.tensors = pack.layout(model, plan)
     plan.model_hash = pack.model_hash(model, plan)
     return plan

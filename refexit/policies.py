@@ -367,7 +367,7 @@ class DACT(Policy):
     def check(self, num_layers, num_labels, exits):
         if num_labels < 2:
             raise InputError("DACT's halting test needs at least 2 classes")
-        if getattr(exits, "dact", None) is None:
+        if num_layers > 1 and getattr(exits, "dact", None) is None:     # (L = 1: no exit layer, no unit)
             raise InputError("the dact policy needs DACT halting units: train them "
                              "(refexit train-exits --objective dact [--dact-tau T])")
         if isinstance(exits.dact, dict):                         # a compiled model's stub holds True
