@@ -20,7 +20,7 @@ from refexit.policies import ExitWarning, Static
 def toy(kind="mean_linear", L=4, C=3, n=60, seed=0, l2norm=False):
     m = synthetic.random_model(num_layers=L, hidden=16, heads=2, intermediate=24, num_labels=C, seed=seed,
                                head_kind=kind, final_kind="shared_pooler" if kind != "mean_linear" else None,
-                               l2norm=l2norm, prototypes=True, edge_rows=6)
+                               l2norm=l2norm, prototypes=True, edge_rows=6, dact=True)
     rng = np.random.default_rng(seed)
     vocab = m.tokenizer.vocab[5:]
     texts = [" ".join(rng.choice(vocab, rng.integers(1, 14))) for _ in range(n)]
