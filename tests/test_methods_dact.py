@@ -323,6 +323,9 @@ def test_compiled_dact_settings(build_root):
     with pytest.raises(InputError, match="compiled for the dact policy"):
         cm.set_policy(refexit.Entropy(0.5))
     assert cm.set_policy(refexit.DACT()) == []
+    for f in (lambda: cm.set_threshold(0.5), lambda: cm.set_thresholds([0.5, 0.5])):
+        with pytest.raises(InputError):                      # no threshold to set: never silently ignored
+            f()
     bare = random_model(num_layers=2, hidden=12, heads=2, intermediate=16, num_labels=2, seed=2)
     with pytest.raises(InputError, match="halting units"):
         codegen.compile_model(bare, refexit.DACT(), build_root / "dact_bare", prefix="dact_bare")
@@ -336,3 +339,31 @@ def test_command_line_settings_of_dact():
     assert isinstance(policy_from_args(p.parse_args(["--policy", "dact"])), refexit.DACT)
     with pytest.raises(InputError, match="not a setting"):
         policy_from_args(p.parse_args(["--policy", "dact", "--threshold", "0.1"]))
+
+
+def test_command_line_classify_compile_and_standalone_program(tmp_path, capsys):
+    """`refexit classify --policy dact` is the oracle; `refexit compile --policy dact --standalone` gives a
+    program whose records (exit layer, label, the answer ln a_n as logits) agree with the float64 oracle;
+    a threshold given to it is refused."""
+    import json
+    import shutil
+    from refexit.cli.main import main
+    from test_standalone import CC, TEXTS, compare, oracle, records, run
+    if not shutil.which(CC):
+        pytest.skip(f"no C compiler ({CC})")
+    model = random_model(num_layers=4, hidden=24, heads=2, intermediate=40, num_labels=3, vocab_size=300,
+                         max_position=48, head_kind="mean_linear", seed=5, scale=1.5, dact=True)
+    folder = save_model(model, tmp_path / "m")
+    model = refexit.load(folder)
+    ref = oracle(model, refexit.DACT(), TEXTS, 48)
+    assert main(["classify", str(folder), "--policy", "dact", *TEXTS]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    got = [r for r in lines if "error" not in r]
+    keep = [i for i, r in enumerate(lines) if "error" not in r]
+    assert [r["exit_layer"] for r in got] == ref.exit_layers[keep].tolist()
+    assert len(set(r["exit_layer"] for r in got)) >= 2
+    out = tmp_path / "out"
+    assert main(["compile", str(folder), "-o", str(out), "--policy", "dact", "--prefix", "dact_sa", "--standalone"]) == 0
+    compare(records(run(out / "dact_sa", *TEXTS).stdout), ref, TEXTS)
+    r = run(out / "dact_sa", "--threshold", "0.5", "a", check=False)
+    assert r.returncode == 2 and b"dact policy has no --threshold" in r.stderr
