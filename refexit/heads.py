@@ -138,7 +138,7 @@ class ExitParams:
     temperatures: np.ndarray = field(default=None)   # [L] Right-Tool calibration, 1 = none
     prototypes: np.ndarray | None = None  # DE3-BERT: [L-1, C, F] class means of the exit heads' features
     edge_table: np.ndarray | None = None  # EdgeBERT: [K, L-1] layer-1 entropy, then predicted entropies of layers 2..L-1
-    dact: dict | None = None      # DACT-BERT halting units: {"w": [L-1, F], "b": [L-1]}, h_i = 1 - sigmoid(w_i . feat_i + b_i)
+    dact: dict | None = None      # DACT-BERT halting units {"w": [L-1, F], "b": [L-1]}: h_i = 1 - sigmoid(w_i . feat_i + b_i)
 
     def lte_score(self, feat):                       # [F] -> u in (0, 1)
         return nn.sigmoid(nn.linear(feat, self.lte["w"], self.lte["b"]))[0]

@@ -40,7 +40,8 @@ def reference(zs, gates, L):
 
 def dact_exits(L, F_, w, b):
     heads = [Head("mean_linear", {"fc.w": np.zeros((3, F_)), "fc.b": np.zeros(3)}) for _ in range(L)]
-    return ExitParams(heads, temperatures=np.ones(L), dact={"w": np.asarray(w, np.float64), "b": np.asarray(b, np.float64)})
+    return ExitParams(heads, temperatures=np.ones(L),
+                      dact={"w": np.asarray(w, np.float64), "b": np.asarray(b, np.float64)})
 
 
 def run(policy, zs, feats, exits, L):
