@@ -165,7 +165,7 @@ def test_policies_the_model_cannot_run_are_skipped():
     texts = [" ".join(rng.choice(m.tokenizer.vocab[5:], 4)) for _ in range(6)]
     f = F.extract(m, texts, 32, use_cache=False, progress=False)
     rep = E.evaluate(m, {"dev": f}, {"dev": rng.integers(0, 3, 6)}, progress=False)
-    assert set(rep["skipped"]) == {"learned", "ponder", "de3", "edgebert"} and "entropy" in rep["policies"]
+    assert set(rep["skipped"]) == {"learned", "ponder", "de3", "edgebert", "dact"} and "entropy" in rep["policies"]
 
 
 def test_single_threshold_mode():
