@@ -24,6 +24,15 @@ def row(ds, what, m, dev=None):
             f"{m['layer_speedup']:.2f}x | {m['flops_ratio']:.2f}x | {hist} | {d} |")
 
 
+def setting(params: dict) -> str:
+    """The swept setting of a policy point: its threshold, count, layer or cost."""
+    for key in ("threshold", "count", "k", "cost"):
+        if key in params:
+            v = params[key]
+            return " ".join(f"{x:.4g}" for x in v) if isinstance(v, list) else f"{v:.4g}"
+    return ""
+
+
 def tau_of(report) -> tuple[float, str]:
     info = json.loads((Path(report["exits"]).parent / "exits.json").read_text())
     cfg = info.get("train_config", {})
@@ -45,7 +54,8 @@ def table(paths, max_drop: float) -> str:
                 for name, e in r["policies"].items():
                     if name != "dact" and e.get("picked"):
                         pk = e["picked"]
-                        out.append(row(ds, f"`{pk['policy']}` (dev-picked, DeeBERT heads)", pk["test"], pk["dev"]))
+                        out.append(row(ds, f"{name} {setting(pk['params'])} (dev-picked, DeeBERT heads)", pk["test"],
+                                       pk["dev"]))
         dact = sorted(((tau_of(r), r["policies"]["dact"]["points"][0]) for r in reports if "dact" in r["policies"]),
                       key=lambda x: (x[0][1], x[0][0]))
         for mode in ("joint", "frozen heads"):
