@@ -192,7 +192,8 @@ class CompiledModel:
                                      temperatures=np.asarray(self.manifest["model_temperatures"]),
                                      prototypes=True if self.manifest.get("has_prototypes") else None,
                                      edge_table=True if self.manifest.get("edge_rows") else None,
-                                     gpf=True if self.manifest.get("has_gpf") else None)
+                                     gpf=True if self.manifest.get("has_gpf") else None,
+                                     dact=True if self.manifest.get("has_dact") else None)
         msgs = policy.check(self.num_layers, self.num_labels, stub)
         if policy.name == "norm_entropy" and bool(policy.inclusive) != bool(pol["inclusive"]):
             raise InputError(f"compiled with inclusive={pol['inclusive']}; recompile to change it")
@@ -214,6 +215,9 @@ class CompiledModel:
             self.set_threshold(policy.cost)                 # the cost is a run-time setting
             st = policy.state()                             # and the handle continues from the policy's state
             self.set_bandit_state(st["q"], st["n"], st["t"])
+            self.policy_repr, self.warnings = repr(policy), list(msgs)
+            return msgs
+        if policy.name == "dact":                           # no run-time setting
             self.policy_repr, self.warnings = repr(policy), list(msgs)
             return msgs
         if policy.name in COUNT_POLICIES:
@@ -482,6 +486,8 @@ def check_manifest(manifest, where) -> dict:
         integer("edge_rows", 0, 4096)
     if "has_gpf" in manifest:                          # absent in manifests before Global Past-Future
         validate.boolean(manifest["has_gpf"], f"{where}: manifest field 'has_gpf'", E)
+    if "has_dact" in manifest:                         # absent in manifests before DACT-BERT
+        validate.boolean(manifest["has_dact"], f"{where}: manifest field 'has_dact'", E)
     validate.string_list(get(manifest, "warnings"), f"{where}: manifest field 'warnings'", E)
     numbers(get(manifest, "model_temperatures"), "'model_temperatures'", L)
     if "precision" in manifest:
@@ -604,6 +610,7 @@ def _manifest(model, plan, res) -> dict:
         "max_length": plan.max_length, "max_batch": plan.max_batch, "max_tokens": plan.max_tokens,
         "heads": [h.kind for h in plan.heads], "has_lte": plan.lte, "has_ponder": bool(plan.ponder_hidden),
         "has_prototypes": bool(plan.prototypes), "edge_rows": plan.edge_rows, "has_gpf": bool(plan.gpf),
+        "has_dact": bool(plan.dact),
         "model_temperatures": [float(t) for t in model.exits.temperatures],
         "policy": {"name": pol.name, "repr": pol.repr, "params": pol.params,
                    "thresholds": [float(t) for t in pol.thresholds], "count": pol.count,

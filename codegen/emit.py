@@ -60,6 +60,8 @@ POLICY_RULES = {
            "prototype distance ratio.",
     "edgebert": "After layer 1: exit when H(softmax(z_1)) < S_1 (strict, nats); else predict the exit "
                 "layer from the exit table's row nearest to that entropy and exit there{between}.",
+    "dact": "DACT: a_i = p_(i-1) softmax(z_i) + (1 - p_(i-1)) a_(i-1), p_i = p_(i-1) (1 - sigmoid(w_i . feat_i + "
+            "b_i)); exit when a_i[top1] (1 - p_i)^d - a_i[top2] - d p_i > 0 (strict), d = L - i; answer ln a_i.",
     "ceebert": "Exit when max softmax(z_i) >= alpha_i (inclusive), alpha_i chosen between calls by exit i's "
                "UCB bandit over the arms.",
     "gpf": "Exit when H(softmax(z_i)) < S_i (strict, nats), z_i the Global Past-Future combination "
@@ -73,7 +75,8 @@ def c_lvalue(name: str) -> str:
               "emb.ln.w": "w->emb_ln_w", "emb.ln.b": "w->emb_ln_b", "pooler.w": "w->pooler_w",
               "pooler.b": "w->pooler_b", "lte.w": "w->lte_w", "lte.b": "w->lte_b",
               "emb.proj.w": "w->emb_proj_w", "emb.proj.b": "w->emb_proj_b",
-              "prototypes": "w->prototypes", "edge_table": "w->edge_table"}
+              "prototypes": "w->prototypes", "edge_table": "w->edge_table",
+              "dact.w": "w->dact_w", "dact.b": "w->dact_b"}
     if name in simple:
         return simple[name]
     parts = name.split(".")
@@ -118,7 +121,8 @@ def provenance(plan, what: str) -> str:
         f"ponder={'hidden ' + str(plan.ponder_hidden) if plan.ponder_hidden else 'no'}"
         + ("; prototypes=yes" if plan.prototypes else "")
         + (f"; edge_table={plan.edge_rows} rows" if plan.edge_rows else "")
-        + ("; gpf=yes" if getattr(plan, "gpf", False) else ""),
+        + ("; gpf=yes" if getattr(plan, "gpf", False) else "")
+        + ("; dact=yes" if getattr(plan, "dact", False) else ""),
         f"policy:  {plan.policy.repr}",
         f"options: prefix={plan.prefix} max_length={plan.max_length} max_batch={plan.max_batch} "
         f"max_tokens={plan.max_tokens} precision={plan.precision}",

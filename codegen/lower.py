@@ -27,7 +27,7 @@ DEFAULT_TOKEN_BUDGET = 4096     # tokens per internal chunk, at least max_length
 ACTIVATION_C = {"gelu": "gelu_erf", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
 HEAD_KIND_IDS = {"none": 0, "pooler_linear": 1, "shared_pooler": 2, "mean_linear": 3, "fastbert": 4, "scalar_mix": 5}
 POLICY_KINDS = ("entropy", "norm_entropy", "max_prob", "learned", "ponder", "patience", "window", "static", "de3", "edgebert",
-                "ceebert", "gpf")
+                "ceebert", "gpf", "dact")
 COUNT_POLICIES = ("patience", "window", "static")   # their run-time "threshold" is an integer count
 MAX_EMBEDDING_SIZE = 8192       # E of a projected embedding: one row of it lives on the C stack
 
@@ -117,6 +117,7 @@ class Plan:
     prototypes: bool = False           # DE3-BERT class prototypes [L-1, C, F] in the blob
     edge_rows: int = 0                 # rows K of the EdgeBERT exit table [K, L-1] in the blob (0: none)
     gpf: bool = False                  # Global Past-Future parameters gpf.* in the blob (refexit/gpf.py)
+    dact: bool = False                 # DACT-BERT halting units dact.w [L-1, F], dact.b [L-1] in the blob
 
     @property
     def head_dim(self) -> int:
@@ -257,6 +258,8 @@ def lower(model, policy: Policy | None = None, prefix: str | None = None, max_le
     et = ep.edge_table
     plan.edge_rows = int(et.shape[0]) if et is not None and et.ndim == 2 and et.shape[1] == max(L - 1, 1) else 0
     plan.gpf = _gpf_ok(ep, L, cfg.hidden_size, C, policy.name == "gpf")
+    dw = ep.dact["w"] if ep.dact is not None else None
+    plan.dact = dw is not None and L > 1 and dw.shape == (L - 1, F) and ep.dact["b"].shape == (L - 1,)
     plan.tensors = pack.layout(model, plan)
     plan.model_hash = pack.model_hash(model, plan)
     return plan

@@ -36,7 +36,7 @@ attn.o.w (packed), attn.o.b, attn.ln.{w,b}, ffn.up.w (packed), ffn.up.b, ffn.dow
 ffn.down.b, ffn.ln.{w,b}; pooler.{w,b} (if the model has one); per layer with an exit head, its
 parameters in refexit.heads.param_shapes order; lte.{w [1,F], b [1]} (if any); ponder.{pos [L,F],
 hid.w [P,F], hid.b, out.w [1,P], out.b [1]} (if any); prototypes [L-1,C,F] (DE3-BERT, if any);
-edge_table [K,L-1] (EdgeBERT, if any).
+edge_table [K,L-1] (EdgeBERT, if any); dact.{w [L-1,F], b [L-1]} (DACT-BERT, if any).
 
 Packed (the layer GEMMs' weights, in the GEMM micro-kernel's panel layout): a Linear weight
 W [N out, K in] becomes [ceil(N / PANEL)][K][PANEL]: panel p holds outputs p*PANEL .. p*PANEL+31,
@@ -162,6 +162,8 @@ def tensor_order(model, plan) -> list[str]:
     if getattr(plan, "gpf", False):
         from refexit.gpf import PARTS
         names += [f"gpf.{p}" for p in PARTS]
+    if getattr(plan, "dact", False):
+        names += ["dact.w", "dact.b"]
     return names
 
 
@@ -288,6 +290,8 @@ def get_array(model, name: str, precision: str = "fp32") -> np.ndarray:
         return ep.edge_table
     if name.startswith("gpf."):
         return ep.gpf[name[4:]]
+    if name.startswith("dact."):
+        return ep.dact[name[5:]]
     return model.weights[name]
 
 

@@ -8,6 +8,7 @@ from .policies import (CeeBERT, DistanceEntropy, Entropy, ExitWarning, Learned, 
 from .policies import GlobalPastFuture
 from .results import ClassifyResult
 from .cascade import Cascade, CascadeResult, Stage
+from .policies import DACT
 
 __version__ = "0.1.0"
 
@@ -15,4 +16,4 @@ __all__ = ["BertConfig", "CheckpointError", "ConfigError", "InputError", "Refexi
            "Head", "Model", "PRECISIONS", "load", "CeeBERT", "DistanceEntropy", "Entropy", "ExitWarning", "Learned", "MaxProb",
            "NormEntropy", "Patience", "Policy", "Ponder", "PredictedExit", "Static", "Window", "make_policy",
            "ClassifyResult", "Cascade", "CascadeResult", "Stage", "GlobalPastFuture",
-           "__version__"]
+           "DACT", "__version__"]

@@ -12,6 +12,7 @@ Canonical names (layers 0-based as in HF; Linear weights [out, in] as in HF, nev
   prototypes [L-1,C,F]              DE3-BERT class prototypes of the exit heads' features
   edge_table [K,L-1]                EdgeBERT exit table (layer-1 entropy -> later layers' entropies)
   gpf.{pool,imit,proj,gate}.{w,b}   Global Past-Future (refexit/gpf.py: [L,H,H], [L,2C,H], [C,C], ...)
+  dact.{w [L-1,F], b [L-1]}         DACT-BERT halting units of layers 1..L-1
 
 The other families (RoBERTa, XLM-R, DistilBERT, ALBERT, ELECTRA; refexit/arch.py) add
   emb.proj.{w [H,E], b [H]}         ALBERT / ELECTRA embedding projection (the emb.* tables are [., E])
@@ -346,7 +347,8 @@ def _load_exits(path: Path, ep: ExitParams, cfg: BertConfig, labels: list) -> li
     ep.prototypes = _take_prototypes(tensors, ep, L, F, where)
     ep.edge_table = _take_edge_table(tensors, ep, L, where)
     ep.gpf = _take_gpf(tensors, ep, L, H, where)
-    other = [n for n in tensors if not n.startswith(("heads.", "lte.", "ponder.", "gpf."))
+    ep.dact = _take_dact(tensors, ep, L, F, where)
+    other = [n for n in tensors if not n.startswith(("heads.", "lte.", "ponder.", "gpf.", "dact."))
              and n not in ("prototypes", "edge_table")]
     if other:
         raise CheckpointError(f"{where}: unexpected tensor(s) {sorted(other)[:5]}")
@@ -401,6 +403,23 @@ def _take_edge_table(tensors, ep: ExitParams, L: int, where: str):
     return t
 
 
+def _take_dact(tensors, ep: ExitParams, L: int, F: int, where: str):
+    """DACT-BERT's halting units dact.w [L-1, F], dact.b [L-1] (absent in older exits files: None)."""
+    names = [n for n in tensors if n.startswith("dact.")]
+    if not names:
+        return ep.dact
+    for n in names:
+        if n not in ("dact.w", "dact.b"):
+            raise CheckpointError(f"{where}: unexpected tensor {n!r} (the DACT halting units are dact.w, dact.b)")
+    for n, shape in (("dact.w", (L - 1, F)), ("dact.b", (L - 1,))):
+        if n not in tensors:
+            raise CheckpointError(f"{where}: the DACT halting units lack {n!r}")
+        _check(n, tensors[n], shape, where)
+        if not np.all(np.isfinite(tensors[n])):
+            raise CheckpointError(f"{where}: {n!r} holds NaN or infinite values")
+    return {"w": tensors["dact.w"], "b": tensors["dact.b"]}
+
+
 def exits_file(path: str | Path) -> Path:
     """An exits file given as the file or as the folder holding exits.safetensors (what
     train-exits writes): -> the file; CheckpointError when there is none."""
@@ -440,7 +459,7 @@ def save_exits(path: str | Path, ep: ExitParams, labels: list[str], extra_meta: 
     L = len(ep.heads)
     if not include_final:
         ep = ExitParams(ep.heads[:L - 1] + [None], ep.lte, ep.ponder, ep.temperatures, ep.prototypes,
-                        ep.edge_table, ep.gpf)
+                        ep.edge_table, ep.gpf, dact=ep.dact)
     exit_heads = [h for h in ep.heads[:L - 1] if h is not None]
     if not exit_heads and ep.heads[L - 1] is None:
         raise CheckpointError("no exit heads to save")
@@ -452,7 +471,7 @@ def save_exits(path: str | Path, ep: ExitParams, labels: list[str], extra_meta: 
     for i, h in enumerate(ep.heads):
         if h is not None:
             tensors.update({f"heads.{i}.{n}": np.asarray(a, np.float32) for n, a in h.params.items()})
-    for prefix, d in (("lte", ep.lte), ("ponder", ep.ponder), ("gpf", ep.gpf)):
+    for prefix, d in (("lte", ep.lte), ("ponder", ep.ponder), ("gpf", ep.gpf), ("dact", ep.dact)):
         if d:
             tensors.update({f"{prefix}.{n}": np.asarray(a, np.float32) for n, a in d.items()})
     if ep.prototypes is not None:

@@ -139,6 +139,7 @@ class ExitParams:
     prototypes: np.ndarray | None = None  # DE3-BERT: [L-1, C, F] class means of the exit heads' features
     edge_table: np.ndarray | None = None  # EdgeBERT: [K, L-1] layer-1 entropy, then predicted entropies of layers 2..L-1
     gpf: dict | None = None       # Global Past-Future: refexit.gpf.param_shapes (poolers, imitation, projection, gate)
+    dact: dict | None = None      # DACT-BERT halting units {"w": [L-1, F], "b": [L-1]}: h_i = 1 - sigmoid(w_i . feat_i + b_i)
 
     def lte_score(self, feat):                       # [F] -> u in (0, 1)
         return nn.sigmoid(nn.linear(feat, self.lte["w"], self.lte["b"]))[0]
@@ -147,6 +148,10 @@ class ExitParams:
         p = self.ponder
         h = np.tanh(nn.linear(feat + p["pos"][layer - 1], p["hid.w"], p["hid.b"]))  # [P]
         return nn.sigmoid(nn.linear(h, p["out.w"], p["out.b"]))[0]
+
+    def dact_halt(self, layer: int, feat):          # 1-based layer < L, [F] -> h in (0, 1) (DACT-BERT)
+        g = nn.linear(feat, self.dact["w"][layer - 1:layer], self.dact["b"][layer - 1:layer])[0]
+        return 0.5 * (1 - np.tanh(0.5 * g))         # 1 - sigmoid(g), as the C computes it
 
     def prototype_distances(self, layer: int, feat):  # 1-based layer < L, [F] -> Euclidean distances [C]
         d = self.prototypes[layer - 1] - feat[None, :]                              # [C, F]
@@ -158,4 +163,4 @@ class ExitParams:
                           conv(self.ponder), self.temperatures.astype(dtype),
                           None if self.prototypes is None else self.prototypes.astype(dtype),
                           None if self.edge_table is None else self.edge_table.astype(dtype),
-                          conv(self.gpf))
+                          conv(self.gpf), dact=conv(self.dact))

@@ -227,7 +227,7 @@ class Model:
                 if trace:
                     traces[b].append(LayerTrace(layer, z, score, margin, bool(done)))
                 if done:
-                    logits[b], exit_layers[b] = z, layer
+                    logits[b], exit_layers[b] = policy.answer(layer, z, feat, self.exits, states[b]), layer
                     del x[b]
         full = np.array([L * self.layer_flops(len(r[0])) + self.exits.heads[L - 1].flops(len(r[0]))
                          for r in rows], np.float64)
@@ -244,6 +244,8 @@ class Model:
             return 2 * P * F + 2 * P
         if policy.name == "de3":                    # squared distances to the C prototypes
             return 3 * self.num_labels * F
+        if policy.name == "dact":                   # the halting unit w_i . feat_i
+            return 2 * F
         return 0
 
     def __repr__(self):

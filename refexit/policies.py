@@ -79,6 +79,10 @@ class Policy(ABC):
     def exit_flops(self, layer: int, exits) -> int:
         """own_logits policies: FLOPs of exit_logits after `layer`."""
         return 0
+    def answer(self, layer: int, z, feat, exits, state: dict):
+        """The logits [C] a sample reports when it exits after `layer` (L included): the exit head's
+        own z, except for policies that answer with something they accumulate (DACT)."""
+        return z
 
     def observe(self, states: list, logits, exit_layers) -> None:
         """After a batch (one classify call): the samples' states, logits [B, C] and exit layers [B],
@@ -398,6 +402,67 @@ class GlobalPastFuture(_Threshold):
         return h < t, h, abs(h - t)
 
 
+class DACT(Policy):
+    """DACT-BERT (Eyzaguirre et al., arXiv 2109.11745; DACT from ceyzaguirre4/DACT-MAC): the answer is
+    accumulated over the layers and the sample stops when the remaining layers cannot change it.
+
+    Per sample: a_0 = 0, p_0 = 1; after layer n: y_n = softmax(z_n), a_n = p_{n-1} y_n + (1 - p_{n-1}) a_{n-1},
+    and for n < L the halting unit h_n = 1 - sigmoid(w_n . feat_n + b_n), p_n = p_{n-1} h_n. With
+    d = L - n layers remaining, exit when a_n[top1] (1 - p_n)^d - a_n[top2] - d p_n > 0 (strict; top1,
+    top2 the two largest entries of a_n). The sample's answer is a_n: the reported logits are ln a_n
+    (entries floored at FLOOR), so softmax(logits) = a_n and the label is argmax a_n. At layer L it
+    answers with a_L (the final classifier's y_L mixed in with weight p_{L-1}). No threshold: the
+    trade-off is trained (the ponder cost tau of `train-exits --objective dact`)."""
+    name = "dact"
+    FLOOR = 1e-300              # ln(FLOOR) = -690.8: the logit of an entry of a_n that underflowed to 0
+
+    def check(self, num_layers, num_labels, exits):
+        if num_labels < 2:
+            raise InputError("DACT's halting test needs at least 2 classes")
+        if num_layers > 1 and getattr(exits, "dact", None) is None:     # (L = 1: no exit layer, no unit)
+            raise InputError("the dact policy needs DACT halting units: train them "
+                             "(refexit train-exits --objective dact [--dact-tau T])")
+        if isinstance(exits.dact, dict):                         # a compiled model's stub holds True
+            heads = [h for h in exits.heads[:num_layers - 1] if h is not None]
+            w, b = np.asarray(exits.dact.get("w")), np.asarray(exits.dact.get("b"))
+            want = (num_layers - 1, heads[0].feature_size if heads else w.shape[-1])
+            if w.shape != want or b.shape != want[:1]:
+                raise InputError(f"DACT halting units have shapes w {list(w.shape)}, b {list(b.shape)}; "
+                                 f"expected {list(want)} and {list(want[:1])}")
+            if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
+                raise InputError("DACT halting units hold NaN or infinite values")
+        self._L = num_layers
+        return []
+
+    def start(self):
+        return {"a": None, "p": 1.0, "n": 0}
+
+    def _accumulate(self, layer, z, feat, exits, state):
+        if state["n"] == layer:                                  # already done by decide
+            return
+        y = nn.softmax(np.asarray(z, np.float64))                # [C]
+        p = state["p"]
+        state["a"] = y if state["a"] is None else p * y + (1.0 - p) * state["a"]
+        if layer < self._L:
+            state["p"] = p * float(exits.dact_halt(layer, feat))
+        state["n"] = layer
+
+    @staticmethod
+    def score(a, p: float, d: int) -> float:
+        """a_n[top1] (1 - p_n)^d - a_n[top2] - d p_n."""
+        s = np.sort(a)
+        return float(s[-1] * (1.0 - p) ** d - s[-2] - d * p)
+
+    def decide(self, layer, z, feat, exits, state):
+        self._accumulate(layer, z, feat, exits, state)
+        s = self.score(state["a"], state["p"], self._L - layer)
+        return s > 0, s, abs(s)
+
+    def answer(self, layer, z, feat, exits, state):
+        self._accumulate(layer, z, feat, exits, state)
+        return np.log(np.maximum(state["a"], self.FLOOR)).astype(np.asarray(z).dtype)
+
+
 def max_softmax(z) -> float:
     """max softmax(z) in float64 from a max-subtracted sum, as the C computes it: 1 / sum exp(z - max)."""
     z = np.asarray(z, np.float64)
@@ -655,12 +720,12 @@ class Static(Policy):
 
 
 POLICIES = {cls.name: cls for cls in (Entropy, NormEntropy, MaxProb, Patience, Learned, Ponder, Window, Static,
-                                       DistanceEntropy, PredictedExit, CeeBERT, GlobalPastFuture)}
+                                       DistanceEntropy, PredictedExit, CeeBERT, GlobalPastFuture, DACT)}
 
 
 def make_policy(name: str, *args, **kwargs) -> Policy:
     """Policy by its CLI name (entropy, norm_entropy, max_prob, patience, learned, ponder, window, static,
-    de3, edgebert, ceebert, gpf)."""
+    de3, edgebert, ceebert, gpf, dact)."""
     try:
         cls = POLICIES[name]
     except KeyError:

@@ -32,11 +32,12 @@ def random_model(num_layers=2, hidden=24, heads=2, intermediate=40, num_labels=3
                  max_position=64, type_vocab=2, head_kind="pooler_linear", final_kind=None,
                  hidden_act="gelu", eps=1e-12, l2norm=False, fastbert_width=FASTBERT_WIDTH,
                  fastbert_heads=2, lte=True, ponder=True, ponder_hidden=8, seed=0, scale=0.5,
-                 dtype=np.float32, prototypes=False, edge_rows=0, gpf=False) -> Model:
+                 dtype=np.float32, prototypes=False, edge_rows=0, gpf=False, dact=False) -> Model:
     """A model with random weights (N(0, scale/sqrt(fan_in))) and exit heads after every layer
     (prototypes=True: also DE3-BERT class prototypes [L-1, C, F], N(0, 1); edge_rows=K: an EdgeBERT
     exit table [K, L-1] of entropies drawn uniformly in [0, ln C], keys sorted; gpf=True: Global
-    Past-Future parameters (refexit/gpf.py), weights N(0, 1/sqrt(fan_in)), biases N(0, 0.1); all drawn last)."""
+    Past-Future parameters (refexit/gpf.py), weights N(0, 1/sqrt(fan_in)), biases N(0, 0.1); all drawn last;
+    dact=True: DACT-BERT halting units w [L-1, F] ~ N(0, 4/F), b [L-1] ~ N(0, 1), drawn after them)."""
     rng = np.random.default_rng(seed)
     cfg = BertConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=num_layers,
                      num_attention_heads=heads, intermediate_size=intermediate,
@@ -74,6 +75,8 @@ def random_model(num_layers=2, hidden=24, heads=2, intermediate=40, num_labels=3
         from .gpf import param_shapes as gpf_shapes
         ep.gpf = {n: init(s) if len(s) == 1 else rng.normal(0, 1 / np.sqrt(s[-1]), s)
                   for n, s in gpf_shapes(num_layers, hidden, num_labels).items()}
+    if dact:
+        ep.dact = {"w": rng.normal(0, 2 / np.sqrt(F), (num_layers - 1, F)), "b": rng.normal(0, 1, num_layers - 1)}
     from .tokenizers.wordpiece import Tokenizer
     tok = Tokenizer(random_vocab(vocab_size), max_length=max_position)
     weights = {n: a.astype(dtype) for n, a in weights.items()}

@@ -20,7 +20,7 @@ from refexit.policies import ExitWarning, Static
 def toy(kind="mean_linear", L=4, C=3, n=60, seed=0, l2norm=False):
     m = synthetic.random_model(num_layers=L, hidden=16, heads=2, intermediate=24, num_labels=C, seed=seed,
                                head_kind=kind, final_kind="shared_pooler" if kind != "mean_linear" else None,
-                               l2norm=l2norm, prototypes=True, edge_rows=6, gpf=True)
+                               l2norm=l2norm, prototypes=True, edge_rows=6, gpf=True, dact=True)
     rng = np.random.default_rng(seed)
     vocab = m.tokenizer.vocab[5:]
     texts = [" ".join(rng.choice(vocab, rng.integers(1, 14))) for _ in range(n)]
@@ -165,7 +165,7 @@ def test_policies_the_model_cannot_run_are_skipped():
     texts = [" ".join(rng.choice(m.tokenizer.vocab[5:], 4)) for _ in range(6)]
     f = F.extract(m, texts, 32, use_cache=False, progress=False)
     rep = E.evaluate(m, {"dev": f}, {"dev": rng.integers(0, 3, 6)}, progress=False)
-    assert set(rep["skipped"]) == {"learned", "ponder", "de3", "edgebert", "gpf"} and "entropy" in rep["policies"]
+    assert set(rep["skipped"]) == {"learned", "ponder", "de3", "edgebert", "gpf", "dact"} and "entropy" in rep["policies"]
 
 
 def test_single_threshold_mode():

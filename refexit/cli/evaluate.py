@@ -85,7 +85,7 @@ def run(args) -> int:
     if args.sweep and args.threshold is not None:
         raise refexit.InputError("--sweep picks the thresholds itself: give --sweep, or --policy P --threshold X "
                                  "for a single operating point, not both")
-    if not args.sweep and args.threshold is None:
+    if not args.sweep and args.threshold is None and not (args.policy and set(args.policy) <= set(E.NO_SETTING)):
         raise refexit.InputError("give --sweep, or --policy P --threshold X for a single operating point")
     if not args.sweep and not args.policy:      # one rule across commands: a setting needs its policy
         raise refexit.InputError("--threshold needs --policy (which exit rule it is for, e.g. --policy entropy)")

@@ -10,7 +10,7 @@ import argparse
 from refexit.errors import InputError
 
 POLICY_NAMES = ("entropy", "norm_entropy", "max_prob", "patience", "learned", "ponder", "window", "static", "de3",
-                "edgebert", "ceebert", "gpf")
+                "edgebert", "ceebert", "gpf", "dact")
 THRESHOLD_POLICIES = ("entropy", "norm_entropy", "max_prob", "learned", "ponder", "de3", "edgebert", "gpf")
 # option -> the policies that use it
 SETTINGS = {"threshold": THRESHOLD_POLICIES, "temperatures": ("max_prob",), "patience": ("patience",),
@@ -90,6 +90,8 @@ def policy_from_args(args, num_layers: int | None = None):
         arms = P.CeeBERT.ARMS if args.arms is None else _floats(args.arms, "--arms")
         return P.CeeBERT(args.cost, arms=[arms] if isinstance(arms, float) else arms,
                          c=2.0 if args.ucb_c is None else args.ucb_c)
+    if name == "dact":                  # no setting: the trade-off was trained (train-exits --dact-tau)
+        return P.DACT()
     if name == "patience":
         if args.patience is None:
             raise InputError("--policy patience needs --patience T (0 runs the full model)")

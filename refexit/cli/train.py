@@ -2,6 +2,7 @@
 frozen backbone (refexit.train.exits) and write exits.safetensors + exits.json."""
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -37,6 +38,11 @@ def add_subcommand(subparsers) -> None:
     p.add_argument("--epochs", type=int, default=T.TrainConfig.max_epochs, help="max epochs per head")
     p.add_argument("--gpf-epochs", type=int, default=0, metavar="N",
                    help="--extras gpf: at most N epochs for the Global Past-Future parameters (default: --epochs)")
+    p.add_argument("--dact-tau", type=float, metavar="TAU",
+                   help=f"--objective dact: weight of the ponder cost (default {T.TrainConfig.dact_tau}; "
+                        f"larger: earlier exits)")
+    p.add_argument("--dact-frozen-heads", action="store_true",
+                   help="--objective dact: train the halting units only (the exit heads stay as DeeBERT trained them)")
     p.add_argument("--no-cache", action="store_true", help="recompute features (and do not cache them)")
     p.set_defaults(func=run)
 
@@ -65,7 +71,13 @@ def run(args) -> int:
     get = lambda split: data_args.extract(model, ds, split, args.max_length,  # noqa: E731
                                           use_cache=not args.no_cache)
     f_train, f_dev = get("train"), get("dev")
-    cfg = T.TrainConfig(seed=args.seed, max_epochs=args.epochs, gpf_epochs=args.gpf_epochs)
+    if args.objective != "dact" and (args.dact_tau is not None or args.dact_frozen_heads):
+        raise refexit.InputError("--dact-tau / --dact-frozen-heads are settings of --objective dact")
+    if args.dact_tau is not None and not (math.isfinite(args.dact_tau) and args.dact_tau >= 0):
+        raise refexit.InputError(f"--dact-tau must be a finite number >= 0, got {args.dact_tau}")
+    cfg = T.TrainConfig(seed=args.seed, max_epochs=args.epochs, gpf_epochs=args.gpf_epochs,
+                        dact_tau=T.TrainConfig.dact_tau if args.dact_tau is None else args.dact_tau,
+                        dact_train_heads=not args.dact_frozen_heads)
     res = T.train_exits(model, f_train, ds.train.labels, f_dev, ds.dev.labels, ds.label_names,
                         kind=args.heads, objective=args.objective, cfg=cfg, l2norm=args.l2norm,
                         extras=extras, log=lambda m: print(f"train-exits: {m}", file=sys.stderr))

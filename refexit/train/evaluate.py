@@ -25,7 +25,8 @@ from refexit.policies import ExitWarning, Policy, Static, make_policy
 from refexit.results import ClassifyResult
 
 POLICY_NAMES = ("entropy", "norm_entropy", "max_prob", "patience", "window", "learned", "ponder", "static", "de3", "edgebert",
-                "ceebert", "gpf")
+                "ceebert", "gpf", "dact")
+NO_SETTING = ("dact",)          # no threshold: one operating point per trained exits file (DACT: its tau)
 # CeeBERT's per-layer cost o, from the most eager (exits early) to the most cautious
 TAU_FRACTIONS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)   # regression tau, times the outputs' spread
 CEEBERT_COSTS = (0.2, 0.15, 0.1, 0.075, 0.05, 0.03, 0.02, 0.01, 0.005, 0.0)
@@ -181,7 +182,7 @@ def simulate(model, policy: Policy, out: LayerOutputs, batch: int | None = None)
                 flops[b] += pflops
                 margins[b] = min(margins[b], margin)
             if done:
-                logits[b], exit_layers[b] = z, layer
+                logits[b], exit_layers[b] = policy.answer(layer, z, out.feats[layer - 1][b], model.exits, state), layer
                 break
         if policy.stateful and ((b + 1) % step == 0 or b + 1 == N):   # the end of a batch
             first = b + 1 - len(states)
@@ -280,7 +281,14 @@ def sweep_policies(name: str, num_layers: int, num_labels: int, tau_scale: float
         return [make_policy(name, k) for k in range(1, L + 1)]
     if name == "ceebert":
         return [make_policy(name, o) for o in CEEBERT_COSTS]
+    if name in NO_SETTING:
+        return [make_policy(name)]
     raise InputError(f"no sweep defined for policy {name!r} (known: {', '.join(POLICY_NAMES)})")
+
+
+def single_policy(name: str, threshold) -> Policy:
+    """The policy `name` at `threshold` (a policy without a setting ignores it)."""
+    return make_policy(name) if name in NO_SETTING else make_policy(name, threshold)
 
 
 def available(model, name: str) -> str | None:
@@ -298,6 +306,8 @@ def available(model, name: str) -> str | None:
     if name == "gpf":
         return None if getattr(model.exits, "gpf", None) is not None else \
             "no Global Past-Future parameters (train with --extras gpf)"
+    if name == "dact" and model.exits.dact is None:
+        return "no DACT halting units (train with --objective dact)"
     if name != "static" and any(h is None for h in model.heads[:-1]):
         return "the model lacks exit heads"
     return None
@@ -338,7 +348,7 @@ def evaluate(model, splits: dict, labels: dict, policies=POLICY_NAMES, max_drop:
             report["skipped"][name] = why
             continue
         grid = (sweep_policies(name, L, model.num_labels, report.get("tau_scale")) if sweep
-                else [make_policy(name, threshold)])
+                else [single_policy(name, threshold)])
         points = []
         t0 = time.monotonic()
         for i, pol in enumerate(grid):
@@ -478,7 +488,7 @@ def operating_points(report: dict, threshold=None) -> dict[str, Policy]:
     points = {"full": Static(L)}
     for name, entry in report["policies"].items():
         if "picked" not in entry:
-            points[name] = make_policy(name, threshold)
+            points[name] = single_policy(name, threshold)
         elif entry["picked"]:
             points[name] = sweep_policies(name, L, C, report.get("tau_scale"))[entry["picked"]["index"]]
     return points

@@ -14,6 +14,9 @@ Stages, for a model with L layers:
       fastbert  sum_i KL(p_L || p_i), teacher p_L = the final head's softmax (labels unused)
       lte       BERxiT: heads as deebert, then the LTE head (always, not only as an extra)
       ponder    PALBERT: heads as deebert, then the lambda MLP (always)
+      dact      DACT-BERT: heads as deebert, then their fc and the halting units together on
+                task CE of the accumulated answer a_L + tau sum_{n<L} p_n (refexit/train/dact.py);
+                the extras below see the DACT-tuned heads
     The exit heads share no parameters, so a sum of per-head terms is minimised by minimising
     each term: each head is trained (and early-stopped) on its own term. With a frozen backbone
     PABEE's weights therefore only rescale each head's loss, which Adam all but ignores: expect
@@ -66,7 +69,7 @@ from refexit import nn
 from refexit.errors import InputError
 from refexit.heads import ExitParams, Head
 
-OBJECTIVES = ("deebert", "pabee", "fastbert", "lte", "ponder")
+OBJECTIVES = ("deebert", "pabee", "fastbert", "lte", "ponder", "dact")
 REGRESSION_OBJECTIVES = ("deebert", "pabee", "fastbert")
 TRAINABLE_KINDS = ("mean_linear", "pooler_linear", "shared_pooler", "scalar_mix")
 EXTRAS = ("lte", "ponder", "calibrate", "prototypes", "edge_table")
@@ -88,6 +91,8 @@ class TrainConfig:
     ponder_prior: float = 0.3       # lambda of the geometric prior
     gpf_lr: float = 1e-3            # Global Past-Future (extra gpf): Adam learning rate
     gpf_epochs: int = 0             # Global Past-Future: its own epoch cap (0: max_epochs)
+    dact_tau: float = 0.01          # DACT-BERT: weight of the ponder cost sum_{n<L} p_n
+    dact_train_heads: bool = True   # DACT-BERT: fine-tune the exit heads' fc with the halting units
 
 
 # ================================================================ losses with analytic gradients
@@ -417,6 +422,13 @@ def train_exits(model, train_feats, y_train, dev_feats, y_dev, label_names, kind
 
     exits = ExitParams(heads, None, None, np.ones(L))
     outs, outs_dev = _layer_outputs(exits, model, train_feats), _layer_outputs(exits, model, dev_feats)
+    if objective == "dact":
+        from refexit.train.dact import train_dact
+        if L < 2:
+            raise InputError("DACT needs at least one exit layer (L >= 2)")
+        say(f"DACT halting units{' and exit heads' if cfg.dact_train_heads else ''} (tau {cfg.dact_tau:g})")
+        logs["dact"] = train_dact(exits, outs, y_train, outs_dev, y_dev, cfg, rng, fit)
+        outs, outs_dev = _layer_outputs(exits, model, train_feats), _layer_outputs(exits, model, dev_feats)
     if "lte" in extras:
         say("LTE head (BERxiT, MSE to 'this layer is wrong')")
         params, logs["lte"] = train_lte(outs, y_train, outs_dev, y_dev, cfg, rng)
