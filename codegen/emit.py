@@ -62,6 +62,8 @@ POLICY_RULES = {
                 "layer from the exit table's row nearest to that entropy and exit there{between}.",
     "ceebert": "Exit when max softmax(z_i) >= alpha_i (inclusive), alpha_i chosen between calls by exit i's "
                "UCB bandit over the arms.",
+    "smartbert": "Before layer i: skip it when the gate sigmoid(g_i(x)) >= GATE_THRESHOLD (inclusive); after a "
+                 "layer that ran, exit when H(softmax(z_i)) < S_i (strict, nats).",
 }
 
 
@@ -83,6 +85,8 @@ def c_lvalue(name: str) -> str:
         return f"w->head[{int(parts[1])}].{'_'.join(parts[2:])}"
     if parts[0] == "ponder":
         return "w->ponder_" + "_".join(parts[1:])
+    if parts[0] == "gates":
+        return f"w->gate[{int(parts[1])}].{'_'.join(parts[2:])}"
     raise ValueError(f"no C field for tensor {name!r}")
 
 
@@ -115,7 +119,8 @@ def provenance(plan, what: str) -> str:
         f"exits:   {_heads_summary(plan)}; lte={'yes' if plan.lte else 'no'}; "
         f"ponder={'hidden ' + str(plan.ponder_hidden) if plan.ponder_hidden else 'no'}"
         + ("; prototypes=yes" if plan.prototypes else "")
-        + (f"; edge_table={plan.edge_rows} rows" if plan.edge_rows else ""),
+        + (f"; edge_table={plan.edge_rows} rows" if plan.edge_rows else "")
+        + (f"; skip gates W={plan.gate_width}/{plan.gate_heads}h" if getattr(plan, "gate_width", 0) else ""),
         f"policy:  {plan.policy.repr}",
         f"options: prefix={plan.prefix} max_length={plan.max_length} max_batch={plan.max_batch} "
         f"max_tokens={plan.max_tokens} precision={plan.precision}",
@@ -160,7 +165,8 @@ def _context(plan) -> dict:
         pol=dict(name=pol.name, count=pol.count, inclusive=pol.inclusive, tau=pol.tau, lam=pol.lam,
                  check_between=pol.check_between, arms=pol.arms, ucb_c=pol.ucb_c, cost=pol.cost,
                  arms_c=", ".join(c_float(a) for a in pol.arms),
-                 repr_comment=c_comment(pol.repr), rule=rule),
+                 repr_comment=c_comment(pol.repr), rule=rule, gate=pol.gate),
+        gates=getattr(plan, "gate_width", 0) > 0,
         fmt=fmt)
 
 

@@ -159,6 +159,9 @@ def tensor_order(model, plan) -> list[str]:
         names += ["prototypes"]
     if getattr(plan, "edge_rows", 0):
         names += ["edge_table"]
+    if getattr(plan, "gate_width", 0):           # SmartBERT skip gates, layer by layer
+        from refexit.skipgates import PARTS
+        names += [f"gates.{i}.{p}" for i in range(plan.num_layers) for p in PARTS]
     return names
 
 
@@ -283,6 +286,9 @@ def get_array(model, name: str, precision: str = "fp32") -> np.ndarray:
         return ep.prototypes
     if name == "edge_table":
         return ep.edge_table
+    if name.startswith("gates."):
+        _, i, rest = name.split(".", 2)
+        return ep.gates[int(i)][rest]
     return model.weights[name]
 
 

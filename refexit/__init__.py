@@ -7,6 +7,7 @@ from .policies import (CeeBERT, DistanceEntropy, Entropy, ExitWarning, Learned, 
                        PredictedExit, Static, Window, make_policy)
 from .results import ClassifyResult
 from .cascade import Cascade, CascadeResult, Stage
+from .policies import SkipEntropy
 
 __version__ = "0.1.0"
 
@@ -15,3 +16,4 @@ __all__ = ["BertConfig", "CheckpointError", "ConfigError", "InputError", "Refexi
            "NormEntropy", "Patience", "Policy", "Ponder", "PredictedExit", "Static", "Window", "make_policy",
            "ClassifyResult", "Cascade", "CascadeResult", "Stage",
            "__version__"]
+__all__ += ["SkipEntropy"]

@@ -32,10 +32,12 @@ def random_model(num_layers=2, hidden=24, heads=2, intermediate=40, num_labels=3
                  max_position=64, type_vocab=2, head_kind="pooler_linear", final_kind=None,
                  hidden_act="gelu", eps=1e-12, l2norm=False, fastbert_width=FASTBERT_WIDTH,
                  fastbert_heads=2, lte=True, ponder=True, ponder_hidden=8, seed=0, scale=0.5,
-                 dtype=np.float32, prototypes=False, edge_rows=0) -> Model:
+                 dtype=np.float32, prototypes=False, edge_rows=0, gates=0, gate_heads=2, gate_scale=1.0) -> Model:
     """A model with random weights (N(0, scale/sqrt(fan_in))) and exit heads after every layer
     (prototypes=True: also DE3-BERT class prototypes [L-1, C, F], N(0, 1); edge_rows=K: an EdgeBERT
-    exit table [K, L-1] of entropies drawn uniformly in [0, ln C], keys sorted; both drawn last)."""
+    exit table [K, L-1] of entropies drawn uniformly in [0, ln C], keys sorted; both drawn last;
+    gates=W: SmartBERT skip gates of width W before every layer, PyTorch's Linear init with out.w
+    multiplied by gate_scale (larger: gates further from 1/2), drawn after those)."""
     rng = np.random.default_rng(seed)
     cfg = BertConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=num_layers,
                      num_attention_heads=heads, intermediate_size=intermediate,
@@ -69,6 +71,11 @@ def random_model(num_layers=2, hidden=24, heads=2, intermediate=40, num_labels=3
     if edge_rows:
         ep.edge_table = rng.uniform(0, np.log(max(num_labels, 2)), (edge_rows, max(num_layers - 1, 1)))
         ep.edge_table[:, 0].sort()
+    if gates:
+        from .skipgates import init_gates
+        ep.gates, ep.gate_heads = init_gates(num_layers, hidden, rng, gates), gate_heads
+        for g in ep.gates:
+            g["out.w"] = g["out.w"] * gate_scale
     from .tokenizers.wordpiece import Tokenizer
     tok = Tokenizer(random_vocab(vocab_size), max_length=max_position)
     weights = {n: a.astype(dtype) for n, a in weights.items()}

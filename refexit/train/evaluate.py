@@ -26,6 +26,7 @@ from refexit.results import ClassifyResult
 
 POLICY_NAMES = ("entropy", "norm_entropy", "max_prob", "patience", "window", "learned", "ponder", "static", "de3", "edgebert",
                 "ceebert")
+POLICY_NAMES += ("smartbert",)       # SmartBERT skip gates: replayed from one gated pass (refexit/train/skipgates.py)
 # CeeBERT's per-layer cost o, from the most eager (exits early) to the most cautious
 CEEBERT_COSTS = (0.2, 0.15, 0.1, 0.075, 0.05, 0.03, 0.02, 0.01, 0.005, 0.0)
 # sweep grid for entropy-like thresholds, as a fraction of the largest meaningful value: geometric
@@ -217,6 +218,8 @@ def sweep_policies(name: str, num_layers: int, num_labels: int) -> list[Policy]:
         return [make_policy(name, k) for k in range(1, L + 1)]
     if name == "ceebert":
         return [make_policy(name, o) for o in CEEBERT_COSTS]
+    if name == "smartbert":                       # S = 0 first: the gates alone, no entropy exit
+        return [make_policy(name, 0.0)] + [make_policy(name, math.log(C) * f) for f in FRACTIONS[::-1]]
     raise InputError(f"no sweep defined for policy {name!r} (known: {', '.join(POLICY_NAMES)})")
 
 
@@ -230,6 +233,8 @@ def available(model, name: str) -> str | None:
         return "no class prototypes (train with the prototypes extra)"
     if name == "edgebert" and model.exits.edge_table is None:
         return "no exit table (train with the edge_table extra)"
+    if name == "smartbert" and model.exits.gates is None:
+        return "no skip gates (train them with refexit train-gates)"
     if name != "static" and any(h is None for h in model.heads[:-1]):
         return "the model lacks exit heads"
     return None
@@ -246,7 +251,7 @@ def pick(points: list[dict], full_accuracy: float, max_drop: float, split: str =
 
 def evaluate(model, splits: dict, labels: dict, policies=POLICY_NAMES, max_drop: float = 0.01,
              sweep: bool = True, threshold=None, progress: bool = True, online_batch: int = 1,
-             cascades=()) -> dict:
+             cascades=(), gated: dict | None = None) -> dict:
     """splits: {"dev": Features, "test": Features}; labels: {"dev": y, "test": y}.
 
     A stateful policy (CeeBERT) starts afresh on each split and learns while it classifies, after
@@ -255,7 +260,9 @@ def evaluate(model, splits: dict, labels: dict, policies=POLICY_NAMES, max_drop:
     the full model's dev accuracy) and its test numbers; also, labelled as such, the fastest
     point within max_drop on test itself. sweep=False: each policy at `threshold` only.
     cascades: truncation layers k; each adds report["cascades"]["cascade<k>"], the sweep of
-    "layer-k truncation, then the full model" (CascadeBERT, evaluate_cascades)."""
+    "layer-k truncation, then the full model" (CascadeBERT, evaluate_cascades).
+    gated: {split: skipgates.GatedOutputs}, the one gated pass per split the smartbert policy is
+    replayed from (without it, smartbert is skipped)."""
     outs = {s: LayerOutputs(model, f) for s, f in splits.items()}
     L = model.num_layers
     full = {s: metrics(simulate(model, Static(L), o), labels[s]) for s, o in outs.items()}
@@ -263,6 +270,8 @@ def evaluate(model, splits: dict, labels: dict, policies=POLICY_NAMES, max_drop:
               "full": full, "policies": {}, "skipped": {}}
     for name in policies:
         why = available(model, name)
+        if name == "smartbert" and not why and not gated:
+            why = "no gated pass (evaluate(..., gated=...))"
         if why:
             report["skipped"][name] = why
             continue
@@ -274,8 +283,14 @@ def evaluate(model, splits: dict, labels: dict, policies=POLICY_NAMES, max_drop:
             for s, o in outs.items():
                 if pol.stateful:
                     pol.reset()                      # each split adapts from scratch
-                res = simulate(model, pol, o, batch=online_batch)
+                if pol.skips_layers:
+                    from refexit.train import skipgates
+                    res = skipgates.simulate(model, pol, gated[s])
+                else:
+                    res = simulate(model, pol, o, batch=online_batch)
                 pt[s] = metrics(res, labels[s])
+                if pol.skips_layers:
+                    pt[s]["skip_rate"] = skipgates.skip_rates(gated[s], pol.gate, res).tolist()
                 pt["warnings"] = res.warnings
                 if name == "edgebert":
                     pt[s]["prediction"] = prediction_report(model, pol, o, res)
