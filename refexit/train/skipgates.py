@@ -49,9 +49,10 @@ class GateConfig:
     init_bias: float = 0.0        # added to out.b at initialisation
     seed: int = 0
     max_train: int = 2000         # training examples used (the first N of a shuffled order)
+    max_dev: int = 500            # dev examples of the per-epoch report (accuracy, skip rates)
 
     def check(self):
-        for k in ("epochs", "batch_size", "width", "heads", "max_train"):
+        for k in ("epochs", "batch_size", "width", "heads", "max_train", "max_dev"):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise InputError(f"gate training: {k} must be a positive integer, got {v!r}")
@@ -215,7 +216,7 @@ def train_gates(model, train_rows, y_train, dev_rows, y_dev, cfg: GateConfig | N
                 print(f"\rtrain-gates: epoch {epoch + 1}/{cfg.epochs} ({'hard' if hard else 'soft'}) batch "
                       f"{bi + 1}/{len(batches)} loss {tot / n:.4f} ce {tot_ce / n:.4f} "
                       f"{time.monotonic() - t0:.0f}s", end="", flush=True)
-        dev = skip_report(model, gates, dev_rows, y_dev, cfg)
+        dev = skip_report(model, gates, dev_rows[:cfg.max_dev], np.asarray(y_dev)[:cfg.max_dev], cfg)
         log["epochs"].append({"epoch": epoch + 1, "hard": hard, "train_loss": tot / n, "train_ce": tot_ce / n,
                               "seconds": round(time.monotonic() - t0, 1), "dev": dev})
         if progress:
