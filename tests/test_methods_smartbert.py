@@ -228,6 +228,28 @@ def test_one_pass_replay_equals_classify():
     np.testing.assert_allclose(rates, np.mean(out.g >= 0.5, axis=0))
 
 
+def test_evaluate_sweeps_smartbert_from_the_gated_pass():
+    from refexit.train import evaluate as E
+    from refexit.train import features as F
+    m = model(L=3, seed=9)
+    rng = np.random.default_rng(0)
+    texts = [" ".join(rng.choice(m.tokenizer.vocab[5:], int(rng.integers(1, 9)))) for _ in range(10)]
+    y = rng.integers(0, 3, 10)
+    f = F.extract(m, texts, 32, use_cache=False, progress=False)
+    enc = m.tokenizer(texts, max_length=32)
+    rep = E.evaluate(m, {"dev": f}, {"dev": y}, policies=("entropy", "smartbert"), progress=False,
+                     gated={"dev": SG.GatedOutputs(m, m.rows(enc))})
+    pts = rep["policies"]["smartbert"]["points"]
+    assert len(pts) == len(rep["policies"]["entropy"]["points"]) + 1 and pts[0]["params"]["threshold"] == 0.0
+    for pt in pts[::5]:
+        res = quiet(m.classify, enc, refexit.SkipEntropy(pt["params"]["threshold"]))
+        assert pt["dev"]["mean_layers"] == pytest.approx(res.mean_layers)
+        assert pt["dev"]["accuracy"] == pytest.approx(float(np.mean(res.labels == y)))
+        assert len(pt["dev"]["skip_rate"]) == 3
+    rep = E.evaluate(m, {"dev": f}, {"dev": y}, policies=("smartbert",), progress=False)
+    assert "gated pass" in rep["skipped"]["smartbert"]
+
+
 # ---------------------------------------------------------------- compiled C vs the oracle
 CONFIGS = {
     "a": dict(num_layers=3, hidden=18, heads=3, intermediate=22, num_labels=2, seed=11),
