@@ -8,7 +8,7 @@
 set -e
 root=$1
 M=$(refexit data path all-MiniLM-L6-v2)
-for spec in sms_spam:320:200: rotten_tomatoes:160:64: bbc_news:160:64: tweets:160:64:120; do
+for spec in sms_spam:320:200: rotten_tomatoes:160:64: bbc_news:48:32: tweets:160:64:120; do
   IFS=: read -r d train dev lim <<< "$spec"
   [ -f out/gates-$d/exits.safetensors ] || refexit train-gates "$M" --exits "$root/exits-$d-mean_linear-deebert-seed0" \
       --out out/gates-$d --max-train "$train" --epochs 2 --soft-epochs 1 --max-dev "$dev"
