@@ -193,7 +193,8 @@ class CompiledModel:
                                      prototypes=True if self.manifest.get("has_prototypes") else None,
                                      edge_table=True if self.manifest.get("edge_rows") else None,
                                      gpf=True if self.manifest.get("has_gpf") else None,
-                                     dact=True if self.manifest.get("has_dact") else None)
+                                     dact=True if self.manifest.get("has_dact") else None,
+                                     gates=True if self.manifest.get("gate_width") else None)
         msgs = policy.check(self.num_layers, self.num_labels, stub)
         if policy.name == "norm_entropy" and bool(policy.inclusive) != bool(pol["inclusive"]):
             raise InputError(f"compiled with inclusive={pol['inclusive']}; recompile to change it")
@@ -205,6 +206,8 @@ class CompiledModel:
         lam = pol["params"].get("lam") if isinstance(pol["params"], dict) else None
         if policy.name == "de3" and policy.lam != lam:
             raise InputError(f"compiled with lam={lam}; recompile to change it")
+        if policy.name == "smartbert" and policy.gate != pol["params"].get("gate"):
+            raise InputError(f"compiled with gate={pol['params'].get('gate')}; recompile to change it")
         between = bool(pol.get("check_between", False))
         if policy.name == "edgebert" and policy.check_between != between:
             raise InputError(f"compiled with check_between={between}; recompile to change it")
@@ -488,6 +491,8 @@ def check_manifest(manifest, where) -> dict:
         validate.boolean(manifest["has_gpf"], f"{where}: manifest field 'has_gpf'", E)
     if "has_dact" in manifest:                         # absent in manifests before DACT-BERT
         validate.boolean(manifest["has_dact"], f"{where}: manifest field 'has_dact'", E)
+    if "gate_width" in manifest:                       # absent in manifests before SmartBERT
+        integer("gate_width", 0, 1 << 16)
     validate.string_list(get(manifest, "warnings"), f"{where}: manifest field 'warnings'", E)
     numbers(get(manifest, "model_temperatures"), "'model_temperatures'", L)
     if "precision" in manifest:
@@ -610,7 +615,7 @@ def _manifest(model, plan, res) -> dict:
         "max_length": plan.max_length, "max_batch": plan.max_batch, "max_tokens": plan.max_tokens,
         "heads": [h.kind for h in plan.heads], "has_lte": plan.lte, "has_ponder": bool(plan.ponder_hidden),
         "has_prototypes": bool(plan.prototypes), "edge_rows": plan.edge_rows, "has_gpf": bool(plan.gpf),
-        "has_dact": bool(plan.dact),
+        "has_dact": bool(plan.dact), "gate_width": plan.gate_width,
         "model_temperatures": [float(t) for t in model.exits.temperatures],
         "policy": {"name": pol.name, "repr": pol.repr, "params": pol.params,
                    "thresholds": [float(t) for t in pol.thresholds], "count": pol.count,

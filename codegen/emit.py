@@ -66,6 +66,8 @@ POLICY_RULES = {
                "UCB bandit over the arms.",
     "gpf": "Exit when H(softmax(z_i)) < S_i (strict, nats), z_i the Global Past-Future combination "
            "2 lambda past + (2 - 2 lambda) future of the past layers' pooled [CLS] and imitated future ones.",
+    "smartbert": "Before layer i: skip it when the gate sigmoid(g_i(x)) >= GATE_THRESHOLD (inclusive); after a "
+                 "layer that ran, exit when H(softmax(z_i)) < S_i (strict, nats).",
 }
 
 
@@ -88,6 +90,8 @@ def c_lvalue(name: str) -> str:
         return f"w->head[{int(parts[1])}].{'_'.join(parts[2:])}"
     if parts[0] in ("ponder", "gpf"):
         return f"w->{parts[0]}_" + "_".join(parts[1:])
+    if parts[0] == "gates":
+        return f"w->gate[{int(parts[1])}].{'_'.join(parts[2:])}"
     raise ValueError(f"no C field for tensor {name!r}")
 
 
@@ -122,7 +126,8 @@ def provenance(plan, what: str) -> str:
         + ("; prototypes=yes" if plan.prototypes else "")
         + (f"; edge_table={plan.edge_rows} rows" if plan.edge_rows else "")
         + ("; gpf=yes" if getattr(plan, "gpf", False) else "")
-        + ("; dact=yes" if getattr(plan, "dact", False) else ""),
+        + ("; dact=yes" if getattr(plan, "dact", False) else "")
+        + (f"; skip gates W={plan.gate_width}/{plan.gate_heads}h" if getattr(plan, "gate_width", 0) else ""),
         f"policy:  {plan.policy.repr}",
         f"options: prefix={plan.prefix} max_length={plan.max_length} max_batch={plan.max_batch} "
         f"max_tokens={plan.max_tokens} precision={plan.precision}",
@@ -167,7 +172,8 @@ def _context(plan) -> dict:
         pol=dict(name=pol.name, count=pol.count, inclusive=pol.inclusive, tau=pol.tau, lam=pol.lam,
                  check_between=pol.check_between, arms=pol.arms, ucb_c=pol.ucb_c, cost=pol.cost,
                  arms_c=", ".join(c_float(a) for a in pol.arms),
-                 repr_comment=c_comment(pol.repr), rule=rule),
+                 repr_comment=c_comment(pol.repr), rule=rule, gate=pol.gate),
+        gates=getattr(plan, "gate_width", 0) > 0,
         fmt=fmt)
 
 

@@ -28,6 +28,7 @@ ACTIVATION_C = {"gelu": "gelu_erf", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh"
 HEAD_KIND_IDS = {"none": 0, "pooler_linear": 1, "shared_pooler": 2, "mean_linear": 3, "fastbert": 4, "scalar_mix": 5}
 POLICY_KINDS = ("entropy", "norm_entropy", "max_prob", "learned", "ponder", "patience", "window", "static", "de3", "edgebert",
                 "ceebert", "gpf", "dact")
+POLICY_KINDS += ("smartbert",)   # SmartBERT: skip gates (compiled in with this policy only) + entropy exit
 COUNT_POLICIES = ("patience", "window", "static")   # their run-time "threshold" is an integer count
 MAX_EMBEDDING_SIZE = 8192       # E of a projected embedding: one row of it lives on the C stack
 
@@ -59,6 +60,7 @@ class PolicyPlan:
     arms: tuple = ()                   # ceebert: the thresholds its bandits choose from [K]
     ucb_c: float = 2.0                 # ceebert: UCB exploration constant
     cost: float = 0.0                  # ceebert: the reward's cost per layer (run-time: set_threshold)
+    gate: float = 0.5                  # smartbert: skip layer i when its gate's sigmoid >= gate (compiled in)
     repr: str = ""
     params: dict = field(default_factory=dict)
 
@@ -118,6 +120,8 @@ class Plan:
     edge_rows: int = 0                 # rows K of the EdgeBERT exit table [K, L-1] in the blob (0: none)
     gpf: bool = False                  # Global Past-Future parameters gpf.* in the blob (refexit/gpf.py)
     dact: bool = False                 # DACT-BERT halting units dact.w [L-1, F], dact.b [L-1] in the blob
+    gate_width: int = 0                # SmartBERT skip gates in the blob (policy smartbert only): width W (0: none)
+    gate_heads: int = 0                # their attention heads
 
     @property
     def head_dim(self) -> int:
@@ -160,6 +164,7 @@ def _policy_plan(policy: Policy, L: int) -> PolicyPlan:
                       arms=tuple(float(a) for a in policy.arms) if name == "ceebert" else (),
                       ucb_c=float(getattr(policy, "c", 2.0)) if name == "ceebert" else 2.0,
                       cost=float(getattr(policy, "cost", 0.0)) if name == "ceebert" else 0.0,
+                      gate=float(getattr(policy, "gate", 0.5)) if name == "smartbert" else 0.5,
                       repr=repr(policy), params=policy.params())
 
 
@@ -260,6 +265,8 @@ def lower(model, policy: Policy | None = None, prefix: str | None = None, max_le
     plan.gpf = _gpf_ok(ep, L, cfg.hidden_size, C, policy.name == "gpf")
     dw = ep.dact["w"] if ep.dact is not None else None
     plan.dact = dw is not None and L > 1 and dw.shape == (L - 1, F) and ep.dact["b"].shape == (L - 1,)
+    if policy.name == "smartbert":        # the gates go into the blob with the policy that reads them
+        plan.gate_width, plan.gate_heads = int(ep.gates[0]["proj.w"].shape[0]), int(ep.gate_heads)
     plan.tensors = pack.layout(model, plan)
     plan.model_hash = pack.model_hash(model, plan)
     return plan

@@ -164,6 +164,9 @@ def tensor_order(model, plan) -> list[str]:
         names += [f"gpf.{p}" for p in PARTS]
     if getattr(plan, "dact", False):
         names += ["dact.w", "dact.b"]
+    if getattr(plan, "gate_width", 0):           # SmartBERT skip gates, layer by layer
+        from refexit.skipgates import PARTS
+        names += [f"gates.{i}.{p}" for i in range(plan.num_layers) for p in PARTS]
     return names
 
 
@@ -292,6 +295,9 @@ def get_array(model, name: str, precision: str = "fp32") -> np.ndarray:
         return ep.gpf[name[4:]]
     if name.startswith("dact."):
         return ep.dact[name[5:]]
+    if name.startswith("gates."):
+        _, i, rest = name.split(".", 2)
+        return ep.gates[int(i)][rest]
     return model.weights[name]
 
 

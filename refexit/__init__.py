@@ -9,6 +9,7 @@ from .policies import GlobalPastFuture
 from .results import ClassifyResult
 from .cascade import Cascade, CascadeResult, Stage
 from .policies import DACT
+from .policies import SkipEntropy
 
 __version__ = "0.1.0"
 
@@ -17,3 +18,4 @@ __all__ = ["BertConfig", "CheckpointError", "ConfigError", "InputError", "Refexi
            "NormEntropy", "Patience", "Policy", "Ponder", "PredictedExit", "Static", "Window", "make_policy",
            "ClassifyResult", "Cascade", "CascadeResult", "Stage", "GlobalPastFuture",
            "DACT", "__version__"]
+__all__ += ["SkipEntropy"]

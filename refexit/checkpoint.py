@@ -348,7 +348,13 @@ def _load_exits(path: Path, ep: ExitParams, cfg: BertConfig, labels: list) -> li
     ep.edge_table = _take_edge_table(tensors, ep, L, where)
     ep.gpf = _take_gpf(tensors, ep, L, H, where)
     ep.dact = _take_dact(tensors, ep, L, F, where)
-    other = [n for n in tensors if not n.startswith(("heads.", "lte.", "ponder.", "gpf.", "dact."))
+    gate_t = {n: a for n, a in tensors.items() if n.startswith("gates.")}
+    if gate_t:                           # SmartBERT skip gates (refexit/skipgates.py)
+        from . import skipgates
+        ep.gate_heads = validate.integer(meta_json("gate_heads", "2"), f"{where}: metadata 'gate_heads'", 1, 1 << 10,
+                                         CheckpointError)
+        ep.gates = skipgates.check(gate_t, L, H, ep.gate_heads, where, _check)
+    other = [n for n in tensors if not n.startswith(("heads.", "lte.", "ponder.", "gpf.", "dact.", "gates."))
              and n not in ("prototypes", "edge_table")]
     if other:
         raise CheckpointError(f"{where}: unexpected tensor(s) {sorted(other)[:5]}")
@@ -459,7 +465,7 @@ def save_exits(path: str | Path, ep: ExitParams, labels: list[str], extra_meta: 
     L = len(ep.heads)
     if not include_final:
         ep = ExitParams(ep.heads[:L - 1] + [None], ep.lte, ep.ponder, ep.temperatures, ep.prototypes,
-                        ep.edge_table, ep.gpf, dact=ep.dact)
+                        ep.edge_table, ep.gpf, dact=ep.dact, gates=ep.gates, gate_heads=ep.gate_heads)
     exit_heads = [h for h in ep.heads[:L - 1] if h is not None]
     if not exit_heads and ep.heads[L - 1] is None:
         raise CheckpointError("no exit heads to save")
@@ -478,10 +484,14 @@ def save_exits(path: str | Path, ep: ExitParams, labels: list[str], extra_meta: 
         tensors["prototypes"] = np.asarray(ep.prototypes, np.float32)
     if ep.edge_table is not None:
         tensors["edge_table"] = np.asarray(ep.edge_table, np.float32)
+    for i, g in enumerate(ep.gates or []):
+        tensors.update({f"gates.{i}.{n}": np.asarray(a, np.float32) for n, a in g.items()})
     meta = {"refexit_exits": EXITS_FORMAT, "kind": ref.kind, "l2norm": json.dumps(bool(ref.l2norm)),
             "attn_heads": str(ref.attn_heads), "labels": json.dumps(list(labels)),
             "temperatures": json.dumps([float(t) for t in ep.temperatures])}
     if ep.heads[L - 1] is not None:
         meta["final_kind"] = ep.heads[L - 1].kind
+    if ep.gates:
+        meta["gate_heads"] = str(ep.gate_heads)
     meta.update(extra_meta or {})
     safetensors_io.write(path, tensors, meta)

@@ -140,6 +140,17 @@ class ExitParams:
     edge_table: np.ndarray | None = None  # EdgeBERT: [K, L-1] layer-1 entropy, then predicted entropies of layers 2..L-1
     gpf: dict | None = None       # Global Past-Future: refexit.gpf.param_shapes (poolers, imitation, projection, gate)
     dact: dict | None = None      # DACT-BERT halting units {"w": [L-1, F], "b": [L-1]}: h_i = 1 - sigmoid(w_i . feat_i + b_i)
+    gates: list | None = None     # SmartBERT skip gates: [L] dicts (refexit/skipgates.py), gate i before layer i+1
+    gate_heads: int = 2           # their attention heads
+
+    def gate_prob(self, layer: int, x) -> float:     # 1-based layer, x [T, H] its input -> g in (0, 1)
+        from . import skipgates
+        return skipgates.gate_prob(self.gates[layer - 1], x, self.gate_heads)
+
+    def gate_flops(self, T: int) -> int:             # one skip gate on T tokens
+        from . import skipgates
+        W, H = self.gates[0]["proj.w"].shape
+        return skipgates.flops(T, H, W)
 
     def lte_score(self, feat):                       # [F] -> u in (0, 1)
         return nn.sigmoid(nn.linear(feat, self.lte["w"], self.lte["b"]))[0]
@@ -163,4 +174,6 @@ class ExitParams:
                           conv(self.ponder), self.temperatures.astype(dtype),
                           None if self.prototypes is None else self.prototypes.astype(dtype),
                           None if self.edge_table is None else self.edge_table.astype(dtype),
-                          conv(self.gpf), dact=conv(self.dact))
+                          conv(self.gpf), dact=conv(self.dact),
+                          gates=None if self.gates is None else [conv(g) for g in self.gates],
+                          gate_heads=self.gate_heads)

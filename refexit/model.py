@@ -203,13 +203,21 @@ class Model:
         states = [policy.start() for _ in range(B)]
         x = {b: self.embed(ids, types) for b, (ids, types) in enumerate(rows)}   # b -> [n_b, H]
         cls = {b: [] for b in x}                    # b -> [CLS] states of its layers so far (scalar_mix)
+        run = np.zeros(B, np.int64)                 # layers executed (SmartBERT's gates skip some)
         for layer in range(1, L + 1):
             for b in list(x):                       # the samples still running
-                x[b] = self.layer(layer - 1, x[b])
-                cls[b].append(x[b][0])
                 n = len(x[b])
-                flops[b] += self.layer_flops(n)
-                if layer < L and not policy.evaluates_head(layer, states[b]):
+                skipped = False
+                if policy.skips_layers:             # SmartBERT: the gate on the layer's input
+                    skipped, _, gm = policy.skip(layer, x[b], self.exits, states[b])
+                    flops[b] += self.exits.gate_flops(n)
+                    margins[b] = min(margins[b], gm)
+                if not skipped:
+                    x[b] = self.layer(layer - 1, x[b])
+                    flops[b] += self.layer_flops(n)
+                    run[b] += 1
+                cls[b].append(x[b][0])
+                if layer < L and (skipped or not policy.evaluates_head(layer, states[b])):
                     continue                        # e.g. the static baseline evaluates one head only
                 if layer < L and policy.own_logits:  # the policy's own exit logits (Global Past-Future)
                     z, feat = policy.exit_logits(layer, x[b], self.exits, states[b])
@@ -233,7 +241,7 @@ class Model:
                          for r in rows], np.float64)
         policy.observe(states, logits, exit_layers)  # a stateful policy (CeeBERT) learns from this batch
         return ClassifyResult(logits, exit_layers, L, self.label_names, flops, full, margins,
-                              repr(policy), traces, msgs)
+                              repr(policy), traces, msgs, run if policy.skips_layers else None)
 
     def _policy_flops(self, policy) -> int:
         F = next((h.feature_size for h in self.exits.heads if h is not None), 0)

@@ -68,6 +68,11 @@ class Policy(ABC):
         """z [C] exit logits, feat [F] head features, state: this sample's -> (exit?, score, margin)."""
 
     stateful = False            # True: the policy learns across calls (CeeBERT); results depend on input order
+    skips_layers = False        # True: `skip` is asked before every layer (SmartBERT's skip gates)
+
+    def skip(self, layer: int, x, exits, state: dict) -> tuple[bool, float, float]:
+        """Before 1-based `layer`, on x [T, H] (the sample's state entering it) -> (skip?, score, margin)."""
+        return False, math.nan, math.inf
 
     own_logits = False          # True: the policy computes the exit logits of layers < L itself from the
                                 # layer's states (`exit_logits`; Global Past-Future), the exit heads are unused
@@ -463,6 +468,37 @@ class DACT(Policy):
         return np.log(np.maximum(state["a"], self.FLOOR)).astype(np.asarray(z).dtype)
 
 
+class SkipEntropy(Entropy):
+    """SmartBERT (IJCAI 2023): before layer i (every i = 1..L, the first and the last too, as its code
+    does), the skip gate g_i = sigmoid(gate_i(x)) on the layer's input; g_i >= gate (inclusive):
+    skip layer i (the state passes through unchanged, no exit check after it). Else run it, then
+    exit when H(softmax(z_i)) < S_i (strict, nats; DeeBERT's rule) for i < L. A sample that skips
+    layer L answers with the final classifier on its current state. gate > 1 never skips (the
+    paper's `skipped_rate = 1.0` baseline)."""
+    name = "smartbert"
+    skips_layers = True
+
+    def __init__(self, threshold, gate: float = 0.5):
+        super().__init__(threshold)
+        if isinstance(gate, bool) or not isinstance(gate, (int, float, np.floating, np.integer)) \
+                or not math.isfinite(gate) or not 0 < gate:
+            raise InputError(f"SkipEntropy gate must be a finite number > 0, got {gate!r}")
+        self.gate = float(gate)
+
+    def check(self, num_layers, num_labels, exits):
+        gates = getattr(exits, "gates", None)
+        if gates is None:
+            raise InputError("the smartbert policy needs skip gates: train them (refexit train-gates) or pass an "
+                             "exits file that has them (gates.{i}.*)")
+        if isinstance(gates, list) and len(gates) != num_layers:
+            raise InputError(f"the exits have {len(gates)} skip gates, the model {num_layers} layers")
+        return super().check(num_layers, num_labels, exits)
+
+    def skip(self, layer, x, exits, state):
+        g = exits.gate_prob(layer, x)
+        return g >= self.gate, g, abs(g - self.gate)
+
+
 def max_softmax(z) -> float:
     """max softmax(z) in float64 from a max-subtracted sum, as the C computes it: 1 / sum exp(z - max)."""
     z = np.asarray(z, np.float64)
@@ -720,7 +756,8 @@ class Static(Policy):
 
 
 POLICIES = {cls.name: cls for cls in (Entropy, NormEntropy, MaxProb, Patience, Learned, Ponder, Window, Static,
-                                       DistanceEntropy, PredictedExit, CeeBERT, GlobalPastFuture, DACT)}
+                                       DistanceEntropy, PredictedExit, CeeBERT, GlobalPastFuture, DACT,
+                                       SkipEntropy)}
 
 
 def make_policy(name: str, *args, **kwargs) -> Policy:

@@ -30,6 +30,7 @@ class ClassifyResult:
     policy: str = ""
     per_layer: list | None = None   # [B] lists of LayerTrace, when trace=True
     warnings: list = field(default_factory=list)
+    layers_run: np.ndarray | None = None   # [B] layers executed when some were skipped (SmartBERT), else None
 
     @property
     def labels(self) -> np.ndarray:              # [B]; ties to the lowest index
@@ -41,11 +42,11 @@ class ClassifyResult:
 
     @property
     def mean_layers(self) -> float:              # mean layers executed, including the exit layer
-        return float(np.mean(self.exit_layers))
+        return float(np.mean(self.exit_layers if self.layers_run is None else self.layers_run))
 
     @property
     def layer_speedup(self) -> float:            # L / mean layers (PALBERT's convention)
-        return self.num_layers / self.mean_layers
+        return self.num_layers / self.mean_layers if self.mean_layers else float("inf")   # every layer skipped
 
     @property
     def flops_ratio(self) -> float:              # full-model FLOPs / spent FLOPs

@@ -32,12 +32,15 @@ def random_model(num_layers=2, hidden=24, heads=2, intermediate=40, num_labels=3
                  max_position=64, type_vocab=2, head_kind="pooler_linear", final_kind=None,
                  hidden_act="gelu", eps=1e-12, l2norm=False, fastbert_width=FASTBERT_WIDTH,
                  fastbert_heads=2, lte=True, ponder=True, ponder_hidden=8, seed=0, scale=0.5,
-                 dtype=np.float32, prototypes=False, edge_rows=0, gpf=False, dact=False) -> Model:
+                 dtype=np.float32, prototypes=False, edge_rows=0, gpf=False, dact=False, gates=0, gate_heads=2,
+                 gate_scale=1.0) -> Model:
     """A model with random weights (N(0, scale/sqrt(fan_in))) and exit heads after every layer
     (prototypes=True: also DE3-BERT class prototypes [L-1, C, F], N(0, 1); edge_rows=K: an EdgeBERT
     exit table [K, L-1] of entropies drawn uniformly in [0, ln C], keys sorted; gpf=True: Global
     Past-Future parameters (refexit/gpf.py), weights N(0, 1/sqrt(fan_in)), biases N(0, 0.1); all drawn last;
-    dact=True: DACT-BERT halting units w [L-1, F] ~ N(0, 4/F), b [L-1] ~ N(0, 1), drawn after them)."""
+    dact=True: DACT-BERT halting units w [L-1, F] ~ N(0, 4/F), b [L-1] ~ N(0, 1), drawn after them;
+    gates=W: SmartBERT skip gates of width W before every layer, PyTorch's Linear init with out.w
+    multiplied by gate_scale (larger: gates further from 1/2), drawn after those)."""
     rng = np.random.default_rng(seed)
     cfg = BertConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=num_layers,
                      num_attention_heads=heads, intermediate_size=intermediate,
@@ -77,6 +80,11 @@ def random_model(num_layers=2, hidden=24, heads=2, intermediate=40, num_labels=3
                   for n, s in gpf_shapes(num_layers, hidden, num_labels).items()}
     if dact:
         ep.dact = {"w": rng.normal(0, 2 / np.sqrt(F), (num_layers - 1, F)), "b": rng.normal(0, 1, num_layers - 1)}
+    if gates:
+        from .skipgates import init_gates
+        ep.gates, ep.gate_heads = init_gates(num_layers, hidden, rng, gates), gate_heads
+        for g in ep.gates:
+            g["out.w"] = g["out.w"] * gate_scale
     from .tokenizers.wordpiece import Tokenizer
     tok = Tokenizer(random_vocab(vocab_size), max_length=max_position)
     weights = {n: a.astype(dtype) for n, a in weights.items()}

@@ -35,6 +35,7 @@ ALL_POLICIES = {
     "ceebert": lambda C, L: refexit.CeeBERT(0.05),
     "gpf": lambda C, L: refexit.GlobalPastFuture(0.5), "dact": lambda C, L: refexit.DACT(),
 }
+ALL_POLICIES["smartbert"] = lambda C, L: refexit.SkipEntropy(0.5)      # its skip gates: model_for(gates=6)
 KINDS = ("pooler_linear", "shared_pooler", "mean_linear", "fastbert")
 # every policy, every head kind, regression where allowed, each activation
 COMBOS = [(kind, pol, C) for i, pol in enumerate(ALL_POLICIES) for kind, C in
@@ -45,7 +46,7 @@ def model_for(kind, C, seed=0, **kw):
     act = {"pooler_linear": "gelu", "shared_pooler": "gelu_new", "mean_linear": "relu", "fastbert": "gelu"}[kind]
     args = dict(num_layers=3, hidden=18, heads=3, intermediate=22, num_labels=C, vocab_size=50, max_position=24,
                 head_kind=kind, hidden_act=act, l2norm=kind == "mean_linear", fastbert_width=12,
-                fastbert_heads=3, seed=seed, prototypes=True, edge_rows=4, gpf=True, dact=True)
+                fastbert_heads=3, seed=seed, prototypes=True, edge_rows=4, gpf=True, dact=True, gates=6)
     args.update(kw)
     return random_model(**args)
 

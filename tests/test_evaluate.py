@@ -52,6 +52,8 @@ def test_replay_equals_model_classify_for_every_policy(kind, l2norm):
     m, texts, _ = toy(kind, l2norm=l2norm)
     out = E.LayerOutputs(m, F.extract(m, texts, 32, use_cache=False, progress=False))
     for name in E.POLICY_NAMES:
+        if name == "smartbert":              # replayed from a gated pass: tests/test_methods_smartbert.py
+            continue
         for pol in E.sweep_policies(name, m.num_layers, m.num_labels)[::3]:
             want = oracle(m, texts, pol)
             if pol.stateful:                 # CeeBERT learned from that batch: the replay starts afresh too
@@ -165,7 +167,8 @@ def test_policies_the_model_cannot_run_are_skipped():
     texts = [" ".join(rng.choice(m.tokenizer.vocab[5:], 4)) for _ in range(6)]
     f = F.extract(m, texts, 32, use_cache=False, progress=False)
     rep = E.evaluate(m, {"dev": f}, {"dev": rng.integers(0, 3, 6)}, progress=False)
-    assert set(rep["skipped"]) == {"learned", "ponder", "de3", "edgebert", "gpf", "dact"} and "entropy" in rep["policies"]
+    assert set(rep["skipped"]) == {"learned", "ponder", "de3", "edgebert", "gpf", "dact", "smartbert"} \
+        and "entropy" in rep["policies"]
 
 
 def test_single_threshold_mode():

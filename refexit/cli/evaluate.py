@@ -113,8 +113,14 @@ def run(args) -> int:
     labels = {s: getattr(ds, s).labels for s in ("dev", "test")}
     if args.online_batch < 1:
         raise refexit.InputError(f"--online-batch must be at least 1, got {args.online_batch}")
+    gated = None
+    if "smartbert" in policies and model.exits.gates is not None:   # one gated pass per split (SmartBERT)
+        from refexit.train import skipgates
+        gated = {s: skipgates.GatedOutputs(model, model.rows(model.tokenizer(
+            getattr(ds, s).texts, getattr(ds, s).pairs, max_length=max_length)), progress=True) for s in ("dev", "test")}
     report = E.evaluate(model, feats, labels, policies, args.max_drop / 100, args.sweep, threshold,
-                        online_batch=args.online_batch, cascades=tuple(dict.fromkeys(args.cascade or ())))
+                        online_batch=args.online_batch, cascades=tuple(dict.fromkeys(args.cascade or ())),
+                        gated=gated)
     report.update({"dataset": name, "model_dir": str(args.model_dir), "exits": str(file),
                    "max_length": max_length, "limit": args.limit,
                    "sizes": {s: len(labels[s]) for s in labels}, "training": {

@@ -16,6 +16,7 @@ SUBCOMMAND_MODULES = (
     "refexit.data",           # refexit data fetch|list|path
     "refexit.cli.compile",    # refexit compile
     "refexit.cli.train",      # refexit train-exits
+    "refexit.cli.train_gates",  # refexit train-gates (SmartBERT skip gates)
     "refexit.cli.finetune",   # refexit fine-tune
     "refexit.cli.evaluate",   # refexit evaluate
     "refexit.cli.demo",           # refexit demo

@@ -17,6 +17,10 @@ SETTINGS = {"threshold": THRESHOLD_POLICIES, "temperatures": ("max_prob",), "pat
             "window": ("window",), "tau": ("patience", "window"), "layer": ("static",),
             "strict": ("norm_entropy",), "lam": ("de3",), "check_between": ("edgebert",),
             "cost": ("ceebert",), "arms": ("ceebert",), "ucb_c": ("ceebert",)}
+POLICY_NAMES += ("smartbert",)                       # SmartBERT: skip gates + entropy exit
+THRESHOLD_POLICIES += ("smartbert",)
+SETTINGS["threshold"] = THRESHOLD_POLICIES
+SETTINGS["gate"] = ("smartbert",)
 
 
 def add_policy_args(p: argparse.ArgumentParser) -> None:
@@ -44,6 +48,8 @@ def add_policy_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--arms", metavar="A[,A...]",
                    help="ceebert: the thresholds its bandits choose from (default 0.5,0.55,...,0.95)")
     g.add_argument("--ucb-c", type=float, metavar="C", help="ceebert: UCB exploration constant (default 2)")
+    g.add_argument("--gate", type=float, metavar="G",
+                   help="smartbert: skip a layer when its gate's sigmoid >= G (default 0.5; above 1: never)")
 
 
 def _floats(text: str, what: str) -> float | list[float]:
@@ -83,6 +89,8 @@ def policy_from_args(args, num_layers: int | None = None):
             return P.DistanceEntropy(thr, lam=1.0 if args.lam is None else args.lam)
         if name == "edgebert":
             return P.PredictedExit(thr, check_between=bool(args.check_between))
+        if name == "smartbert":
+            return P.SkipEntropy(thr, gate=0.5 if args.gate is None else args.gate)
         return {"entropy": P.Entropy, "learned": P.Learned, "ponder": P.Ponder, "gpf": P.GlobalPastFuture}[name](thr)
     if name == "ceebert":
         if args.cost is None:

@@ -27,6 +27,7 @@ from refexit.results import ClassifyResult
 POLICY_NAMES = ("entropy", "norm_entropy", "max_prob", "patience", "window", "learned", "ponder", "static", "de3", "edgebert",
                 "ceebert", "gpf", "dact")
 NO_SETTING = ("dact",)          # no threshold: one operating point per trained exits file (DACT: its tau)
+POLICY_NAMES += ("smartbert",)       # SmartBERT skip gates: replayed from one gated pass (refexit/train/skipgates.py)
 # CeeBERT's per-layer cost o, from the most eager (exits early) to the most cautious
 TAU_FRACTIONS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)   # regression tau, times the outputs' spread
 CEEBERT_COSTS = (0.2, 0.15, 0.1, 0.075, 0.05, 0.03, 0.02, 0.01, 0.005, 0.0)
@@ -283,6 +284,8 @@ def sweep_policies(name: str, num_layers: int, num_labels: int, tau_scale: float
         return [make_policy(name, o) for o in CEEBERT_COSTS]
     if name in NO_SETTING:
         return [make_policy(name)]
+    if name == "smartbert":                       # S = 0 first: the gates alone, no entropy exit
+        return [make_policy(name, 0.0)] + [make_policy(name, math.log(C) * f) for f in FRACTIONS[::-1]]
     raise InputError(f"no sweep defined for policy {name!r} (known: {', '.join(POLICY_NAMES)})")
 
 
@@ -308,6 +311,8 @@ def available(model, name: str) -> str | None:
             "no Global Past-Future parameters (train with --extras gpf)"
     if name == "dact" and model.exits.dact is None:
         return "no DACT halting units (train with --objective dact)"
+    if name == "smartbert" and model.exits.gates is None:
+        return "no skip gates (train them with refexit train-gates)"
     if name != "static" and any(h is None for h in model.heads[:-1]):
         return "the model lacks exit heads"
     return None
@@ -324,7 +329,7 @@ def pick(points: list[dict], full_accuracy: float, max_drop: float, split: str =
 
 def evaluate(model, splits: dict, labels: dict, policies=POLICY_NAMES, max_drop: float = 0.01,
              sweep: bool = True, threshold=None, progress: bool = True, online_batch: int = 1,
-             cascades=()) -> dict:
+             cascades=(), gated: dict | None = None) -> dict:
     """splits: {"dev": Features, "test": Features}; labels: {"dev": y, "test": y}.
 
     A stateful policy (CeeBERT) starts afresh on each split and learns while it classifies, after
@@ -333,7 +338,9 @@ def evaluate(model, splits: dict, labels: dict, policies=POLICY_NAMES, max_drop:
     the full model's dev accuracy) and its test numbers; also, labelled as such, the fastest
     point within max_drop on test itself. sweep=False: each policy at `threshold` only.
     cascades: truncation layers k; each adds report["cascades"]["cascade<k>"], the sweep of
-    "layer-k truncation, then the full model" (CascadeBERT, evaluate_cascades)."""
+    "layer-k truncation, then the full model" (CascadeBERT, evaluate_cascades).
+    gated: {split: skipgates.GatedOutputs}, the one gated pass per split the smartbert policy is
+    replayed from (without it, smartbert is skipped)."""
     outs = {s: LayerOutputs(model, f) for s, f in splits.items()}
     L = model.num_layers
     full = {s: metrics(simulate(model, Static(L), o), labels[s]) for s, o in outs.items()}
@@ -344,6 +351,8 @@ def evaluate(model, splits: dict, labels: dict, policies=POLICY_NAMES, max_drop:
         report["tau_scale"] = float(np.std(ref.logits[L - 1][:, 0])) or 1.0
     for name in policies:
         why = available(model, name)
+        if name == "smartbert" and not why and not gated:
+            why = "no gated pass (evaluate(..., gated=...))"
         if why:
             report["skipped"][name] = why
             continue
@@ -356,8 +365,14 @@ def evaluate(model, splits: dict, labels: dict, policies=POLICY_NAMES, max_drop:
             for s, o in outs.items():
                 if pol.stateful:
                     pol.reset()                      # each split adapts from scratch
-                res = simulate(model, pol, o, batch=online_batch)
+                if pol.skips_layers:
+                    from refexit.train import skipgates
+                    res = skipgates.simulate(model, pol, gated[s])
+                else:
+                    res = simulate(model, pol, o, batch=online_batch)
                 pt[s] = metrics(res, labels[s])
+                if pol.skips_layers:
+                    pt[s]["skip_rate"] = skipgates.skip_rates(gated[s], pol.gate, res).tolist()
                 pt["warnings"] = res.warnings
                 if name == "edgebert":
                     pt[s]["prediction"] = prediction_report(model, pol, o, res)
