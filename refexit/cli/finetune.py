@@ -25,7 +25,8 @@ def add_subcommand(subparsers) -> None:
     p.add_argument("-o", "--out", type=Path, help="output folder (default out/finetune-DATA-OBJECTIVE-seedS)")
     p.add_argument("--objective", default=_D.objective, choices=FT.OBJECTIVES,
                    help="final: the classifier only (then `refexit train-exits OUT`); joint, pabee, elbert, "
-                        "palbert, distill: exit heads trained with the backbone (default final)")
+                        "palbert, distill, romebert (distill + RomeBERT's gradient projection): exit heads trained "
+                        "with the backbone (default final)")
     p.add_argument("--heads", default=_D.heads, choices=FT.EXIT_KINDS, help="exit head kind (default shared_pooler)")
     p.add_argument("--epochs", type=int, default=_D.epochs, help=f"epochs (default {_D.epochs})")
     p.add_argument("--lr", type=float, default=_D.lr, help=f"peak learning rate (default {_D.lr:g})")

@@ -59,6 +59,11 @@ def run(args) -> int:
     print(f"train-exits: {ds}; {model}", file=sys.stderr)
     get = lambda split: data_args.extract(model, ds, split, args.max_length,  # noqa: E731
                                           use_cache=not args.no_cache)
+    if args.heads == "fastbert":            # every token's states (float16 cache, token_heads.py)
+        from refexit.train import token_heads
+        get = lambda split: token_heads.extract(model, getattr(ds, split).texts, args.max_length,  # noqa: E731
+                                                getattr(ds, split).pairs, use_cache=not args.no_cache,
+                                                label=data_args.feature_label(ds, split))
     f_train, f_dev = get("train"), get("dev")
     cfg = T.TrainConfig(seed=args.seed, max_epochs=args.epochs)
     res = T.train_exits(model, f_train, ds.train.labels, f_dev, ds.dev.labels, ds.label_names,
