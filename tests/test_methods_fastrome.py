@@ -320,10 +320,16 @@ def test_romebert_gradients_are_the_two_losses_gradients_projected():
     g_last, g_multi = part("last")(True)[1], part("multi")(True)[1]
     z, feats, cache = BW.model_fwd(P, spec, ids, types, mask)
     _, dz, _, _ = FT.objective_loss(c, z, feats, y, P, L, False)
-    got, coef = FT.romebert_grads(dz, cache, P, L)
     names = FT.projected_names(P, L)
+    swapped, scoef = FT.romebert_grads(dz, cache, P, L, "final")       # the code's "reverse" tasks
+    want, wcoef = FT.project_conflict(g_multi, g_last, names)
+    assert scoef == pytest.approx(wcoef, rel=1e-9)
+    for k in want:
+        np.testing.assert_allclose(swapped[k], want[k], rtol=1e-9, atol=1e-12, err_msg=k)
+    got, coef = FT.romebert_grads(dz, cache, P, L)
     want, wcoef = FT.project_conflict(g_last, g_multi, names)
     assert coef == pytest.approx(wcoef, rel=1e-9)
+    assert (coef < 0) == (scoef < 0)                                    # one conflict, seen from both sides
     for k in want:
         np.testing.assert_allclose(got[k], want[k], rtol=1e-9, atol=1e-12, err_msg=k)
     resid = sum(float(np.vdot(got[n] - g_last[n], g_last[n])) for n in names)
@@ -352,3 +358,11 @@ def test_fine_tune_romebert_projects_every_step_and_logs_the_conflicts(monkeypat
     dist = FT.fine_tune(m, ft_toy(64, 0), ft_toy(16, 1), ["n", "p"], FT.FinetuneConfig(**{**cfg.__dict__,
                         "objective": "distill"}), log=lambda s: None)
     assert "projected_steps" not in dist.info["log"][0] and len(calls) == 8
+
+
+def test_romebert_settings_are_checked(capsys):
+    with pytest.raises(InputError, match="romebert_project"):
+        FT.FinetuneConfig(objective="romebert", romebert_project="both").check()
+    from refexit.cli.main import main
+    assert main(["fine-tune", "nowhere", "--data", "sms_spam", "--objective", "distill", "--project", "final"]) == 1
+    assert "--project is a setting of --objective romebert" in capsys.readouterr().err

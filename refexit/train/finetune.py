@@ -22,12 +22,15 @@ label means regression: MSE where CE is written):
   distill  CE(z_L) + sum_{i<L} [(1 - gamma) CE(z_i) + gamma T^2 KL(softmax(z_L/T) || softmax(z_i/T))]
            with the teacher z_L held constant (RomeBERT's self-distillation; gamma 0.9, T 3);
            regression: MSE of z_i to z_L instead of the KL
-  romebert distill's loss, with RomeBERT's gradient projection (arXiv 2101.09755, its code's
-           training_step): g_last = the gradient of CE(z_L), g_multi = that of the exits' terms,
-           each as one vector over the weight matrices of layers 1..L-1 (no biases, no LayerNorm:
-           `projected_names`); when they conflict (g_multi . g_last < 0) g_multi loses its
-           component along g_last: g_multi - (g_multi . g_last / |g_last|^2) g_last (PCGrad); the
-           step uses g_last + g_multi there and the plain sum everywhere else (two backward passes)
+  romebert distill's loss, with RomeBERT's gradient projection (arXiv 2101.09755; romebert/RomeBERT
+           examples/new_run_highway_glue.py, `--gp`): g_last = the gradient of CE(z_L), g_multi =
+           that of the exits' terms, each as one vector over the weight matrices of layers 1..L-1
+           (no biases, no LayerNorm: `projected_names`); when they conflict (g_multi . g_last < 0)
+           g_multi loses its component along g_last: g_multi - (g_multi . g_last / |g_last|^2)
+           g_last (PCGrad); the step uses g_last + g_multi there and the plain sum everywhere else
+           (two backward passes). romebert_project "final": the roles swapped, g_last projected
+           against g_multi (its code does that on SST-2, MRPC, RTE and QNLI, "reverse"; "exits", the
+           default, on MNLI and QQP and in the paper's description)
 The exit heads are new (kind `heads`, default shared_pooler: the model's pooler, as PABEE, ELBERT
 and PALBERT do); the final classifier starts from the checkpoint's when it has one for these labels.
 
@@ -83,6 +86,7 @@ class FinetuneConfig:
     elbert_init: float = 4.0
     distill_gamma: float = 0.9
     distill_temperature: float = 3.0
+    romebert_project: str | None = None   # romebert: whose gradient is projected, exits (None) | final
     ponder_hidden: int = 32
     ponder_beta: float = 0.05
     ponder_prior: float = 0.3
@@ -91,6 +95,8 @@ class FinetuneConfig:
     def check(self):
         if self.objective not in OBJECTIVES:
             raise InputError(f"unknown objective {self.objective!r} (known: {', '.join(OBJECTIVES)})")
+        if self.romebert_project not in (None, "exits", "final"):
+            raise InputError(f"romebert_project must be 'exits' or 'final', got {self.romebert_project!r}")
         if self.heads not in EXIT_KINDS:
             raise InputError(f"unknown exit head kind {self.heads!r} (known: {', '.join(EXIT_KINDS)})")
         for name in ("epochs", "batch_size", "max_length", "bucket", "eval_batch", "ponder_hidden"):
@@ -265,11 +271,14 @@ def project_conflict(g_last: dict, g_multi: dict, names) -> tuple[dict, float]:
     return out, c
 
 
-def romebert_grads(dz: dict, cache, P: dict, L: int) -> tuple[dict, float]:
+def romebert_grads(dz: dict, cache, P: dict, L: int, project: str = "exits") -> tuple[dict, float]:
     """The romebert objective's step direction: the last classifier's and the exits' gradients by
-    two backward passes, combined by project_conflict. -> (grads, projection coefficient)."""
+    two backward passes, combined by project_conflict (project "exits": the exits' gradient is
+    projected against the last classifier's; "final": the other way). -> (grads, coefficient)."""
     g_last = BW.model_bwd({L - 1: dz[L - 1]}, cache, P)
     g_multi = BW.model_bwd({i: v for i, v in dz.items() if i != L - 1}, cache, P)
+    if project == "final":
+        return project_conflict(g_multi, g_last, projected_names(P, L))
     return project_conflict(g_last, g_multi, projected_names(P, L))
 
 
@@ -374,7 +383,7 @@ def fine_tune(model, train, dev, label_names: list, cfg: FinetuneConfig | None =
             if not math.isfinite(loss):
                 raise InputError(f"epoch {epoch} step {k}: the loss is {loss} (lower the lr?)")
             if cfg.objective == "romebert":
-                grads, coef = romebert_grads(dz, cache, P, L)
+                grads, coef = romebert_grads(dz, cache, P, L, cfg.romebert_project or "exits")
                 projected += coef < 0
             else:
                 grads = BW.model_bwd(dz, cache, P, dfeat)
