@@ -58,10 +58,15 @@ def test_token_cache_is_every_real_token_in_float16_and_is_reused():
     texts = texts_of(m, 30)
     exact = F.extract(m, texts, 32, tokens=True, use_cache=False, progress=False)
     got = TH.extract(m, texts, 32, progress=False)
-    assert np.array_equal(got.lengths, exact.lengths) and np.array_equal(got.cls, exact.cls)
+    assert np.array_equal(got.lengths, exact.lengths)
+    np.testing.assert_allclose(got.cls, exact.cls, rtol=1e-5, atol=1e-5)    # the batched float32 forward
+    np.testing.assert_allclose(got.mean, exact.mean, rtol=1e-5, atol=1e-5)
     for a, b in zip(got.tokens, exact.tokens):
         assert a.dtype == np.float16 and a.shape == b.shape
-        np.testing.assert_array_equal(a, b.astype(np.float16))              # rounded once, nothing else
+        # the oracle's states to float16 rounding (half an ulp), plus float32 noise of the batched forward
+        ulp = np.spacing(np.abs(b).astype(np.float16)).astype(np.float32)
+        assert np.all(np.abs(a.astype(np.float32) - b) <= 0.5 * ulp + 1e-5 * (1 + np.abs(b)))
+        assert np.mean(a == b.astype(np.float16)) > 0.99                    # nearly all rounded alike
     again = TH.extract(m, texts, 32, progress=False)                         # from the cache: memory-mapped
     assert isinstance(again.tokens[0], np.memmap)
     assert all(np.array_equal(a, b) for a, b in zip(again.tokens, got.tokens))
@@ -77,8 +82,7 @@ def test_token_cache_is_every_real_token_in_float16_and_is_reused():
 
 def test_token_cache_refuses_states_beyond_float16():
     m = tiny()
-    layer = m.layer
-    m.layer = lambda i, x: layer(i, x) * (1e6 if i == 1 else 1)           # layer 2's states overflow
+    m._layers[1] = dict(m._layers[1], **{"ffn.ln.b": m._layers[1]["ffn.ln.b"] + 1e5})   # layer 2 overflows
     with pytest.raises(InputError, match="float16"):
         TH.extract(m, texts_of(m, 3), 32, progress=False, use_cache=False)
 

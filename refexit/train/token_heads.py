@@ -10,9 +10,11 @@ were possible, and the cache is the one taken:
     relative rounding < 4.9e-4; a state beyond float16's range is refused), one `.npy` file per
     layer of [sum of the real lengths, H] rows (no padding), memory-mapped. Rotten Tomatoes'
     train split (8,927 texts, 241,609 real tokens) is 6 x 186 MB = 1.1 GB on disk instead of
-    4.5 GB as padded float32 ([N, 128, H] per layer) or 2.2 GB as unpadded float32; training
-    reads one layer at a time (the heads are trained one after the other), so the resident
-    memory is one layer's file at most.
+    5.3 GB as float32 padded to 64 tokens or 2.2 GB as unpadded float32; training reads one
+    layer at a time (the heads are trained one after the other), so the resident memory is one
+    layer's file at most. The states are computed once, by the fine-tuning code's batched
+    float32 forward (`_batched_states`: its rows equal the oracle's to float32 rounding, far
+    below float16's), ~6x faster than the oracle's exact-erf pass sample by sample.
 The float16 states train the heads (and give the heads' outputs that `train-exits` records:
 dev metrics, prototypes, exit table, temperatures); `refexit evaluate` runs the backbone once
 more per split and evaluates the heads on the exact float32 states (`head_outputs_exact`), so
@@ -50,33 +52,69 @@ def _store_dir(key: str) -> Path:
 
 
 def _open_store(d: Path, L: int):
-    """[L] read-only memory maps [rows, H] float16, or None when absent / incomplete."""
+    """(Features with tokens = [L] read-only float16 memory maps), or None when absent / incomplete."""
     if not (d / "done").is_file():
         return None
     try:
-        return [np.load(d / f"layer_{i}.npy", mmap_mode="r") for i in range(L)]
-    except (OSError, ValueError):
+        with np.load(d / "pooled.npz") as z:
+            feats = F.Features(z["cls"], z["mean"], z["lengths"])
+        feats.tokens = [np.load(d / f"layer_{i}.npy", mmap_mode="r") for i in range(L)]
+    except (OSError, ValueError, KeyError):
         return None
+    if any(len(t) != int(feats.lengths.sum()) for t in feats.tokens):
+        return None
+    return feats
+
+
+def _batched_states(model, rows, lengths, keep, progress: bool, label: str, batch: int = 64):
+    """Every layer's states of every sample, keep(i, b, x [n, H]): the embeddings from the oracle
+    (Model.embed, per sample: every family's positions), then the layers as the fine-tuning forward
+    computes them (refexit.train.backward.layer_fwd on length-sorted, right-padded float32 batches,
+    erf32 GELU): each real row equals the oracle's to float32 rounding (|erf32 - erf| < 5e-7), far
+    below the float16 rounding of the cache (4.9e-4 relative), and ~6x faster than the oracle's
+    exact erf sample by sample (MiniLM, Rotten Tomatoes: 25 vs 150 ms a text on the shared machine)."""
+    c, H = model.config, model.config.hidden_size
+    order = np.argsort(lengths, kind="stable")
+    bar = F.Progress(len(order), label, progress)
+    for s in range(0, len(order), batch):
+        idx = order[s:s + batch]
+        lens = lengths[idx]
+        B, T = len(idx), int(lens.max())
+        x = np.zeros((B, T, H), np.float32)
+        for r, b in enumerate(idx):
+            x[r, :lens[r]] = model.embed(*rows[b])
+        mask = np.arange(T)[None, :] < lens[:, None]
+        x = x.reshape(B * T, H)
+        for i in range(model.num_layers):
+            x = BW.layer_fwd(x, mask, model._layers[i], c.num_attention_heads, c.hidden_act, c.layer_norm_eps)[0]
+            xs = x.reshape(B, T, H)
+            for r, b in enumerate(idx):
+                keep(i, b, xs[r, :lens[r]])
+        bar.update(s + B)
+    bar.close()
 
 
 def extract(model, texts: list[str], max_length: int = 128, pairs: list[str] | None = None,
             use_cache: bool = True, progress: bool = True, label: str = "features") -> F.Features:
     """Features of `texts` with `tokens`: [L] float16 memory maps [sum(lengths), H] of every real
-    token's state (rows of sample b: offsets()[b]:offsets()[b + 1]). Cached next to the [CLS]/mean
-    features (same key); one backbone pass when absent."""
+    token's state (rows of sample b: offsets()[b]:offsets()[b + 1]); `cls` and `mean` from the same
+    states (float32). Cached under the features cache's key (its own folder; the exact [CLS]/mean
+    cache is left alone); one backbone pass when absent."""
     max_length = min(int(max_length), model.tokenizer.max_length)
     key = F.cache_key(model, texts, max_length, pairs)
     L, H = model.num_layers, model.config.hidden_size
     d = _store_dir(key)
     if use_cache:
-        toks = _open_store(d, L)
-        plain = F._load(F.cache_dir() / f"{key}.npz", key, False) if toks is not None else None
-        if plain is not None and all(len(t) == int(plain.lengths.sum()) for t in toks):
-            plain.tokens = toks
-            return plain
+        got = _open_store(d, L)
+        if got is not None:
+            got.key = key
+            return got
     enc = model.tokenizer(list(texts), None if pairs is None else list(pairs), max_length=max_length)
-    lengths = np.array([len(ids) for ids, _ in model.rows(enc)], np.int64)
+    rows = model.rows(enc)
+    lengths = np.array([len(ids) for ids, _ in rows], np.int64)
     offs = np.concatenate([[0], np.cumsum(lengths)])
+    N = len(rows)
+    cls, mean = np.zeros((L, N, H), np.float32), np.zeros((L, N, H), np.float32)
     F.cache_dir().mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=F.cache_dir() if use_cache else None, prefix=f"{key}-tmp"))
     try:
@@ -89,24 +127,28 @@ def extract(model, texts: list[str], max_length: int = 128, pairs: list[str] | N
                 raise InputError(f"layer {i + 1}'s hidden states of text {b} are beyond float16's range "
                                  f"(or not finite): fastbert heads cannot be trained from the float16 cache")
             maps[i][offs[b]:offs[b + 1]] = x
+            cls[i, b], mean[i, b] = x[0], x.mean(axis=0)
 
-        feats = F.compute(model, texts, max_length, False, progress, label, pairs, on_state=keep)
+        if getattr(model, "precision", "fp32") == "fp32":
+            _batched_states(model, rows, lengths, keep, progress, label)
+        else:                                   # the oracle's emulation of a lower precision
+            F.compute(model, texts, max_length, False, progress, label, pairs, on_state=keep)
         for m in maps:
             m.flush()
         del maps
-        (tmp / "done").write_text(f"{len(texts)} texts, {int(offs[-1])} tokens\n")
-        feats.key = key
+        np.savez(tmp / "pooled.npz", cls=cls, mean=mean, lengths=lengths)
+        (tmp / "done").write_text(f"{N} texts, {int(offs[-1])} tokens\n")
         if use_cache:
             if d.exists():
                 shutil.rmtree(d)
             os.replace(tmp, d)
-            F._save(F.cache_dir() / f"{key}.npz", feats)
-            feats.tokens = _open_store(d, L)
+            feats = _open_store(d, L)
         else:
-            feats.tokens = _open_store(tmp, L)      # mapped: the files stay readable after the removal
+            feats = _open_store(tmp, L)         # mapped: the files stay readable after the removal
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+    feats.key = key
     return feats
 
 
