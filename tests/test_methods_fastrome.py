@@ -365,6 +365,12 @@ def test_fine_tune_romebert_projects_every_step_and_logs_the_conflicts(monkeypat
 
 
 def test_romebert_settings_are_checked(capsys):
+    m, _, _, ftr, ytr, fdv, ydv = toy(n=40)
+    for bad in (dict(romebert_gamma=float("nan")), dict(romebert_gamma=1.5), dict(romebert_temperature=0.0),
+                dict(romebert_temperature=float("inf"))):
+        with pytest.raises(InputError, match="romebert"):
+            T.train_exits(m, ftr, ytr, fdv, ydv, m.label_names, kind="fastbert", objective="romebert",
+                          cfg=T.TrainConfig(**bad))
     with pytest.raises(InputError, match="romebert_project"):
         FT.FinetuneConfig(objective="romebert", romebert_project="both").check()
     from refexit.cli.main import main

@@ -385,6 +385,12 @@ def train_exits(model, train_feats, y_train, dev_feats, y_dev, label_names, kind
         raise InputError(f"cannot train {kind!r} heads (trainable: {', '.join(TRAINABLE_KINDS)})")
     if objective not in OBJECTIVES:
         raise InputError(f"unknown objective {objective!r} (known: {', '.join(OBJECTIVES)})")
+    if objective == "romebert":
+        g, temp = cfg.romebert_gamma, cfg.romebert_temperature
+        if not (isinstance(g, (int, float)) and 0 <= g <= 1) or not (isinstance(temp, (int, float))
+                                                                  and math.isfinite(temp) and temp > 0):
+            raise InputError(f"romebert needs 0 <= romebert_gamma <= 1 and a finite romebert_temperature > 0, "
+                             f"got {g!r} and {temp!r}")
     extras = tuple(extras) + ((objective,) if objective in ("lte", "ponder") else ())
     bad = set(extras) - set(EXTRAS)
     if bad:
