@@ -212,6 +212,16 @@ def test_evaluate_replays_trained_fastbert_heads_as_model_classify(tmp_path):
             np.testing.assert_array_equal(got.exit_layers, want.exit_layers)
             np.testing.assert_array_equal(got.logits, want.logits)            # bit for bit
             np.testing.assert_array_equal(got.flops, want.flops)
+    # the batched float32 forward (what `refexit evaluate` uses): the oracle's outputs to float32 rounding
+    fast = E.LayerOutputs(model, TH.head_outputs_exact(model, dv, 32, progress=False, exact=False))
+    for i in range(3):
+        np.testing.assert_allclose(fast.logits[i], out.logits[i], rtol=1e-4, atol=1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", refexit.ExitWarning)
+        pol = refexit.NormEntropy(0.9)
+        want, got = model.classify(enc, pol), E.simulate(model, pol, fast)
+    sure = want.margins > 1e-4
+    np.testing.assert_array_equal(got.exit_layers[sure], want.exit_layers[sure])
     # the float16 cache gives nearly the same head outputs (what train-exits records)
     approx = TH.head_outputs(model.heads[0], TH.extract(m, dv, 32, progress=False), 1)[1]
     np.testing.assert_allclose(approx, out.logits[0], atol=2e-3)
