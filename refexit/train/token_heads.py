@@ -17,8 +17,8 @@ were possible, and the cache is the one taken:
     below float16's), ~6x faster than the oracle's exact-erf pass sample by sample.
 The float16 states train the heads (and give the heads' outputs that `train-exits` records:
 dev metrics, prototypes, exit table, temperatures); `refexit evaluate` runs the backbone once
-more per split and evaluates the heads on the exact float32 states (`head_outputs_exact`), so
-the reported numbers are the oracle's.
+more per split and evaluates the heads on float32 states (`head_outputs_exact`: the batched
+forward's, equal to the oracle's to float32 rounding; exact=True: the oracle's own pass).
 
 Training: refexit.train.exits.fit (Adam, early stopping on the dev loss) with length-bucketed
 batches (refexit.train.finetune.length_batches: little padding); the forward and backward of the
