@@ -24,21 +24,21 @@ def row(ds, heads, what, m) -> str:
             f"{m['mean_layers']:.2f} | {m['layer_speedup']:.2f}x | {m['flops_ratio']:.2f}x |")
 
 
-def table(paths, policies) -> str:
-    out = ["| data set | heads, objective | operating point (test split) | acc % | macro-F1 % | mean layers | "
+def table(paths, policies, split: str = "test") -> str:
+    out = [f"| data set | heads, objective | operating point ({split} split) | acc % | macro-F1 % | mean layers | "
            "L / mean | FLOPs full/spent |", "|---|---|---|---|---|---|---|---|"]
     for path in paths:
         r = json.load(open(path))
         tr = r.get("training", {})
         heads = f"{tr.get('head_kind', '?')}, {tr.get('objective', '?')}"
-        out.append(row(r["dataset"], heads, "full model", r["full"]["test"]))
+        out.append(row(r["dataset"], heads, "full model", r["full"][split]))
         for name in policies:
             e = r["policies"].get(name)
             if e is None:
                 continue
             pk = e.get("picked")
             if pk:
-                out.append(row(r["dataset"], heads, f"{name} {fmt_thr(pk['params'])} (dev-picked)", pk["test"]))
+                out.append(row(r["dataset"], heads, f"{name} {fmt_thr(pk['params'])} (dev-picked)", pk[split]))
             else:
                 out.append(f"| {r['dataset']} | {heads} | {name}: no threshold within the drop on dev | | | | | |")
     return "\n".join(out)
@@ -48,8 +48,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("reports", nargs="+", help="evaluate-DATA.json files written with --sweep")
     ap.add_argument("--policy", default="norm_entropy,entropy,max_prob", help="policies to list, comma-separated")
+    ap.add_argument("--split", default="test", choices=("dev", "test"), help="split of the numbers (default test)")
     a = ap.parse_args(argv)
-    print(table(a.reports, [p.strip() for p in a.policy.split(",") if p.strip()]))
+    print(table(a.reports, [p.strip() for p in a.policy.split(",") if p.strip()], a.split))
     return 0
 
 
