@@ -136,7 +136,7 @@ def test_learns_and_is_repeatable(tiny):
     assert a.info["exit_layers"] == [3] and a.info["best_epoch"] >= 1
 
 
-@pytest.mark.parametrize("objective", ["pabee", "palbert", "elbert", "distill", "joint"])
+@pytest.mark.parametrize("objective", ["pabee", "palbert", "elbert", "distill", "romebert", "joint"])
 def test_joint_objectives_train_every_exit(tiny, objective):
     tr, dv = toy(200, 1), toy(60, 2)
     res = FT.fine_tune(tiny, tr, dv, ["neg", "pos"], cfg(objective=objective), log=lambda m: None)

@@ -109,7 +109,13 @@ def run(args) -> int:
     for k in args.cascade or ():
         E.sweep_cascade(model, k)                           # a bad K fails before any feature extraction
     ds = limited(ds, args.limit, args.seed) if args.limit else ds
-    feats = {s: data_args.extract(model, ds, s, max_length, use_cache=not args.no_cache) for s in ("dev", "test")}
+    from refexit.train import token_heads
+    if token_heads.has_token_heads(model):    # fastbert heads: one more (batched float32) backbone pass
+        feats = {s: token_heads.head_outputs_exact(model, getattr(ds, s).texts, max_length, getattr(ds, s).pairs,
+                                                   label=data_args.feature_label(ds, s), exact=False)
+                 for s in ("dev", "test")}
+    else:
+        feats = {s: data_args.extract(model, ds, s, max_length, use_cache=not args.no_cache) for s in ("dev", "test")}
     labels = {s: getattr(ds, s).labels for s in ("dev", "test")}
     if args.online_batch < 1:
         raise refexit.InputError(f"--online-batch must be at least 1, got {args.online_batch}")

@@ -25,8 +25,12 @@ def add_subcommand(subparsers) -> None:
     p.add_argument("-o", "--out", type=Path, help="output folder (default out/finetune-DATA-OBJECTIVE-seedS)")
     p.add_argument("--objective", default=_D.objective, choices=FT.OBJECTIVES,
                    help="final: the classifier only (then `refexit train-exits OUT`); joint, pabee, elbert, "
-                        "palbert, distill: exit heads trained with the backbone (default final)")
+                        "palbert, distill, romebert (distill + RomeBERT's gradient projection): exit heads trained "
+                        "with the backbone (default final)")
     p.add_argument("--heads", default=_D.heads, choices=FT.EXIT_KINDS, help="exit head kind (default shared_pooler)")
+    p.add_argument("--project", choices=("exits", "final"),
+                   help="romebert: whose gradient is projected when the exits' and the final classifier's "
+                        "conflict on layers 1..L-1 (default exits; RomeBERT's code uses final on small tasks)")
     p.add_argument("--epochs", type=int, default=_D.epochs, help=f"epochs (default {_D.epochs})")
     p.add_argument("--lr", type=float, default=_D.lr, help=f"peak learning rate (default {_D.lr:g})")
     p.add_argument("--head-lr", type=float, help="peak learning rate of the exit heads of layers 1..L-1 "
@@ -55,12 +59,15 @@ def run(args) -> int:
     from refexit import userdata
     from refexit.cli.train import limited
     from refexit.train.features import weights_hash
+    if args.project and args.objective != "romebert":
+        raise refexit.InputError(f"--project is a setting of --objective romebert, not {args.objective}")
     model = refexit.load(args.model_dir)
     ds = limited(data_args.load(args), args.limit, args.seed)
     cfg = FT.FinetuneConfig(objective=args.objective, heads=args.heads, epochs=args.epochs, lr=args.lr,
                             head_lr=args.head_lr, batch_size=args.batch, max_length=args.max_length, weight_decay=args.weight_decay,
                             warmup_ratio=args.warmup, hidden_dropout=args.dropout, attn_dropout=args.dropout,
-                            patience=args.patience, seed=args.seed, limit_steps=args.steps)
+                            patience=args.patience, seed=args.seed, limit_steps=args.steps,
+                            romebert_project=args.project)
     out = args.out or default_out(ds.name, args.objective, args.seed)
     print(f"fine-tune: {ds}; {model}", file=sys.stderr)
     res = FT.fine_tune(model, ds.train, ds.dev, ds.label_names, cfg, test=ds.test, out_dir=out, resume=args.resume)

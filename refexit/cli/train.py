@@ -70,6 +70,11 @@ def run(args) -> int:
     print(f"train-exits: {ds}; {model}", file=sys.stderr)
     get = lambda split: data_args.extract(model, ds, split, args.max_length,  # noqa: E731
                                           use_cache=not args.no_cache)
+    if args.heads == "fastbert":            # every token's states (float16 cache, token_heads.py)
+        from refexit.train import token_heads
+        get = lambda split: token_heads.extract(model, getattr(ds, split).texts, args.max_length,  # noqa: E731
+                                                getattr(ds, split).pairs, use_cache=not args.no_cache,
+                                                label=data_args.feature_label(ds, split))
     f_train, f_dev = get("train"), get("dev")
     if args.objective != "dact" and (args.dact_tau is not None or args.dact_frozen_heads):
         raise refexit.InputError("--dact-tau / --dact-frozen-heads are settings of --objective dact")

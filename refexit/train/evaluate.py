@@ -110,8 +110,14 @@ class LayerOutputs:
                 self.feats.append(None)
                 self.logits.append(None)
                 continue
-            if h.kind == "fastbert":
-                raise InputError("evaluating fastbert heads from cached features is not supported")
+            if h.kind == "fastbert":           # every token's states: computed during the backbone pass
+                got = feats.head_outputs[layer - 1] if feats.head_outputs is not None else None
+                if got is None:
+                    raise InputError("fastbert heads read every token's states: evaluate them on features from "
+                                     "refexit.train.token_heads.head_outputs_exact")
+                self.feats.append(got[0])
+                self.logits.append(got[1])
+                continue
             vec = feats.mean[layer - 1] if h.kind == "mean_linear" else feats.cls[layer - 1]  # [N, H]
             prev = (lambda n: feats.cls[:layer - 1, n]) if h.kind == "scalar_mix" else (lambda n: None)  # noqa: E731
             f = np.stack([h.features(v[None], pw, pb, prev(n)) for n, v in enumerate(vec)])  # [N, F]

@@ -12,6 +12,11 @@ Stages, for a model with L layers:
       deebert   sum_i CE(z_i, y)
       pabee     sum_i i * CE(z_i, y) / sum_j j
       fastbert  sum_i KL(p_L || p_i), teacher p_L = the final head's softmax (labels unused)
+      romebert  sum_i [(1 - gamma) CE(z_i, y) + gamma T^2 KL(softmax(z_L/T) || softmax(z_i/T))],
+                gamma 0.9, T 3, the teacher z_L a constant (RomeBERT's self-distillation; its
+                gradient projection needs parameters shared by the exits and the last layer, and
+                with the backbone frozen there are none: nothing is projected; `refexit fine-tune
+                --objective romebert` projects)
       lte       BERxiT: heads as deebert, then the LTE head (always, not only as an extra)
       ponder    PALBERT: heads as deebert, then the lambda MLP (always)
       dact      DACT-BERT: heads as deebert, then their fc and the halting units together on
@@ -42,7 +47,9 @@ Stages, for a model with L layers:
       edge_table EdgeBERT: the training samples sorted by the layer-1 exit head's entropy and cut
                  into K = 32 equal-count bins; row k = (mean layer-1 entropy of bin k, mean entropy
                  of the exit heads of layers 2..L-1 over bin k) ([K, L-1], rows by rising entropy).
-FastBERT's own head kind (`fastbert`, attention over all tokens) is not trained here.
+FastBERT's own head kind (`fastbert`, attention over all tokens) reads every token's state, which
+the [CLS]/mean cache does not hold: refexit.train.token_heads trains it from a float16 cache of
+the per-token states (any objective above).
 
 Regression (float labels, one output): every CE above becomes the mean squared error to the target
 (HF's MSELoss), fastbert's KL the squared error to the final head's output; the extras that read
@@ -69,9 +76,9 @@ from refexit import nn
 from refexit.errors import InputError
 from refexit.heads import ExitParams, Head
 
-OBJECTIVES = ("deebert", "pabee", "fastbert", "lte", "ponder", "dact")
+OBJECTIVES = ("deebert", "pabee", "fastbert", "lte", "ponder", "dact", "romebert")
 REGRESSION_OBJECTIVES = ("deebert", "pabee", "fastbert")
-TRAINABLE_KINDS = ("mean_linear", "pooler_linear", "shared_pooler", "scalar_mix")
+TRAINABLE_KINDS = ("mean_linear", "pooler_linear", "shared_pooler", "scalar_mix", "fastbert")
 EXTRAS = ("lte", "ponder", "calibrate", "prototypes", "edge_table")
 OPTIONAL_EXTRAS = ("gpf",)      # trained only when asked for (--extras gpf): Global Past-Future, refexit/train/gpf.py
 EDGE_ROWS = 32                  # rows of the EdgeBERT exit table (fewer with fewer training samples)
@@ -93,6 +100,8 @@ class TrainConfig:
     gpf_epochs: int = 0             # Global Past-Future: its own epoch cap (0: max_epochs)
     dact_tau: float = 0.01          # DACT-BERT: weight of the ponder cost sum_{n<L} p_n
     dact_train_heads: bool = True   # DACT-BERT: fine-tune the exit heads' fc with the halting units
+    romebert_gamma: float = 0.9     # weight of the distillation term (RomeBERT)
+    romebert_temperature: float = 3.0
 
 
 # ================================================================ losses with analytic gradients
@@ -113,18 +122,38 @@ def head_forward(params: dict, x):
     return feat, nn.linear(feat, params["fc.w"], params["fc.b"])
 
 
-def head_loss(params: dict, x, q, scale: float = 1.0, mse: bool = False):
-    """scale * mean_n KL(q_n || softmax(z_n)) (= cross-entropy for one-hot q) and its gradients;
-    mse: scale * mean_n (z_n - q_n)^2 with q [N, 1] the regression targets."""
-    feat, z = head_forward(params, x)
+def _kl_rows(q, logp):                      # KL(q || p) per row, 0 log 0 = 0
+    qlogq = np.where(q > 0, q * np.log(np.where(q > 0, q, 1)), 0)
+    return np.sum(qlogq - q * logp, axis=1)
+
+
+def target_loss(z, q, scale: float = 1.0, distill=None, mse: bool = False):
+    """z [N, C] logits -> (loss, dLoss/dz [N, C]). The loss: scale * mean_n KL(q_n || softmax(z_n))
+    (= cross-entropy for one-hot q); with distill = (qT [N, C], T, gamma), RomeBERT's
+    scale * mean_n [(1 - gamma) KL(q_n || softmax(z_n)) + gamma T^2 KL(qT_n || softmax(z_n / T))];
+    mse: scale * mean_n (z_n - q_n)^2 with q [N, 1] the regression targets (no distill)."""
     if mse:
-        loss = scale * float(np.mean((z - q) ** 2))
-        dz = scale * 2 * (z - q) / z.size                                      # [N, 1]
-    else:
-        logp = nn.log_softmax(z)                                               # [N, C]
-        qlogq = np.where(q > 0, q * np.log(np.where(q > 0, q, 1)), 0)
-        loss = scale * float(np.mean(np.sum(qlogq - q * logp, axis=1)))
-        dz = scale * (np.exp(logp) - q) / len(x)                               # [N, C]
+        return scale * float(np.mean((z - q) ** 2)), scale * 2 * (z - q) / z.size
+    logp = nn.log_softmax(z)                                                   # [N, C]
+    loss = float(np.mean(_kl_rows(q, logp)))
+    dz = (np.exp(logp) - q) / len(z)                                           # [N, C]
+    if distill is not None:
+        qT, T, g = distill
+        logpT = nn.log_softmax(z / T)
+        loss = (1 - g) * loss + g * T * T * float(np.mean(_kl_rows(qT, logpT)))
+        dz = (1 - g) * dz + g * T * (np.exp(logpT) - qT) / len(z)
+    return scale * loss, scale * dz
+
+
+def _take(distill, idx):                   # the rows idx of a distill tuple (or None)
+    return None if distill is None else (distill[0][idx],) + tuple(distill[1:])
+
+
+def head_loss(params: dict, x, q, scale: float = 1.0, distill=None, mse: bool = False):
+    """target_loss of the head's logits (scale * mean_n KL(q_n || softmax(z_n)), = cross-entropy
+    for one-hot q; RomeBERT's with distill; the MSE with mse) and its gradients."""
+    feat, z = head_forward(params, x)
+    loss, dz = target_loss(z, q, scale, distill, mse)                          # [N, C]
     grads = {"fc.w": dz.T @ feat, "fc.b": dz.sum(0)}
     if "pooler.w" in params:
         da = (dz @ params["fc.w"]) * (1 - feat * feat)                         # [N, H]
@@ -229,18 +258,23 @@ class Adam:
             params[k] -= self.lr * (self.m[k] / c1) / (np.sqrt(self.v[k] / c2) + self.eps)
 
 
-def fit(params: dict, loss_grad, n: int, dev_loss, cfg: TrainConfig, rng) -> tuple[dict, dict]:
+def fit(params: dict, loss_grad, n: int, dev_loss, cfg: TrainConfig, rng, batches=None) -> tuple[dict, dict]:
     """Adam over shuffled mini-batches of range(n); loss_grad(params, idx) -> (loss, grads);
-    dev_loss(params) -> float. Returns the parameters of the best dev epoch and a log."""
+    dev_loss(params) -> float. batches(rng) -> list of index arrays (one epoch; default: a
+    permutation cut into cfg.batch_size). Returns the parameters of the best dev epoch and a log."""
     params = {k: np.array(v, np.float64) for k, v in params.items()}
     opt = Adam(params, cfg.lr)
     best, best_params, bad = dev_loss(params), {k: v.copy() for k, v in params.items()}, 0
     log = {"dev_loss": [best], "train_loss": [], "best_epoch": 0}
     epoch = 0                                   # max_epochs 0: the initial parameters
     for epoch in range(1, cfg.max_epochs + 1):
-        perm, total = rng.permutation(n), 0.0
-        for s in range(0, n, cfg.batch_size):
-            idx = perm[s:s + cfg.batch_size]
+        if batches is None:
+            perm = rng.permutation(n)
+            epoch_batches = [perm[s:s + cfg.batch_size] for s in range(0, n, cfg.batch_size)]
+        else:
+            epoch_batches = batches(rng)
+        total = 0.0
+        for idx in epoch_batches:
             loss, grads = loss_grad(params, idx)
             for k in DECAY:
                 if k in grads:
@@ -277,7 +311,7 @@ def _init_head(kind: str, model, H: int, C: int, rng, layer: int = 1) -> dict:
     return p
 
 
-def train_head(kind, model, x, q, x_dev, q_dev, cfg, rng, scale=1.0, mse=False):
+def train_head(kind, model, x, q, x_dev, q_dev, cfg, rng, scale=1.0, distill=None, distill_dev=None, mse=False):
     """One head on inputs x [N, H] (scalar_mix: [N, k, H]) with targets q [N, C] (one-hot or a teacher's
     softmax; mse: [N, 1] regression targets or a teacher's outputs).
 
@@ -285,12 +319,15 @@ def train_head(kind, model, x, q, x_dev, q_dev, cfg, rng, scale=1.0, mse=False):
     scale) made Adam overfit noise dimensions and cost up to 20 accuracy points with few examples."""
     x, x_dev = np.asarray(x, np.float64), np.asarray(x_dev, np.float64)
     params = _init_head(kind, model, x.shape[-1], q.shape[1], rng, x.shape[1] if x.ndim == 3 else 1)
-    return fit(params, lambda p, idx: head_loss(p, x[idx], q[idx], scale, mse), len(x),
-               lambda p: head_loss(p, x_dev, q_dev, scale, mse)[0], cfg, rng)
+    return fit(params, lambda p, idx: head_loss(p, x[idx], q[idx], scale, _take(distill, idx), mse), len(x),
+               lambda p: head_loss(p, x_dev, q_dev, scale, distill_dev, mse)[0], cfg, rng)
 
 
 def _head_outputs(head: Head, model, feats, layer: int):
     """(feat [N, F], logits [N, C]) of one head on every sample, float64."""
+    if head.kind == "fastbert":
+        from refexit.train import token_heads
+        return token_heads.head_outputs(head, feats, layer)
     f = F.exit_features(head, feats, layer, model).astype(np.float64)
     return f, nn.linear(f, head.params["fc.w"].astype(np.float64), head.params["fc.b"].astype(np.float64))
 
@@ -366,10 +403,15 @@ def train_exits(model, train_feats, y_train, dev_feats, y_dev, label_names, kind
     cfg = cfg or TrainConfig()
     say = log or (lambda msg: None)
     if kind not in TRAINABLE_KINDS:
-        raise InputError(f"cannot train {kind!r} heads (trainable: {', '.join(TRAINABLE_KINDS)}; "
-                         f"fastbert heads are not implemented)")
+        raise InputError(f"cannot train {kind!r} heads (trainable: {', '.join(TRAINABLE_KINDS)})")
     if objective not in OBJECTIVES:
         raise InputError(f"unknown objective {objective!r} (known: {', '.join(OBJECTIVES)})")
+    if objective == "romebert":
+        g, temp = cfg.romebert_gamma, cfg.romebert_temperature
+        if not (isinstance(g, (int, float)) and 0 <= g <= 1) or not (isinstance(temp, (int, float))
+                                                                  and math.isfinite(temp) and temp > 0):
+            raise InputError(f"romebert needs 0 <= romebert_gamma <= 1 and a finite romebert_temperature > 0, "
+                             f"got {g!r} and {temp!r}")
     extras = tuple(extras) + ((objective,) if objective in ("lte", "ponder") else ())
     bad = set(extras) - set(EXTRAS) - set(OPTIONAL_EXTRAS)
     if bad:
@@ -382,6 +424,10 @@ def train_exits(model, train_feats, y_train, dev_feats, y_dev, label_names, kind
         if extras:
             raise InputError(f"extras {', '.join(sorted(set(extras)))} need class probabilities; a regression task "
                              f"(float labels) trains none (--extras none)")
+        if kind == "fastbert":
+            raise InputError("fastbert heads train on classification data only (their cache and loss read class "
+                             "probabilities); a regression task takes mean_linear, pooler_linear, shared_pooler "
+                             "or scalar_mix heads")
         label_names = list(label_names)[:1]
     rng = np.random.default_rng(cfg.seed)
     L, C = model.num_layers, len(label_names)
@@ -391,6 +437,16 @@ def train_exits(model, train_feats, y_train, dev_feats, y_dev, label_names, kind
     have_final = model.heads[L - 1] is not None and bool(model.config.id2label)
     train_final = (not have_final) if train_final is None else train_final
     inputs = lambda fe, layer: F.head_input(fe, layer, kind, model, l2norm)            # noqa: E731
+    if kind == "fastbert":
+        from refexit.train import token_heads
+        token_heads.check_features(train_feats, dev_feats, L)
+
+    def train_one(layer, q, q_dev, scale=1.0, distill=None, distill_dev=None):
+        if kind == "fastbert":
+            return token_heads.train_head(train_feats, dev_feats, layer, q, q_dev, cfg, rng, scale, distill,
+                                          distill_dev)
+        return train_head(kind, model, inputs(train_feats, layer), q, inputs(dev_feats, layer), q_dev, cfg, rng,
+                          scale, distill, distill_dev, mse=regression)
     heads: list = [None] * L
     logs = {}
     t0 = time.monotonic()
@@ -398,8 +454,7 @@ def train_exits(model, train_feats, y_train, dev_feats, y_dev, label_names, kind
     if train_final:
         say(f"layer {L}: final {'regression head' if regression else 'classifier'} ({kind}, "
             f"{'MSE' if regression else 'cross-entropy'})")
-        params, logs[L] = train_head(kind, model, inputs(train_feats, L), target(y_train),
-                                     inputs(dev_feats, L), target(y_dev), cfg, rng, mse=regression)
+        params, logs[L] = train_one(L, target(y_train), target(y_dev))
         heads[L - 1] = Head(kind, params, l2norm=l2norm)
     else:
         heads[L - 1] = model.heads[L - 1].astype(np.float64)
@@ -413,11 +468,15 @@ def train_exits(model, train_feats, y_train, dev_feats, y_dev, label_names, kind
         q_dev = teach(_head_outputs(heads[L - 1], model, dev_feats, L)[1])
     else:
         q_tr, q_dev = target(y_train), target(y_dev)
+    d_tr = d_dev = None
+    if objective == "romebert":                  # the teacher: softmax(z_L / T), a constant
+        T, g = cfg.romebert_temperature, cfg.romebert_gamma
+        d_tr = (nn.softmax(_head_outputs(heads[L - 1], model, train_feats, L)[1] / T), T, g)
+        d_dev = (nn.softmax(_head_outputs(heads[L - 1], model, dev_feats, L)[1] / T), T, g)
     for layer in range(1, L):
         scale = layer / sum(range(1, L)) if objective == "pabee" else 1.0
         say(f"layer {layer}: exit head ({kind}, {objective})")
-        params, logs[layer] = train_head(kind, model, inputs(train_feats, layer), q_tr,
-                                         inputs(dev_feats, layer), q_dev, cfg, rng, scale, mse=regression)
+        params, logs[layer] = train_one(layer, q_tr, q_dev, scale, d_tr, d_dev)
         heads[layer - 1] = Head(kind, params, l2norm=l2norm)
 
     exits = ExitParams(heads, None, None, np.ones(L))

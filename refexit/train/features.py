@@ -40,6 +40,8 @@ class Features:
     lengths: np.ndarray        # [N] real tokens per sample (after truncation to max_length)
     tokens: list | None = None     # [L] arrays [sum(lengths), H], all real tokens, when asked
     key: str = ""
+    head_outputs: list | None = None   # [L] (feat [N, F], logits [N, C]) or None: heads that read every
+                                       # token (fastbert), computed during the pass (token_heads.py)
 
     @property
     def num_layers(self) -> int:
@@ -154,8 +156,10 @@ class Progress:
 
 # ---------------------------------------------------------------- extraction
 def compute(model, texts: list[str], max_length: int = 128, tokens: bool = False,
-            progress: bool = True, label: str = "features", pairs: list[str] | None = None) -> Features:
-    """Run the frozen backbone once per text (or text pair; oracle functions, real tokens only)."""
+            progress: bool = True, label: str = "features", pairs: list[str] | None = None,
+            on_state=None) -> Features:
+    """Run the frozen backbone once per text (or text pair; oracle functions, real tokens only).
+    on_state(i, b, x): called with every layer's states x [n, H] of sample b (0-based layer i)."""
     L, H = model.num_layers, model.config.hidden_size
     enc = model.tokenizer(list(texts), None if pairs is None else list(pairs), max_length=max_length)
     rows = model.rows(enc)
@@ -175,6 +179,8 @@ def compute(model, texts: list[str], max_length: int = 128, tokens: bool = False
             mean[i, b] = x.mean(axis=0)                       # as Head.features(mean_linear)
             if tokens:
                 toks[i][offs[b]:offs[b + 1]] = x
+            if on_state is not None:
+                on_state(i, b, x)
         bar.update(done)
     bar.close()
     return Features(cls, mean, lengths, toks)

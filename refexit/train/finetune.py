@@ -22,6 +22,15 @@ label means regression: MSE where CE is written):
   distill  CE(z_L) + sum_{i<L} [(1 - gamma) CE(z_i) + gamma T^2 KL(softmax(z_L/T) || softmax(z_i/T))]
            with the teacher z_L held constant (RomeBERT's self-distillation; gamma 0.9, T 3);
            regression: MSE of z_i to z_L instead of the KL
+  romebert distill's loss, with RomeBERT's gradient projection (arXiv 2101.09755; romebert/RomeBERT
+           examples/new_run_highway_glue.py, `--gp`): g_last = the gradient of CE(z_L), g_multi =
+           that of the exits' terms, each as one vector over the weight matrices of layers 1..L-1
+           (no biases, no LayerNorm: `projected_names`); when they conflict (g_multi . g_last < 0)
+           g_multi loses its component along g_last: g_multi - (g_multi . g_last / |g_last|^2)
+           g_last (PCGrad); the step uses g_last + g_multi there and the plain sum everywhere else
+           (two backward passes). romebert_project "final": the roles swapped, g_last projected
+           against g_multi (its code does that on SST-2, MRPC, RTE and QNLI, "reverse"; "exits", the
+           default, on MNLI and QQP and in the paper's description)
 The exit heads are new (kind `heads`, default shared_pooler: the model's pooler, as PABEE, ELBERT
 and PALBERT do); the final classifier starts from the checkpoint's when it has one for these labels.
 
@@ -48,7 +57,7 @@ from refexit.heads import ExitParams, Head, param_shapes
 from refexit.train import backward as BW
 from refexit.train.optim import AdamW, clip_grad_norm, linear_schedule
 
-OBJECTIVES = ("final", "joint", "pabee", "elbert", "palbert", "distill")
+OBJECTIVES = ("final", "joint", "pabee", "elbert", "palbert", "distill", "romebert")
 EXIT_KINDS = ("shared_pooler", "pooler_linear", "mean_linear", "fastbert")
 CHECKPOINT = "checkpoint.npz"
 FORMAT = "refexit-finetune/1"
@@ -77,6 +86,7 @@ class FinetuneConfig:
     elbert_init: float = 4.0
     distill_gamma: float = 0.9
     distill_temperature: float = 3.0
+    romebert_project: str | None = None   # romebert: whose gradient is projected, exits (None) | final
     ponder_hidden: int = 32
     ponder_beta: float = 0.05
     ponder_prior: float = 0.3
@@ -85,6 +95,8 @@ class FinetuneConfig:
     def check(self):
         if self.objective not in OBJECTIVES:
             raise InputError(f"unknown objective {self.objective!r} (known: {', '.join(OBJECTIVES)})")
+        if self.romebert_project not in (None, "exits", "final"):
+            raise InputError(f"romebert_project must be 'exits' or 'final', got {self.romebert_project!r}")
         if self.heads not in EXIT_KINDS:
             raise InputError(f"unknown exit head kind {self.heads!r} (known: {', '.join(EXIT_KINDS)})")
         for name in ("epochs", "batch_size", "max_length", "bucket", "eval_batch", "ponder_hidden"):
@@ -212,7 +224,7 @@ def objective_loss(cfg: FinetuneConfig, z: dict, feats: dict, y, P: dict, L: int
         w[last] = L - float(s.sum())
         own["elbert.w"] = np.array([(per[i][0] - per[last][0]) * s[i] * (1 - s[i]) for i in range(last)],
                                    P["elbert.w"].dtype)
-    elif obj == "distill":
+    elif obj in ("distill", "romebert"):
         g, T = cfg.distill_gamma, cfg.distill_temperature
         teacher = z[last] if teacher is None else teacher
         loss, dz = per[last][0], {last: per[last][1]}
@@ -233,6 +245,41 @@ def objective_loss(cfg: FinetuneConfig, z: dict, feats: dict, y, P: dict, L: int
     loss = sum(wi * per[i][0] for i, wi in w.items())
     dz = {i: wi * per[i][1] for i, wi in w.items()}
     return loss, dz, dfeat, own
+
+
+# ================================================================ RomeBERT's gradient projection
+def projected_names(P: dict, L: int) -> list[str]:
+    """The parameters RomeBERT projects: the weight matrices of layers 1..L-1 (its code: the
+    encoder's parameters but the last layer's, LayerNorms and biases)."""
+    return [k for k in P if k.startswith("layers.") and int(k.split(".")[1]) < L - 1
+            and not k.endswith(".b") and ".ln." not in k]
+
+
+def project_conflict(g_last: dict, g_multi: dict, names) -> tuple[dict, float]:
+    """g_last + g_multi, where over `names` (one vector) g_multi is first projected onto the normal
+    plane of g_last when they conflict: g_multi - min(0, g_multi . g_last / |g_last|^2) g_last.
+    -> (the combined gradients, the coefficient min(0, ...): 0 when nothing was projected)."""
+    dot = sum(float(np.vdot(g_multi[n].astype(np.float64), g_last[n])) for n in names if n in g_last and n in g_multi)
+    nn2 = sum(float(np.vdot(g_last[n].astype(np.float64), g_last[n])) for n in names if n in g_last)
+    c = min(dot / nn2, 0.0) if nn2 > 0 else 0.0
+    out = {k: g_last[k] + g_multi[k] if k in g_multi else g_last[k] for k in g_last}
+    out.update({k: v for k, v in g_multi.items() if k not in g_last})
+    if c < 0:
+        for n in names:
+            if n in g_last:
+                out[n] = out[n] - g_last[n].dtype.type(c) * g_last[n]
+    return out, c
+
+
+def romebert_grads(dz: dict, cache, P: dict, L: int, project: str = "exits") -> tuple[dict, float]:
+    """The romebert objective's step direction: the last classifier's and the exits' gradients by
+    two backward passes, combined by project_conflict (project "exits": the exits' gradient is
+    projected against the last classifier's; "final": the other way). -> (grads, coefficient)."""
+    g_last = BW.model_bwd({L - 1: dz[L - 1]}, cache, P)
+    g_multi = BW.model_bwd({i: v for i, v in dz.items() if i != L - 1}, cache, P)
+    if project == "final":
+        return project_conflict(g_multi, g_last, projected_names(P, L))
+    return project_conflict(g_last, g_multi, projected_names(P, L))
 
 
 # ================================================================ evaluation
@@ -327,6 +374,7 @@ def fine_tune(model, train, dev, label_names: list, cfg: FinetuneConfig | None =
         drop = np.random.default_rng([cfg.seed, epoch, 1])
         batches = length_batches(data["train"].lengths, cfg.batch_size, erng, cfg.bucket)[:per_epoch]
         t0, tok_epoch, loss_sum, n_sum, last_say = time.monotonic(), 0, 0.0, 0, time.monotonic()
+        projected = 0                                   # romebert: steps whose gradients conflicted
         for k, idx in enumerate(batches, start=1):
             step = (epoch - 1) * per_epoch + k
             ids, types, mask, y = data["train"].batch(idx)
@@ -334,7 +382,11 @@ def fine_tune(model, train, dev, label_names: list, cfg: FinetuneConfig | None =
             loss, dz, dfeat, own = objective_loss(cfg, z, feats, y, P, L, regression)
             if not math.isfinite(loss):
                 raise InputError(f"epoch {epoch} step {k}: the loss is {loss} (lower the lr?)")
-            grads = BW.model_bwd(dz, cache, P, dfeat)
+            if cfg.objective == "romebert":
+                grads, coef = romebert_grads(dz, cache, P, L, cfg.romebert_project or "exits")
+                projected += coef < 0
+            else:
+                grads = BW.model_bwd(dz, cache, P, dfeat)
             grads.update(own)
             clip_grad_norm(grads, cfg.max_grad_norm)
             opt.step(P, grads, linear_schedule(step - 1, total, warmup))
@@ -355,6 +407,8 @@ def fine_tune(model, train, dev, label_names: list, cfg: FinetuneConfig | None =
         final = scores[L]
         row = {"epoch": epoch, "train_loss": loss_sum / n_sum, "dev": scores, "seconds": round(secs, 2),
                "tokens": tok_epoch, "tokens_per_s": round(tok_epoch / secs, 1)}
+        if cfg.objective == "romebert":
+            row["projected_steps"] = int(projected)
         log_rows.append(row)
         say(f"epoch {epoch}: train loss {row['train_loss']:.4f}, dev {higher} per exit "
             + " ".join(f"{i}:{v:.4f}" for i, v in scores.items()) + f", {row['tokens_per_s']:,.0f} tokens/s, "
