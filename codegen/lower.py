@@ -116,6 +116,7 @@ class Plan:
     shared_layers: bool = False        # ALBERT: one layer's weights in the file, applied num_layers times
     prototypes: bool = False           # DE3-BERT class prototypes [L-1, C, F] in the blob
     edge_rows: int = 0                 # rows K of the EdgeBERT exit table [K, L-1] in the blob (0: none)
+    keep: tuple | None = None          # token reduction: keep ratio per layer [L] (refexit.tokens; None: off)
 
     @property
     def head_dim(self) -> int:
@@ -255,6 +256,10 @@ def lower(model, policy: Policy | None = None, prefix: str | None = None, max_le
     plan.prototypes = ep.prototypes is not None and ep.prototypes.shape == (L - 1, C, F)
     et = ep.edge_table
     plan.edge_rows = int(et.shape[0]) if et is not None and et.ndim == 2 and et.shape[1] == max(L - 1, 1) else 0
+    tr = getattr(model, "token_reduction", None)
+    if tr is not None:                    # the length configuration (refexit.tokens.TokenReduction)
+        tr.check(L)
+        plan.keep = tuple(float(r) for r in tr.keep)
     plan.tensors = pack.layout(model, plan)
     plan.model_hash = pack.model_hash(model, plan)
     return plan

@@ -7,11 +7,12 @@ from .policies import (CeeBERT, DistanceEntropy, Entropy, ExitWarning, Learned, 
                        PredictedExit, Static, Window, make_policy)
 from .results import ClassifyResult
 from .cascade import Cascade, CascadeResult, Stage
+from .tokens import TokenReduction
 
 __version__ = "0.1.0"
 
 __all__ = ["BertConfig", "CheckpointError", "ConfigError", "InputError", "RefexitError", "ExitParams",
            "Head", "Model", "PRECISIONS", "load", "CeeBERT", "DistanceEntropy", "Entropy", "ExitWarning", "Learned", "MaxProb",
            "NormEntropy", "Patience", "Policy", "Ponder", "PredictedExit", "Static", "Window", "make_policy",
-           "ClassifyResult", "Cascade", "CascadeResult", "Stage",
+           "ClassifyResult", "Cascade", "CascadeResult", "Stage", "TokenReduction",
            "__version__"]
