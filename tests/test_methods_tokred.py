@@ -166,7 +166,7 @@ def compiled(cfg, kind, policy, build_root, isa=None, precision=None):
             warnings.simplefilter("ignore", refexit.ExitWarning)
             _COMPILED[key] = codegen.compile_model(
                 red, base_policy(policy, model.num_labels, L),
-                build_root / f"tk_{cfg}_{kind}_{policy}_{isa}_{precision}", prefix=f"tk_{cfg}_{kind}_{policy}",
+                build_root / f"tk_{cfg}_{kind}_{policy}_{isa}_{precision}", prefix=f"tk_{cfg}_{kind}_{policy}_{isa or 'auto'}_{precision or 'fp32'}",
                 max_length=MAX_LEN, max_batch=MAX_BATCH, max_tokens=MAX_TOKENS, isa=isa, precision=precision)
     return _COMPILED[key]
 
