@@ -65,6 +65,9 @@ def add_subcommand(subparsers) -> None:
                         "each rate R, alone and with each policy (one backbone pass per rate; docs/methods.md)")
     p.add_argument("--token-keep", action="append", metavar="R1,...,RL",
                    help="with --sweep: also evaluate this length configuration (keep ratio per layer; repeatable)")
+    p.add_argument("--token-engine", choices=("oracle", "c"), default="oracle",
+                   help="token reduction: per-layer outputs from the oracle (default; cached) or the compiled C "
+                        "(much faster; policies that read only the logits)")
     p.set_defaults(func=run)
 
 
@@ -131,7 +134,8 @@ def run(args) -> int:
         splits = {s: (getattr(ds, s).texts, getattr(ds, s).pairs) for s in ("dev", "test")}
         report["token_reduction"] = tokred.evaluate_reductions(
             model, configs, splits, labels, policies, report["full"], args.max_drop / 100, max_length,
-            use_cache=not args.no_cache)
+            use_cache=not args.no_cache, engine=args.token_engine,
+            build_dir=(args.out or file.parent) / "compiled-tokred", threads=args.threads)
     if ds.info.get("source") == "files":                  # your own data: where from, and the rows left out
         report["data"] = userdata.describe(ds)
     out = args.out or file.parent

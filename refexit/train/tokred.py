@@ -27,6 +27,34 @@ from refexit.train import evaluate as E
 from refexit.train import features as F
 
 UNSUPPORTED = ("edgebert",)       # its FLOPs skip heads in between: not recounted here
+# the policies that read only the exit logits (engine "c" gives those, no head features)
+LOGIT_POLICIES = ("entropy", "norm_entropy", "max_prob", "patience", "window", "ceebert")
+
+
+class CompiledOutputs:
+    """Every layer's exit logits [L] x [N, C] of a split from the compiled C (engine "c"), in the
+    shape E.simulate reads (no head features: the policies of LOGIT_POLICIES only)."""
+
+    def __init__(self, lengths, logits):
+        self.lengths, self.logits = np.asarray(lengths), logits
+        self.feats = [np.zeros((len(self.lengths), 0))] * len(logits)
+
+    def __len__(self):
+        return len(self.lengths)
+
+
+def compiled_outputs(cm, model, tr: TokenReduction, texts, max_length: int = 128, pairs=None) -> CompiledOutputs:
+    """Run the compiled library `cm` (compiled with token reduction, any policy kind "static") at
+    Static(k) for k = 1..L under tr: head k's logits of every sample, with its tokens reduced as
+    Model.classify reduces them (tests/test_methods_tokred.py checks C = oracle)."""
+    cm.set_keep(tr)
+    enc = model.tokenizer(list(texts), None if pairs is None else list(pairs), max_length=max_length)
+    lengths = np.asarray(enc["attention_mask"] if isinstance(enc, dict) else enc.attention_mask).sum(axis=1)
+    logits = []
+    for k in range(1, model.num_layers + 1):
+        cm.set_policy(Static(k))
+        logits.append(np.asarray(cm.classify(enc).logits, np.float64).astype(model.dtype))
+    return CompiledOutputs(lengths, logits)
 
 
 def compute(model, tr: TokenReduction, texts, max_length: int = 128, pairs=None, progress: bool = True,
@@ -97,22 +125,39 @@ def pick_flops(points: list, full_accuracy: float, max_drop: float, split: str =
 
 
 def evaluate_reductions(model, configs, splits: dict, labels: dict, policies, full: dict, max_drop: float,
-                        max_length: int = 128, use_cache: bool = True, progress: bool = True) -> dict:
+                        max_length: int = 128, use_cache: bool = True, progress: bool = True,
+                        engine: str = "oracle", build_dir=None, threads: int = 1) -> dict:
     """configs: [(name, TokenReduction)]; splits: {"dev": (texts, pairs), "test": ...}; full: the
-    unreduced full model's metrics per split (report["full"]). -> {name: {"keep", "full",
-    "policies": {policy: {"points", "picked"}}}}."""
+    unreduced full model's metrics per split (report["full"]). engine "oracle": per-layer head
+    inputs from the oracle (cached); "c": per-layer exit logits from the compiled C (one library,
+    compiled into build_dir, run at Static(k) for every k; the policies of LOGIT_POLICIES only).
+    -> {name: {"keep", "full", "policies": {policy: {"points", "picked"}}}}."""
     out = {}
     L = model.num_layers
+    if engine not in ("oracle", "c"):
+        raise InputError(f"the token-reduction engine is 'oracle' or 'c', got {engine!r}")
+    cm = None
+    if engine == "c" and configs:
+        import codegen
+        if build_dir is None:
+            raise InputError("engine 'c' needs a build folder")
+        cm = codegen.compile_model(model.with_token_reduction(configs[0][1]), Static(L), build_dir,
+                                   prefix="tokred_sweep", max_batch=64, max_length=max_length)
+        cm.set_threads(threads)
     for name, tr in configs:
         t0 = time.monotonic()
-        outs = {s: E.LayerOutputs(model, extract(model, tr, texts, max_length, pairs, use_cache, progress,
-                                                 f"{s} keep {name}"))
-                for s, (texts, pairs) in splits.items()}
-        entry = {"keep": list(tr.keep),
+        if cm is None:
+            outs = {s: E.LayerOutputs(model, extract(model, tr, texts, max_length, pairs, use_cache, progress,
+                                                     f"{s} keep {name}"))
+                    for s, (texts, pairs) in splits.items()}
+        else:
+            outs = {s: compiled_outputs(cm, model, tr, texts, max_length, pairs) for s, (texts, pairs) in splits.items()}
+        entry = {"keep": list(tr.keep), "engine": engine,
                  "full": {s: E.metrics(simulate(model, Static(L), o, tr), labels[s]) for s, o in outs.items()},
                  "policies": {}}
         for pname in policies:
-            if pname in UNSUPPORTED or E.available(model, pname) or pname == "static":
+            if pname in UNSUPPORTED or E.available(model, pname) or pname == "static" or \
+                    (cm is not None and pname not in LOGIT_POLICIES):
                 continue
             points = []
             for i, pol in enumerate(E.sweep_policies(pname, L, model.num_labels)):
