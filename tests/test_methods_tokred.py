@@ -385,3 +385,31 @@ def test_sweep_flops_are_the_oracles():
         tokred.simulate(model, refexit.PredictedExit(0.5), out, tr)
     assert [n for n, _ in tokred.parse_configs(["0.9,0.8"], ["1,0.5,0.5"], 3)] == \
         ["rate 0.9", "rate 0.8", "keep 1,0.5,0.5"]
+
+
+def test_sweep_compiled_engine_gives_the_oracle_engines_points(tmp_path):
+    """evaluate --token-engine c: the per-layer logits of the compiled C (Static(k) runs) replay to
+    the same exits and FLOPs as the oracle's features."""
+    pytest.importorskip("cffi")
+    import codegen
+    from refexit.train import evaluate as E
+    from refexit.train import tokred
+    model = random_model(num_layers=3, hidden=18, heads=3, intermediate=22, num_labels=3, seed=9,
+                         head_kind="mean_linear", vocab_size=97, max_position=40, scale=1.5)
+    tr = TokenReduction([0.8, 0.6, 0.4])
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(1, MAX_LEN + 1, 12)
+    mask = (np.arange(MAX_LEN)[None] < lengths[:, None]).astype(np.int64)
+    enc = {"input_ids": rng.integers(0, 97, (12, MAX_LEN)) * mask, "attention_mask": mask}
+    cm = codegen.compile_model(model.with_token_reduction(TokenReduction([1.0, 1.0, 1.0])), refexit.Static(3),
+                               tmp_path / "sweep", prefix="tk_sweep", max_length=MAX_LEN, max_batch=MAX_BATCH,
+                               max_tokens=MAX_TOKENS)
+    c_out = tokred.compiled_outputs(cm, model, tr, enc)
+    o_out = E.LayerOutputs(model.astype(np.float64), tokred.features_of_rows(model.astype(np.float64), tr,
+                                                                            model.rows(enc)))
+    for pol in (refexit.Entropy(0.8), refexit.MaxProb(0.6), refexit.Patience(1)):
+        a, b = tokred.simulate(model, pol, c_out, tr), tokred.simulate(model, pol, o_out, tr)
+        ok = b.margins > 1e-4
+        np.testing.assert_array_equal(a.exit_layers[ok], b.exit_layers[ok])
+        np.testing.assert_allclose(a.logits[ok], b.logits[ok], rtol=1e-4, atol=1e-5)
+        np.testing.assert_array_equal(a.flops[ok], b.flops[ok])

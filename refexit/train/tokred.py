@@ -43,12 +43,11 @@ class CompiledOutputs:
         return len(self.lengths)
 
 
-def compiled_outputs(cm, model, tr: TokenReduction, texts, max_length: int = 128, pairs=None) -> CompiledOutputs:
+def compiled_outputs(cm, model, tr: TokenReduction, enc) -> CompiledOutputs:
     """Run the compiled library `cm` (compiled with token reduction, any policy kind "static") at
     Static(k) for k = 1..L under tr: head k's logits of every sample, with its tokens reduced as
     Model.classify reduces them (tests/test_methods_tokred.py checks C = oracle)."""
     cm.set_keep(tr)
-    enc = model.tokenizer(list(texts), None if pairs is None else list(pairs), max_length=max_length)
     lengths = np.asarray(enc["attention_mask"] if isinstance(enc, dict) else enc.attention_mask).sum(axis=1)
     logits = []
     for k in range(1, model.num_layers + 1):
@@ -144,6 +143,8 @@ def evaluate_reductions(model, configs, splits: dict, labels: dict, policies, fu
         cm = codegen.compile_model(model.with_token_reduction(configs[0][1]), Static(L), build_dir,
                                    prefix="tokred_sweep", max_batch=64, max_length=max_length)
         cm.set_threads(threads)
+        encs = {s: model.tokenizer(list(texts), None if pairs is None else list(pairs), max_length=max_length)
+                for s, (texts, pairs) in splits.items()}
     for name, tr in configs:
         t0 = time.monotonic()
         if cm is None:
@@ -151,7 +152,7 @@ def evaluate_reductions(model, configs, splits: dict, labels: dict, policies, fu
                                                      f"{s} keep {name}"))
                     for s, (texts, pairs) in splits.items()}
         else:
-            outs = {s: compiled_outputs(cm, model, tr, texts, max_length, pairs) for s, (texts, pairs) in splits.items()}
+            outs = {s: compiled_outputs(cm, model, tr, encs[s]) for s in splits}
         entry = {"keep": list(tr.keep), "engine": engine,
                  "full": {s: E.metrics(simulate(model, Static(L), o, tr), labels[s]) for s, o in outs.items()},
                  "policies": {}}
