@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     ds = data.load_dataset(args.data)
     texts, y = ds.test.texts[:args.texts], np.asarray(ds.test.labels[:args.texts])
     enc = model.tokenizer(texts, max_length=args.max_length)
-    n = np.asarray(enc["attention_mask"]).sum(axis=1)
+    n = np.asarray(enc.attention_mask).sum(axis=1)
     print(f"{args.data}: {len(texts)} test texts, mean {n.mean():.1f} tokens; {tr!r} keeps "
           f"{np.mean([tr.counts(int(k))[-1] for k in n]):.1f} at layer {L}")
     policies = [refexit.Static(L)] + ([refexit.Entropy(args.threshold)] if args.threshold is not None else [])
