@@ -11,6 +11,7 @@ One CompiledModel serialises its own calls with a lock (a C handle is single-thr
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import threading
@@ -25,6 +26,7 @@ import refexit
 from refexit import jsonio, validate
 from refexit.errors import CheckpointError, InputError
 from refexit.results import ClassifyResult
+from refexit.tokens import LayerCost
 from refexit.tokenizers.wordpiece import input_arrays, unpack
 
 from . import build as _build
@@ -72,6 +74,9 @@ class CompiledModel:
             self._fn = types.SimpleNamespace(**{n: getattr(self.lib, f"{p}_{n}") for n in (
                 "open", "close", "set_threads", "set_threshold", "set_thresholds", "get_thresholds",
                 "classify_batch", "classify_padded", "strerror", "model_hash")})
+            if "token_reduction" in manifest:                  # the length configuration (model.c.j2)
+                for n in ("set_keep", "get_keep"):
+                    setattr(self._fn, n, getattr(self.lib, f"{p}_{n}"))
             if manifest["policy"]["name"] == "ceebert":       # the bandits' state (policy.c.j2)
                 for n in ("bandit_num_arms", "bandit_state", "bandit_set_state", "bandit_reset"):
                     setattr(self._fn, n, getattr(self.lib, f"{p}_{n}"))
@@ -107,8 +112,9 @@ class CompiledModel:
         self.isa = manifest["isa"]
         self.warnings = list(manifest["warnings"])
         self._count = manifest["policy"]["count"]
-        self._flops = flops_table(manifest["flops"], self.num_layers, self.policy_name, self.max_length,
-                                  bool(manifest["policy"].get("check_between", False)))
+        tr = manifest.get("token_reduction")
+        self.keep = tuple(tr["keep"]) if tr else None       # token reduction: keep ratio per layer (None: off)
+        self._set_flops()
         C = self.num_labels
         self._dtype = np.dtype([("logits", "<f4", (C,)), ("label", "<i4"), ("exit_layer", "<i4"),
                                 ("score", "<f4"), ("margin", "<f4")])
@@ -116,6 +122,41 @@ class CompiledModel:
             raise CheckpointError(f"{p}_result is {self.ffi.sizeof(f'{p}_result')} bytes, expected "
                                   f"{self._dtype.itemsize}")
         self._tokenizer = None
+
+    def _set_flops(self) -> None:
+        m = self.manifest
+        self._flops = flops_table(m["flops"], self.num_layers, self.policy_name, self.max_length,
+                                  bool(m["policy"].get("check_between", False)))
+        if self.keep is not None:
+            reduced_flops(self._flops, m["flops"], m["token_reduction"]["cost"], self.keep, self.policy_name,
+                          bool(m["policy"].get("check_between", False)))
+
+    def set_keep(self, reduction) -> None:
+        """Change the length configuration of a library compiled with token reduction:
+        a refexit.TokenReduction or one keep ratio per layer."""
+        from refexit.tokens import TokenReduction
+        if self.keep is None:
+            raise InputError("this library was compiled without token reduction (compile it from "
+                             "model.with_token_reduction(...) or with --keep)")
+        tr = reduction if isinstance(reduction, TokenReduction) else TokenReduction(reduction)
+        tr.check(self.num_layers)
+        vals = self.ffi.new("double[]", list(tr.keep))
+        with self._lock:
+            st = self._fn.set_keep(self._handle(), vals, len(tr.keep))
+        if st:
+            raise self._error(st, "set_keep")
+        self.keep = tr.keep
+        self._set_flops()
+
+    def get_keep(self) -> tuple:
+        """The keep ratios in force in the C handle (token reduction)."""
+        if self.keep is None:
+            raise InputError("this library was compiled without token reduction")
+        out = self.ffi.new("double[]", self.num_layers)
+        st = self._fn.get_keep(self._handle(), out, self.num_layers)
+        if st:
+            raise self._error(st, "get_keep")
+        return tuple(out[i] for i in range(self.num_layers))
 
     # ------------------------------------------------------------------ errors
     def _error(self, status: int, context: str = "") -> Exception:
@@ -513,6 +554,12 @@ def check_manifest(manifest, where) -> dict:
     for h in heads:
         numbers(h, "'flops.heads'", 3, whole=True)
     validate.integer(get(fl, "policy", "manifest flops"), f"{where}: manifest field 'flops.policy'", 0, 1 << 62, E)
+    if "token_reduction" in manifest:                  # present when compiled with token reduction
+        tr = obj("token_reduction")
+        keep = numbers(get(tr, "keep", "manifest token_reduction"), "'token_reduction.keep'", L)
+        if not all(0.0 < float(x) <= 1.0 for x in keep):
+            raise E(f"{where}: manifest field 'token_reduction.keep' must hold ratios in (0, 1]")
+        numbers(get(tr, "cost", "manifest token_reduction"), "'token_reduction.cost'", 4, whole=True)
     if "gpf" in fl:                                    # Global Past-Future: FLOPs of its check after layers 1..L-1
         numbers(fl["gpf"], "'flops.gpf'", max(L - 1, 0), whole=True)
     elif pol["name"] == "gpf":
@@ -553,6 +600,25 @@ def flops_polynomials(fl: dict, L: int, policy_name: str, check_between: bool = 
             return add(layers(e), *heads[:1], *heads[e - 1:e] if e > 1 else ())
         return add(layers(e), *heads[:e], (fl["policy"] * min(e, L - 1), 0, 0))
     return [spent(e) for e in range(1, L + 1)], add(layers(L), heads[L - 1])
+
+
+def reduced_flops(table: np.ndarray, fl: dict, cost, keep, policy_name: str, check_between: bool = False) -> None:
+    """Overwrite the spent FLOPs table[e, n, 0] of flops_table with token reduction (refexit.tokens:
+    layer i runs on the tokens entering it and keeps k_i; the heads read k_i tokens), as
+    Model.classify counts them; the full-model column stays the unreduced model."""
+    from refexit.tokens import LayerCost, TokenReduction, spent_flops
+    lc, tr = LayerCost(*(int(c) for c in cost)), TokenReduction(list(keep))
+    L = len(tr.keep)
+    heads = [(lambda c: (lambda T: c[0] + T * (c[1] + T * c[2])))(tuple(int(v) for v in h)) for h in fl["heads"]]
+    for e in range(1, L + 1):
+        if policy_name == "static":
+            run = [e]
+        elif policy_name == "edgebert" and not check_between:
+            run = [1] + ([e] if e > 1 else [])
+        else:
+            run = list(range(1, e + 1))
+        for n in range(table.shape[1]):
+            table[e, n, 0] = spent_flops(lc, tr, n, e, heads, run, int(fl["policy"]), L)
 
 
 def flops_table(fl: dict, L: int, policy_name: str, max_length: int, check_between: bool = False) -> np.ndarray:
@@ -627,6 +693,8 @@ def _manifest(model, plan, res) -> dict:
                   "policy": int(policy_flops),
                   **({"gpf": [int(_gpf_flops(layer, plan)) for layer in range(1, plan.num_layers)]}
                      if plan.gpf else {})},
+        **({"token_reduction": {"keep": list(plan.keep), "cost": list(dataclasses.astuple(
+            LayerCost.of(H, I, cfg.num_attention_heads)))}} if plan.keep else {}),
         "tokenizer": {"kind": plan.tokenizer, "special_tokens": list(plan.special_tokens),
                       "do_lower_case": cfg.do_lower_case, "strip_accents": cfg.strip_accents,
                       "tokenize_chinese_chars": cfg.tokenize_chinese_chars, "max_length": cfg.max_length,

@@ -131,6 +131,8 @@ def provenance(plan, what: str) -> str:
         f"policy:  {plan.policy.repr}",
         f"options: prefix={plan.prefix} max_length={plan.max_length} max_batch={plan.max_batch} "
         f"max_tokens={plan.max_tokens} precision={plan.precision}",
+        *([f"tokens:  keep {', '.join(f'{r:.17g}' for r in plan.keep)} (token reduction, per layer)"]
+          if plan.keep else []),
         f"weights: {plan.prefix}.weights (format {pack.FORMAT_VERSION}, {pack.file_size(plan)} bytes)",
     ]
     body = "\n".join(" * " + c_comment(line) for line in lines)
@@ -169,6 +171,7 @@ def _context(plan) -> dict:
         label_names=", ".join(c_string(n) for n in plan.label_names),
         thresholds=", ".join(c_float(t) for t in thresholds),
         temperatures=", ".join(c_float(t) for t in pol.temperatures),
+        keep_c=", ".join(c_double(r) for r in plan.keep) if plan.keep else "",
         pol=dict(name=pol.name, count=pol.count, inclusive=pol.inclusive, tau=pol.tau, lam=pol.lam,
                  check_between=pol.check_between, arms=pol.arms, ucb_c=pol.ucb_c, cost=pol.cost,
                  arms_c=", ".join(c_float(a) for a in pol.arms),

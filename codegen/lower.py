@@ -29,6 +29,7 @@ HEAD_KIND_IDS = {"none": 0, "pooler_linear": 1, "shared_pooler": 2, "mean_linear
 POLICY_KINDS = ("entropy", "norm_entropy", "max_prob", "learned", "ponder", "patience", "window", "static", "de3", "edgebert",
                 "ceebert", "gpf", "dact")
 POLICY_KINDS += ("smartbert",)   # SmartBERT: skip gates (compiled in with this policy only) + entropy exit
+TOKEN_REDUCTION_REFUSED = ("smartbert", "gpf")   # not combined with token reduction (untested together)
 COUNT_POLICIES = ("patience", "window", "static")   # their run-time "threshold" is an integer count
 MAX_EMBEDDING_SIZE = 8192       # E of a projected embedding: one row of it lives on the C stack
 
@@ -122,6 +123,7 @@ class Plan:
     dact: bool = False                 # DACT-BERT halting units dact.w [L-1, F], dact.b [L-1] in the blob
     gate_width: int = 0                # SmartBERT skip gates in the blob (policy smartbert only): width W (0: none)
     gate_heads: int = 0                # their attention heads
+    keep: tuple | None = None          # token reduction: keep ratio per layer [L] (refexit.tokens; None: off)
 
     @property
     def head_dim(self) -> int:
@@ -267,6 +269,13 @@ def lower(model, policy: Policy | None = None, prefix: str | None = None, max_le
     plan.dact = dw is not None and L > 1 and dw.shape == (L - 1, F) and ep.dact["b"].shape == (L - 1,)
     if policy.name == "smartbert":        # the gates go into the blob with the policy that reads them
         plan.gate_width, plan.gate_heads = int(ep.gates[0]["proj.w"].shape[0]), int(ep.gate_heads)
+    tr = getattr(model, "token_reduction", None)
+    if tr is not None:                    # the length configuration (refexit.tokens.TokenReduction)
+        tr.check(L)
+        if policy.name in TOKEN_REDUCTION_REFUSED:
+            raise InputError(f"token reduction with the {policy.name} policy is not supported (SmartBERT's skip gates "
+                             f"and Global Past-Future's own exit logits were built and tested on full-length layers)")
+        plan.keep = tuple(float(r) for r in tr.keep)
     plan.tensors = pack.layout(model, plan)
     plan.model_hash = pack.model_hash(model, plan)
     return plan

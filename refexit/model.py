@@ -43,6 +43,7 @@ class Model:
                              for k, v in p.items()} for p in self._layers]
         if config.shared_layers:        # ALBERT: one layer's weights, applied num_hidden_layers times
             self._layers = self._layers * config.num_hidden_layers
+        self.token_reduction = None     # refexit.tokens.TokenReduction: classify drops tokens (with_token_reduction)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -64,8 +65,24 @@ class Model:
 
     def astype(self, dtype) -> "Model":
         """The same model computing in `dtype` (np.float64 for tight checks)."""
-        return Model(self.config, {k: v.astype(dtype) for k, v in self.weights.items()},
-                     self.exits.astype(dtype), self.label_names, self.tokenizer, self.source, self.precision)
+        m = Model(self.config, {k: v.astype(dtype) for k, v in self.weights.items()},
+                  self.exits.astype(dtype), self.label_names, self.tokenizer, self.source, self.precision)
+        m.token_reduction = self.token_reduction
+        return m
+
+    def with_token_reduction(self, reduction) -> "Model":
+        """The same model whose classify keeps, inside each layer i after its attention, only the
+        tokens of the length configuration `reduction` (refexit.TokenReduction; None: all tokens).
+        hidden_states() is unchanged (every token, as HF)."""
+        from .tokens import TokenReduction
+        if reduction is not None:
+            if not isinstance(reduction, TokenReduction):
+                raise InputError(f"token reduction must be a refexit.TokenReduction, got {reduction!r}")
+            reduction.check(self.num_layers)
+        m = Model(self.config, self.weights, self.exits, self.label_names, self.tokenizer, self.source,
+                  self.precision)
+        m.token_reduction = reduction
+        return m
 
     def with_precision(self, precision: str) -> "Model":
         """The model as the compiled C of `precision` computes it (docs/codegen.md, "Precisions").
@@ -82,8 +99,10 @@ class Model:
         heads and policies are unchanged. `weights` keeps the fp32 originals (what codegen packs)."""
         if precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        return Model(self.config, self.weights, self.exits, self.label_names, self.tokenizer, self.source,
-                     precision)
+        m = Model(self.config, self.weights, self.exits, self.label_names, self.tokenizer, self.source,
+                  precision)
+        m.token_reduction = self.token_reduction
+        return m
 
     # ------------------------------------------------------------------ input checking
     def rows(self, enc) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -189,11 +208,25 @@ class Model:
         return policy.check(L, self.num_labels, self.exits)
 
     def classify(self, enc, policy: Policy | None = None, trace: bool = False) -> ClassifyResult:
-        """Per-sample early-exit classification. policy None = the full model (Static(L))."""
+        """Per-sample early-exit classification. policy None = the full model (Static(L)).
+        With a token reduction (with_token_reduction), layer i keeps k_i tokens after its attention;
+        the selection's margin joins the sample's margins when it can change the result."""
         L = self.num_layers
         policy = policy if policy is not None else Static(L)
         msgs = self.check_policy(policy)
         rows = self.rows(enc)
+        tr = self.token_reduction
+        if tr is not None:
+            from .tokens import LayerCost
+            tr.check(L)
+            if policy.skips_layers or policy.own_logits:
+                raise InputError(f"token reduction with the {policy.name} policy is not supported (SmartBERT's skip "
+                                 f"gates and Global Past-Future's own exit logits were built and tested on "
+                                 f"full-length layers)")
+            cost = LayerCost.of(self.config.hidden_size, self.config.intermediate_size,
+                                self.config.num_attention_heads)
+            counts = {b: tr.counts(len(r[0])) for b, r in enumerate(rows)}
+            final_cls = self.exits.heads[L - 1].kind in ("pooler_linear", "shared_pooler", "scalar_mix")
         B, C = len(rows), self.num_labels
         logits = np.zeros((B, C), self.dtype)
         exit_layers = np.zeros(B, np.int64)
@@ -212,10 +245,20 @@ class Model:
                     skipped, _, gm = policy.skip(layer, x[b], self.exits, states[b])
                     flops[b] += self.exits.gate_flops(n)
                     margins[b] = min(margins[b], gm)
-                if not skipped:
+                if not skipped and tr is None:
                     x[b] = self.layer(layer - 1, x[b])
                     flops[b] += self.layer_flops(n)
                     run[b] += 1
+                elif not skipped:                   # keep k_i tokens after the attention
+                    n_in, n = len(x[b]), counts[b][layer - 1]
+                    c = self.config
+                    x[b], _, gap = nn.encoder_layer_keep(x[b], self._layers[layer - 1], c.num_attention_heads,
+                                                         c.hidden_act, c.layer_norm_eps, n,
+                                                         nn.LINEAR[self.precision])
+                    flops[b] += cost(n_in, n, tr.keep[layer - 1] < 1.0)
+                    run[b] += 1
+                    if layer < L or not final_cls:  # the final [CLS] head: the selection cannot matter
+                        margins[b] = min(margins[b], gap)
                 cls[b].append(x[b][0])
                 if layer < L and (skipped or not policy.evaluates_head(layer, states[b])):
                     continue                        # e.g. the static baseline evaluates one head only

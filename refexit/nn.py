@@ -191,9 +191,11 @@ def argmax(z):                                  # [N, C] -> [N]; ties go to the 
 
 
 # ---------------------------------------------------------------- attention and the layer
-def attention(x, key_mask, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b, n_heads: int, linear=linear):
+def attention(x, key_mask, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b, n_heads: int, linear=linear,
+              return_probs: bool = False):
     """Self-attention of one sequence. x [T, D], key_mask [T] bool (False = padded key, skipped).
-    linear: the projections' product (LINEAR[precision]); scores and context stay in x's dtype."""
+    linear: the projections' product (LINEAR[precision]); scores and context stay in x's dtype.
+    return_probs: also return the attention probabilities [nh, T (query), T (key)]."""
     T, D = x.shape
     d = D // n_heads
     q = linear(x, q_w, q_b).reshape(T, n_heads, d).transpose(1, 0, 2)   # [nh, T, d]
@@ -201,9 +203,11 @@ def attention(x, key_mask, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b, n_heads: int,
     v = linear(x, v_w, v_b).reshape(T, n_heads, d).transpose(1, 0, 2)   # [nh, T, d]
     scores = q @ k.transpose(0, 2, 1) / np.sqrt(np.array(d, x.dtype))    # [nh, T, T]
     scores = np.where(key_mask[None, None, :], scores, -np.inf)         # padded keys get weight 0
-    ctx = softmax(scores) @ v                                           # [nh, T, d]
+    probs = softmax(scores)                                             # [nh, T, T]
+    ctx = probs @ v                                                     # [nh, T, d]
     ctx = ctx.transpose(1, 0, 2).reshape(T, D)                          # [T, D]
-    return linear(ctx, o_w, o_b)                                        # [T, D]
+    out = linear(ctx, o_w, o_b)                                         # [T, D]
+    return (out, probs) if return_probs else out
 
 
 def encoder_layer(x, key_mask, p: dict, n_heads: int, act: str, eps: float, linear=linear):
@@ -215,6 +219,21 @@ def encoder_layer(x, key_mask, p: dict, n_heads: int, act: str, eps: float, line
     f = ACTIVATION[act](linear(x, p["ffn.up.w"], p["ffn.up.b"]))                        # [T, I]
     f = linear(f, p["ffn.down.w"], p["ffn.down.b"])                                     # [T, H]
     return layer_norm(x + f, p["ffn.ln.w"], p["ffn.ln.b"], eps)                         # [T, H]
+
+
+def encoder_layer_keep(x, p: dict, n_heads: int, act: str, eps: float, keep: int, linear=linear):
+    """One BERT layer on the real tokens x [T, H] that keeps `keep` of them after its attention
+    (token reduction, refexit.tokens): the output projection, LayerNorm and feed-forward block run
+    on the kept rows only. -> (out [k, H], kept positions [k] ascending, selection margin)."""
+    from .tokens import select
+    a, probs = attention(x, np.ones(len(x), dtype=bool), p["attn.q.w"], p["attn.q.b"], p["attn.k.w"],
+                         p["attn.k.b"], p["attn.v.w"], p["attn.v.b"], p["attn.o.w"], p["attn.o.b"], n_heads,
+                         linear, return_probs=True)                                     # [T, H], [nh, T, T]
+    kept, margin = select(probs.sum(axis=(0, 1)), keep)                                # significance [T]
+    x = layer_norm(x[kept] + a[kept], p["attn.ln.w"], p["attn.ln.b"], eps)               # [k, H]
+    f = ACTIVATION[act](linear(x, p["ffn.up.w"], p["ffn.up.b"]))                        # [k, I]
+    f = linear(f, p["ffn.down.w"], p["ffn.down.b"])                                     # [k, H]
+    return layer_norm(x + f, p["ffn.ln.w"], p["ffn.ln.b"], eps), kept, margin           # [k, H]
 
 
 def embed(ids, type_ids, word, pos, typ, ln_w, ln_b, eps: float):

@@ -71,6 +71,11 @@ def sources(tmp_path_factory):
         model = model_for(kind, C)
         plan = quiet(lower, model, ALL_POLICIES[pol](C, model.num_layers), prefix=f"x_{kind}_{pol}_{C}")
         out[(kind, pol, C)] = emit.write_sources(plan, root / f"{kind}_{pol}_{C}")[1]
+    for i, kind in enumerate(KINDS):              # token reduction (refexit/tokens.py), each precision
+        model = model_for(kind, 3).with_token_reduction(refexit.TokenReduction([1.0, 0.7, 0.5]))
+        prec = ("fp32", "bf16", "int8", "fp32")[i]
+        plan = quiet(lower, model, refexit.MaxProb(0.6), prefix=f"x_{kind}_keep_{prec}", precision=prec)
+        out[(kind, f"keep_{prec}", 3)] = emit.write_sources(plan, root / f"{kind}_keep_{prec}")[1]
     return out
 
 
@@ -82,7 +87,7 @@ def test_warning_free_pedantic_c99(cc, sources, tmp_path):
     for i, ((kind, pol, C), c_path) in enumerate(sources.items()):
         # the portable build for every combination; the SIMD builds (compiling needs no such CPU)
         # for one combination of each head kind
-        isas = ["scalar"] + (["avx2", "avx512"] if x86 and i < len(KINDS) else [])
+        isas = ["scalar"] + (["avx2", "avx512"] if x86 and (i < len(KINDS) or pol == "keep_fp32") else [])
         for isa in isas:
             for omp in ([None, False] if (kind, pol, C) == COMBOS[0] else [None]):
                 build.compile_c(c_path, tmp_path / f"{c_path.stem}_{omp}_{isa}.so", cc,

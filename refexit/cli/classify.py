@@ -85,7 +85,8 @@ def run(args) -> int:
     from refexit.errors import InputError
     if args.batch < 1:
         raise InputError(f"--batch must be at least 1, got {args.batch}")
-    model = refexit.load(args.model_dir, exits=args.exits)
+    from refexit.cli.token_args import apply_token_args
+    model = apply_token_args(args, refexit.load(args.model_dir, exits=args.exits))
     policy = policy_from_args(args, model.num_layers)
     model.check_policy(policy if policy is not None else refexit.Static(model.num_layers))   # errors before input
     if args.cascade is not None:
@@ -141,4 +142,6 @@ def add_subcommand(sub):
                    help="CascadeBERT: the model truncated at layer K answers when its calibrated max softmax "
                         "> THR, the full model answers the rest (lines add \"member\", \"member_layers\")")
     add_policy_args(p)
+    from refexit.cli.token_args import add_token_args
+    add_token_args(p)
     p.set_defaults(func=run)

@@ -34,6 +34,8 @@ def add_subcommand(subparsers) -> None:
                    help="exit heads: the folder `refexit train-exits` wrote, or an exits.safetensors file "
                         "(default: MODEL_DIR/exits.safetensors when present)")
     add_policy_args(p)
+    from refexit.cli.token_args import add_token_args
+    add_token_args(p)
     b = p.add_argument_group("build")
     b.add_argument("--prefix", help="C symbol prefix (default: from the model folder name)")
     b.add_argument("--max-length", type=int, metavar="N", help="longest sequence in tokens (default: the model's)")
@@ -64,7 +66,8 @@ def _cmd_compile(args) -> int:
     out = Path(args.out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"-o {out}: this is a file; the output must be a folder (it is created when missing)")
-    model = load(args.model_dir, exits=args.exits)
+    from refexit.cli.token_args import apply_token_args
+    model = apply_token_args(args, load(args.model_dir, exits=args.exits))
     policy = policy_from_args(args, model.num_layers)
     prefix = args.prefix or _default_prefix(args.model_dir)
     openmp = {"auto": None, "on": True, "off": False, "static": True}[args.openmp]
@@ -79,7 +82,9 @@ def _cmd_compile(args) -> int:
     for msg in dict.fromkeys(str(w.message) for w in caught):
         print(f"refexit: warning: {msg}", file=sys.stderr)
     m = cm.manifest
-    print(f"compiled {args.model_dir} with {m['policy']['repr']} -> {out}/")
+    print(f"compiled {args.model_dir} with {m['policy']['repr']}"
+          + (f" and token reduction keep {m['token_reduction']['keep']}" if "token_reduction" in m else "")
+          + f" -> {out}/")
     for key in ("header", "source", "weights", "library"):
         path = out / m[key]
         print(f"  {m[key]:<32} {path.stat().st_size:>12,} bytes")

@@ -60,6 +60,14 @@ def add_subcommand(subparsers) -> None:
                    help="--precision: also run the oracle emulating each precision on the first N test "
                         "texts and report its agreement with the C (default 200; 0: off)")
     p.add_argument("--no-cache", action="store_true", help="recompute features (and do not cache them)")
+    p.add_argument("--token-rates", action="append", metavar="R[,R...]",
+                   help="with --sweep: also evaluate token reduction keeping R**i of the tokens in layer i, for "
+                        "each rate R, alone and with each policy (one backbone pass per rate; docs/methods.md)")
+    p.add_argument("--token-keep", action="append", metavar="R1,...,RL",
+                   help="with --sweep: also evaluate this length configuration (keep ratio per layer; repeatable)")
+    p.add_argument("--token-engine", choices=("oracle", "c"), default="oracle",
+                   help="token reduction: per-layer outputs from the oracle (default; cached) or the compiled C "
+                        "(much faster; policies that read only the logits)")
     p.set_defaults(func=run)
 
 
@@ -131,6 +139,16 @@ def run(args) -> int:
                    "max_length": max_length, "limit": args.limit,
                    "sizes": {s: len(labels[s]) for s in labels}, "training": {
                        k: meta.get(k) for k in ("head_kind", "objective", "extras", "seed") if k in meta}})
+    if args.token_rates or args.token_keep:                # token reduction (refexit/train/tokred.py)
+        from refexit.train import tokred
+        if not args.sweep:
+            raise refexit.InputError("--token-rates / --token-keep are swept: give them with --sweep")
+        configs = tokred.parse_configs(args.token_rates, args.token_keep, model.num_layers)
+        splits = {s: (getattr(ds, s).texts, getattr(ds, s).pairs) for s in ("dev", "test")}
+        report["token_reduction"] = tokred.evaluate_reductions(
+            model, configs, splits, labels, policies, report["full"], args.max_drop / 100, max_length,
+            use_cache=not args.no_cache, engine=args.token_engine,
+            build_dir=(args.out or file.parent) / "compiled-tokred", threads=args.threads)
     if ds.info.get("source") == "files":                  # your own data: where from, and the rows left out
         report["data"] = userdata.describe(ds)
     out = args.out or file.parent
@@ -142,6 +160,12 @@ def run(args) -> int:
         compiled_precisions(model, report, precisions, ds.test.texts, ds.test.labels, max_length, compiled,
                             threshold, args.wallclock or 0, args.crosscheck, args.repeat, ds.test.pairs)
     print_report(report)
+    if "token_reduction" in report:
+        from refexit.train import tokred
+        print(f"\ntoken reduction (test; thresholds picked on dev: fewest FLOPs within {args.max_drop:g} point of "
+              f"the full model):")
+        tokred.print_table(tokred.table_rows(report["full"], report["policies"], report["token_reduction"],
+                                             args.max_drop / 100))
     out.mkdir(parents=True, exist_ok=True)
     stem = f"evaluate-{name}" + ("" if args.sweep else "-point")
     (out / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
