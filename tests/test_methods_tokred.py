@@ -207,8 +207,15 @@ def check_batch_independence(cm, enc, got):
         assert one.exit_layers[0] == got.exit_layers[b] and one.margins[0] == got.margins[b]
 
 
-@pytest.mark.parametrize("policy", POLICIES)
-@pytest.mark.parametrize("kind", KINDS)
+def _grid():
+    """Every head kind and every policy by default (the diagonal, POLICIES cycled over KINDS); the
+    rest of the kind x policy grid under -m slow (it compiles a library per pair)."""
+    diagonal = {(k, POLICIES[i % len(POLICIES)]) for i, k in enumerate(KINDS)}
+    return [pytest.param(k, p, marks=() if (k, p) in diagonal else pytest.mark.slow)
+            for k in KINDS for p in POLICIES]
+
+
+@pytest.mark.parametrize("kind, policy", _grid())
 def test_compiled_token_reduction_matches_oracle(kind, policy, build_root):
     """A length configuration drawn per example (set_keep at run time), thresholds cut between the
     reduced oracle's own scores; per sample: exit layer and label exact unless the oracle's margin
