@@ -227,6 +227,17 @@ def compare(cm, model, policy, enc, what: str):
     return got
 
 
+def assert_alone_as_in_batch(cm, enc, got):
+    """A sample's result does not depend on its batch mates (bitwise): the first and the last sample
+    of the batch `enc`, classified alone, give the logits and exit layers the batch gave them (got)."""
+    B = len(got.exit_layers)
+    for b in sorted({0, B - 1}):
+        n = int(enc["attention_mask"][b].sum())
+        one = cm.classify({k: v[b:b + 1, :n] for k, v in enc.items()})
+        np.testing.assert_array_equal(one.logits[0], got.logits[b])
+        assert one.exit_layers[0] == got.exit_layers[b]
+
+
 @pytest.mark.parametrize("policy", POLICIES)
 @pytest.mark.parametrize("kind", HEAD_KINDS)
 def test_compiled_matches_oracle(kind, policy, build_root):
@@ -247,13 +258,7 @@ def test_compiled_matches_oracle(kind, policy, build_root):
         pol = policy_from_scores(data.draw, policy, model, scores, base)
         got = compare(cm, model, pol, enc, f"config {cfg} {kind}")
         STATS["examples"] += 1
-        # a sample's result does not depend on its batch mates (bitwise)
-        B = len(got.exit_layers)
-        for b in sorted({0, B - 1}):
-            n = int(enc["attention_mask"][b].sum())
-            one = cm.classify({k: v[b:b + 1, :n] for k, v in enc.items()})
-            np.testing.assert_array_equal(one.logits[0], got.logits[b])
-            assert one.exit_layers[0] == got.exit_layers[b]
+        assert_alone_as_in_batch(cm, enc, got)
 
     check()
 

@@ -19,7 +19,8 @@ from refexit.train import dact as D
 from refexit.train import evaluate as E
 from refexit.train import features as F
 
-from test_codegen_props import EXAMPLES, MAX_BATCH, MAX_LEN, MAX_TOKENS, batches, compare
+from test_codegen_props import (EXAMPLES, MAX_BATCH, MAX_LEN, MAX_TOKENS, assert_alone_as_in_batch, batches,
+                                compare)
 
 
 def reference(zs, gates, L):
@@ -296,12 +297,7 @@ def test_compiled_dact_matches_oracle(kind, build_root):
         model, cm = get(cfg, kind, shift, build_root)
         enc = data.draw(batches(model.config.vocab_size), label="batch")
         got = compare(cm, model, refexit.DACT(), enc, f"config {cfg} {kind} shift {shift} dact")
-        B = len(got.exit_layers)
-        for b in sorted({0, B - 1}):
-            n = int(enc["attention_mask"][b].sum())
-            one = cm.classify({k: v[b:b + 1, :n] for k, v in enc.items()})
-            np.testing.assert_array_equal(one.logits[0], got.logits[b])
-            assert one.exit_layers[0] == got.exit_layers[b]
+        assert_alone_as_in_batch(cm, enc, got)
 
     check()
 

@@ -16,7 +16,8 @@ from refexit.heads import ExitParams
 from refexit.synthetic import random_model, save_model
 from refexit.train.exits import class_prototypes
 
-from test_codegen_props import EXAMPLES, MAX_BATCH, MAX_LEN, MAX_TOKENS, batches, compare, cut_between
+from test_codegen_props import (EXAMPLES, MAX_BATCH, MAX_LEN, MAX_TOKENS, assert_alone_as_in_batch, batches,
+                                compare, cut_between)
 from test_policies import decide_seq
 
 L, C = 4, 3
@@ -180,12 +181,7 @@ def test_compiled_de3_matches_oracle(kind, build_root):
         else:
             thr = cut_between(data.draw, scores, "cut")
         got = compare(cm, model, refexit.DistanceEntropy(thr, lam=lam), enc, f"config {cfg} {kind} de3")
-        B = len(got.exit_layers)
-        for b in sorted({0, B - 1}):
-            n = int(enc["attention_mask"][b].sum())
-            one = cm.classify({k: v[b:b + 1, :n] for k, v in enc.items()})
-            np.testing.assert_array_equal(one.logits[0], got.logits[b])
-            assert one.exit_layers[0] == got.exit_layers[b]
+        assert_alone_as_in_batch(cm, enc, got)
 
     check()
 

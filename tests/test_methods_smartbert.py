@@ -16,7 +16,8 @@ from refexit.errors import CheckpointError, InputError
 from refexit.synthetic import random_model, save_model
 from refexit.train import skipgates as SG
 
-from test_codegen_props import ATOL, EXAMPLES, MAX_BATCH, MAX_LEN, MAX_TOKENS, NEAR, RTOL, batches, cut_between
+from test_codegen_props import (ATOL, EXAMPLES, MAX_BATCH, MAX_LEN, MAX_TOKENS, NEAR, RTOL,
+                                assert_alone_as_in_batch, batches, cut_between)
 
 
 def model(L=3, H=16, C=3, seed=1, gate_scale=8.0, **kw):
@@ -315,12 +316,7 @@ def test_compiled_smartbert_matches_oracle(kind, build_root):
         thr = ([cut_between(data.draw, scores, f"cut {i + 1}") for i in range(L - 1)]
                if data.draw(st.booleans(), label="per_layer") else cut_between(data.draw, scores, "cut"))
         got, ref = compare(cm, m, refexit.SkipEntropy(thr), enc, f"config {cfg} {kind}")
-        B = len(got.exit_layers)
-        for b in sorted({0, B - 1}):
-            n = int(enc["attention_mask"][b].sum())
-            one = cm.classify({k: v[b:b + 1, :n] for k, v in enc.items()})
-            np.testing.assert_array_equal(one.logits[0], got.logits[b])
-            assert one.exit_layers[0] == got.exit_layers[b]
+        assert_alone_as_in_batch(cm, enc, got)
 
     check()
 
