@@ -231,7 +231,7 @@ def test_train_exits_refuses_pooler_heads_before_any_feature(fam, kind, monkeypa
     rc = main(["train-exits", str(GOLDEN / fam), "--data", "sms_spam", "--heads", kind, "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == 1
-    assert f"{kind} heads read the model's pooler, and this {fam} checkpoint has none" in err
+    assert f"{kind} heads need the model's pooler, and this {fam} checkpoint has none" in err
     assert "train mean_linear, pooler_linear, fastbert heads instead" in err
     with pytest.raises(InputError, match=f"this {fam} checkpoint has none"):     # the Python API alike
         T.check_kind(refexit.load(GOLDEN / fam), kind)

@@ -314,7 +314,7 @@ def check_kind(model, kind: str) -> None:
         fam = model.config.model_type
         why = _NO_POOLER.get(fam, "the checkpoint has no pooler tensors")
         ok = [k for k in TRAINABLE_KINDS if k not in MODEL_POOLER_KINDS]
-        raise InputError(f"{kind} heads read the model's pooler, and this {fam} checkpoint has none ({why}): "
+        raise InputError(f"{kind} heads need the model's pooler, and this {fam} checkpoint has none ({why}): "
                          f"train {', '.join(ok)} heads instead")
 
 
