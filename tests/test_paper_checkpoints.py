@@ -253,3 +253,25 @@ def test_pooler_linear_heads_train_on_a_family_without_a_pooler(tmp_path):
     loaded = refexit.load(GOLDEN / "electra", exits=T.save(res, tmp_path / "exits"))
     assert loaded.heads[0].kind == "pooler_linear" and loaded.heads[-1].act == "gelu"
     assert np.all(loaded.classify(m.tokenizer(texts[:5], max_length=32), refexit.Static(1)).exit_layers == 1)
+
+
+@pytest.mark.parametrize("name", ["deebert_roberta"] + [pytest.param(n, marks=pytest.mark.slow) for n in PAPERS[::2]])
+def test_compiled_paper_checkpoint_takes_the_papers_decisions(name, tmp_path):
+    """The compiled C of each paper's checkpoint (fp32) exits where the paper's forward does (one
+    compile, ~14 s, in the default run; the two ALBERT ones under -m slow)."""
+    import warnings
+
+    import codegen
+    z = golden(name)
+    model = refexit.load(GOLDEN / name)
+    enc = encoding(z)
+    t = z["thresholds"][0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", refexit.ExitWarning)
+        cm = codegen.compile_model(model, paper_policy(name, t), tmp_path / name, prefix=name,
+                                   max_length=16, max_batch=8)
+        res, ref = cm.classify(enc), model.astype(np.float64).classify(enc, paper_policy(name, t))
+    sure = ref.margins >= MARGIN
+    np.testing.assert_array_equal(res.exit_layers[sure], z["exit_layers"][0][sure], err_msg=name)
+    assert_close(res.logits[sure], z["exit_logits"][0][sure], atol=1e-5, what=f"{name} compiled exit logits")
+    assert np.array_equal(res.flops, model.classify(enc, paper_policy(name, t)).flops)
