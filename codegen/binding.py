@@ -554,6 +554,8 @@ def check_manifest(manifest, where) -> dict:
     for h in heads:
         numbers(h, "'flops.heads'", 3, whole=True)
     validate.integer(get(fl, "policy", "manifest flops"), f"{where}: manifest field 'flops.policy'", 0, 1 << 62, E)
+    if "embed" in fl:                                  # the E -> H projection (ALBERT, ELECTRA); older manifests: none
+        numbers(fl["embed"], "'flops.embed'", 3, whole=True)
     if "token_reduction" in manifest:                  # present when compiled with token reduction
         tr = obj("token_reduction")
         keep = numbers(get(tr, "keep", "manifest token_reduction"), "'token_reduction.keep'", L)
@@ -585,12 +587,17 @@ def flops_polynomials(fl: dict, L: int, policy_name: str, check_between: bool = 
     """FLOPs as the oracle counts them (every layer run, every head evaluated, the policy's extra) as
     polynomials (c0, c1, c2) in a sample's length n, from the manifest's coefficients:
     (by_exit [L], full) where by_exit[e - 1] is a sample that exits after layer e and full is the
-    whole model (L layers + the final head)."""
+    whole model (L layers + the final head); both include the embeddings' E -> H projection ("embed",
+    ALBERT / ELECTRA; absent in older manifests: 0)."""
     add = lambda *ps: tuple(map(sum, zip(*ps)))                   # noqa: E731
     layers = lambda e: tuple(e * c for c in fl["layer"])          # noqa: E731
     heads = [tuple(h) for h in fl["heads"]]                       # [L]
+    embed = tuple(fl.get("embed", (0, 0, 0)))                     # once per sample, whatever its exit
 
     def spent(e):
+        return add(embed, exits(e))
+
+    def exits(e):
         if policy_name == "gpf":                                  # its own exit logits before L, the final head at L
             own = (sum(fl["gpf"][:min(e, L - 1)]), 0, 0)
             return add(layers(e), own, *heads[L - 1:L] if e == L else ())
@@ -599,7 +606,7 @@ def flops_polynomials(fl: dict, L: int, policy_name: str, check_between: bool = 
         if policy_name == "edgebert" and not check_between:       # layer 1's head and the exit's
             return add(layers(e), *heads[:1], *heads[e - 1:e] if e > 1 else ())
         return add(layers(e), *heads[:e], (fl["policy"] * min(e, L - 1), 0, 0))
-    return [spent(e) for e in range(1, L + 1)], add(layers(L), heads[L - 1])
+    return [spent(e) for e in range(1, L + 1)], add(embed, layers(L), heads[L - 1])
 
 
 def reduced_flops(table: np.ndarray, fl: dict, cost, keep, policy_name: str, check_between: bool = False) -> None:
@@ -610,6 +617,7 @@ def reduced_flops(table: np.ndarray, fl: dict, cost, keep, policy_name: str, che
     lc, tr = LayerCost(*(int(c) for c in cost)), TokenReduction(list(keep))
     L = len(tr.keep)
     heads = [(lambda c: (lambda T: c[0] + T * (c[1] + T * c[2])))(tuple(int(v) for v in h)) for h in fl["heads"]]
+    e0, e1, e2 = (int(v) for v in fl.get("embed", (0, 0, 0)))
     for e in range(1, L + 1):
         if policy_name == "static":
             run = [e]
@@ -618,7 +626,7 @@ def reduced_flops(table: np.ndarray, fl: dict, cost, keep, policy_name: str, che
         else:
             run = list(range(1, e + 1))
         for n in range(table.shape[1]):
-            table[e, n, 0] = spent_flops(lc, tr, n, e, heads, run, int(fl["policy"]), L)
+            table[e, n, 0] = e0 + n * (e1 + n * e2) + spent_flops(lc, tr, n, e, heads, run, int(fl["policy"]), L)
 
 
 def flops_table(fl: dict, L: int, policy_name: str, max_length: int, check_between: bool = False) -> np.ndarray:
@@ -688,7 +696,7 @@ def _manifest(model, plan, res) -> dict:
                    "inclusive": pol.inclusive, "tau": pol.tau, "check_between": pol.check_between,
                    "temperatures": [float(t) for t in pol.temperatures]},
         "warnings": plan.warnings,
-        "flops": {"layer": [0, 2 * (4 * H * H + 2 * H * I), 4 * H],
+        "flops": {"layer": [0, 2 * (4 * H * H + 2 * H * I), 4 * H], "embed": [0, model.embed_flops(1), 0],
                   "heads": [list(head_flops_coeffs(h)) for h in model.exits.heads],
                   "policy": int(policy_flops),
                   **({"gpf": [int(_gpf_flops(layer, plan)) for layer in range(1, plan.num_layers)]}

@@ -31,7 +31,7 @@ import re
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
 
 FAMILIES = ("bert", "roberta", "xlm-roberta", "distilbert", "albert", "electra")
 CLASSIFIER_ACTS = ("tanh", "relu", "gelu")
@@ -170,6 +170,13 @@ def canonical_names(c) -> tuple[dict[str, str], re.Pattern]:
     return {hf: can for can, hf in hf_names(c).items()}, re.compile(_IGNORED[_PREFIX[c.model_type]])
 
 
+def embed_flops(c, n: int) -> int:
+    """FLOPs (2 x multiply-adds) of the embeddings on n tokens: the E -> H projection of ALBERT and of
+    ELECTRA with E != H (2 n E H); 0 for the families without one (table lookups and LayerNorm are not
+    counted, as LayerNorm is not in a layer's count). Every FLOPs count adds it once per sample."""
+    return 2 * int(n) * c.embedding_size * c.hidden_size if has_projection(c) else 0
+
+
 def num_weight_layers(c) -> int:
     """How many layers' weights the checkpoint holds (ALBERT: one, applied num_hidden_layers times)."""
     return 1 if c.shared_layers else c.num_hidden_layers
@@ -208,3 +215,63 @@ def check_quirks(c) -> None:
     if isinstance(off, bool) or not isinstance(off, int) or not 0 <= off < c.max_position_embeddings - 1:
         raise ConfigError(f"config: position offset {off!r} (pad_token_id + 1) leaves no room in "
                           f"max_position_embeddings={c.max_position_embeddings}")
+
+
+# ---------------------------------------------------------------- the papers' own exit tensors
+# Early-exit checkpoints of these families as the papers' code saves them (names -> refexit.checkpoint's
+# canonical names; every tensor's shape is checked there as for BERT's):
+#   PABEE on ALBERT (JetRunner/PABEE pabee/modeling_albert.py:798 `self.classifiers = nn.ModuleList(...)`,
+#     read at :645-646 as classifiers[i](tanh(albert.pooler(h_i[:, 0])))): classifiers.{i}.{weight,bias},
+#     i = 0..L-1, beside albert.pooler.* -> heads.{i}.fc.* (shared_pooler; the one after layer L is the
+#     final classifier). tinkoff-ai/palbert's AlbertPABEEForSequenceClassification saves the same names.
+#   DeeBERT on RoBERTa (castorini/DeeBERT transformers/modeling_highway_bert.py:59 `self.highway`, :318-320
+#     BertHighway's pooler + classifier; modeling_highway_roberta.py:108-110): roberta.encoder.highway.{i}.
+#     pooler.dense.* and .classifier.* -> heads.{i}.pooler.*, heads.{i}.fc.* (pooler_linear; i = L-1, the
+#     untrained off-ramp at the last layer, is ignored as in BERT checkpoints, docs/methods.md), and a
+#     final classifier that is ONE Linear `classifier.*` over roberta.pooler.dense (BERT's head, not
+#     RobertaClassificationHead's dense + out_proj).
+#   ELBERT on ALBERT (shakeley/ELBERT test_ver/modeling_albert.py, ExitLayer and AlbertTransformer's
+#     `self.exit_out_layer` with num_exit_layers = 1, as its released config.json): one exit layer shared by
+#     every layer, albert.encoder.exit_out_layer.classifier.* over albert.pooler (use_out_pooler: true) or
+#     over its own .pooler.* -> shared.fc.* / shared.pooler.* (a copy per layer: refexit.checkpoint).
+#     Its other settings (exit_out_layers.{k}: several shared layers; classifier1/2: use_fc2) are refused.
+#   PALBERT (tinkoff-ai/palbert src/modeling/palbert_fast.py, PAlbertForSequenceClassification): NOT read --
+#     one cls_head for every layer is expressible, but its lambda (LambdaLayer: Linear(H -> 1), or
+#     tanh Linear(H -> H) stacks, over the pooled vector + a layer embedding, concatenated with the
+#     previous layer's under use_prev_hiddens) is not refexit's ponder MLP (Linear(F -> P), tanh,
+#     Linear(P -> 1)); its tensors are refused by name.
+_SFX = {"weight": "w", "bias": "b"}
+_REFUSED_EXITS = (
+    (r"albert\.encoder\.exit_out_layers\.", "ELBERT with num_exit_layers > 1 (several shared exit layers)"),
+    (r"albert\.encoder\.exit_out_layer\.classifier[12]\.", "ELBERT with use_fc2 (a two-Linear exit classifier)"),
+    (r"classifiers\.(cls_head|exit_head)\.|albert\.layer_positional_embeddings\.",
+     "PALBERT's ponder classifier (its lambda layer is not refexit's ponder MLP)"),
+)
+
+
+def exit_name(c, hf: str) -> str | None:
+    """A family's HF tensor name from the papers' early-exit code (above) -> canonical name; '' = known
+    but ignored; None = unknown. Raises CheckpointError for the papers' layouts refexit cannot express."""
+    mt, L = c.model_type, c.num_hidden_layers
+    for pattern, what in _REFUSED_EXITS:
+        if re.match(pattern, hf):
+            raise CheckpointError(f"tensor {hf!r}: {what} is not supported (supported exits in {mt} "
+                                  f"checkpoints: PABEE classifiers.{{i}}, ELBERT exit_out_layer, DeeBERT highway)")
+    if mt == "albert":
+        m = re.fullmatch(r"classifiers\.(\d{1,6})\.(weight|bias)", hf)                    # PABEE
+        if m:
+            return f"heads.{int(m.group(1))}.fc.{_SFX[m.group(2)]}"
+        m = re.fullmatch(r"albert\.encoder\.exit_out_layer\.(pooler|classifier)\.(weight|bias)", hf)   # ELBERT
+        if m:
+            return f"shared.{'pooler' if m.group(1) == 'pooler' else 'fc'}.{_SFX[m.group(2)]}"
+    if mt in ("roberta", "xlm-roberta"):
+        m = re.fullmatch(r"roberta\.encoder\.highway\.(\d{1,6})\.(pooler\.dense|classifier)\.(weight|bias)", hf)
+        if m:                                                                                   # DeeBERT
+            i = int(m.group(1))
+            if i == L - 1:
+                return ""            # DeeBERT's untrained off-ramp at layer L, ignored as in BERT checkpoints
+            return f"heads.{i}.{'pooler' if m.group(2) == 'pooler.dense' else 'fc'}.{_SFX[m.group(3)]}"
+        m = re.fullmatch(r"classifier\.(weight|bias)", hf)               # DeeBERT's one-Linear final classifier
+        if m:
+            return f"classifier.{_SFX[m.group(1)]}"
+    return None

@@ -201,8 +201,8 @@ class Cascade:
             ans = todo[done]
             logits[ans], exit_layers[ans], members[ans] = res.logits[done], res.exit_layers[done], k
             todo = todo[~done]
-        full = np.array([last.num_layers * last.layer_flops(int(n)) + last.heads[-1].flops(int(n)) for n in lengths],
-                        np.float64)                                     # the last member at full depth
+        full = np.array([last.embed_flops(int(n)) + last.num_layers * last.layer_flops(int(n)) +
+                         last.heads[-1].flops(int(n)) for n in lengths], np.float64)   # the last member at full depth
         return CascadeResult(logits, exit_layers, last.num_layers, list(last.label_names), flops, full, margins,
                              repr(self), None, list(self.warnings), members=members, member_layers=layers,
                              confidences=conf)

@@ -22,7 +22,11 @@ and ALBERT holds layers.0.* only (its one shared layer).
 Layouts understood: HF BertModel / BertForSequenceClassification (`bert.` prefix), DeeBERT and
 BERxiT off-ramps (`bert.encoder.highway.{i}.pooler.dense.*`, `.classifier.*`, BERxiT
 `bert.encoder.lte_classifier.*`), PABEE (`classifiers.{i}.*` beside `bert.pooler.dense.*`), and
-our own `exits.safetensors` (canonical names + metadata), written by `save_exits`.
+our own `exits.safetensors` (canonical names + metadata), written by `save_exits`; in the other
+families the papers' own layouts of refexit/arch.py (exit_name): PABEE on ALBERT (`classifiers.{i}.*`
+beside `albert.pooler.*`), DeeBERT on RoBERTa (`roberta.encoder.highway.{i}.*` and a one-Linear
+`classifier.*` over `roberta.pooler.dense.*`), ELBERT on ALBERT (one shared
+`albert.encoder.exit_out_layer.*`, copied after every layer).
 """
 from __future__ import annotations
 
@@ -129,7 +133,13 @@ def load_checkpoint(model_dir: str | Path, dtype=np.float32, exits: str | Path |
     if cfg.model_type != "bert":                  # the families' names: one fixed table each
         names, ignored = arch.canonical_names(cfg)
     for hf, arr in raw.items():
-        c = canonical_name(hf, L) if cfg.model_type == "bert" else names.get(hf, "" if ignored.search(hf) else None)
+        if cfg.model_type == "bert":
+            c = canonical_name(hf, L)
+        else:                                     # the family's own names, then the papers' exits (arch)
+            try:
+                c = names.get(hf) or ("" if ignored.search(hf) else arch.exit_name(cfg, hf))
+            except CheckpointError as e:
+                raise CheckpointError(f"{path}: {e}") from None
         if c is None:
             unknown.append(hf)
         elif c:
@@ -160,6 +170,7 @@ def load_checkpoint(model_dir: str | Path, dtype=np.float32, exits: str | Path |
         raise CheckpointError(f"{path}: the pooler needs both {_hf_hint('pooler.w', cfg)!r} and "
                               f"{_hf_hint('pooler.b', cfg)!r}")
 
+    _spread_shared_exit(weights, seen, L, str(path))
     heads: list = [None] * L
     lte = _take_lte(weights, seen, H, str(path))
     head_tensors = {n: a for n, a in weights.items() if n.startswith("heads.")}
@@ -186,6 +197,21 @@ def load_checkpoint(model_dir: str | Path, dtype=np.float32, exits: str | Path |
                              CheckpointError)
     weights = {n: np.asarray(a, dtype=dtype) for n, a in weights.items()}
     return cfg, weights, exit_params.astype(dtype), labels
+
+
+def _spread_shared_exit(weights: dict, seen: dict, L: int, where: str) -> None:
+    """ELBERT's one exit layer shared by every layer (shared.fc.*, shared.pooler.*; refexit/arch.py) ->
+    the same arrays as heads.{i}.* after every layer (the last too, unless the file has its own classifier)."""
+    shared = {n[len("shared."):]: weights.pop(n) for n in sorted(weights) if n.startswith("shared.")}
+    if not shared:
+        return
+    if any(n.startswith("heads.") for n in weights):
+        first = next(seen[n] for n in sorted(weights) if n.startswith("heads."))
+        raise CheckpointError(f"{where}: a shared exit layer ({seen['shared.' + next(iter(shared))]!r}) and "
+                              f"per-layer exit heads ({first!r}) in one checkpoint")
+    for i in range(L - 1 if "classifier.w" in weights else L):
+        for p, a in shared.items():
+            weights[f"heads.{i}.{p}"], seen[f"heads.{i}.{p}"] = a, seen[f"shared.{p}"]
 
 
 def _check_config_against_tensors(cfg: BertConfig, weights: dict, seen: dict, where: str):
@@ -233,7 +259,11 @@ def _classifier_head(weights, seen, cfg, where) -> Head:
     H = cfg.hidden_size
     _check(seen["classifier.w"], w, (C, H), where)
     _check(seen["classifier.b"], b, (C,), where)
-    if cfg.model_type != "bert" and "classifier.pooler.w" in arch.hf_names(cfg):
+    one_linear = cfg.model_type in ("roberta", "xlm-roberta") and seen["classifier.w"] == "classifier.weight"
+    if one_linear and "classifier.pooler.w" in weights:       # DeeBERT's head and RoBERTa's, mixed
+        raise CheckpointError(f"{where}: both a one-Linear classifier ('classifier.weight', DeeBERT's) and "
+                              f"{seen['classifier.pooler.w']!r} (RobertaClassificationHead's)")
+    if cfg.model_type != "bert" and "classifier.pooler.w" in arch.hf_names(cfg) and not one_linear:
         # RoBERTa / ELECTRA / DistilBERT: Linear, activation, Linear on token 0 (own pooler_linear head)
         for n, shape in (("classifier.pooler.w", (H, H)), ("classifier.pooler.b", (H,))):
             if n not in weights:
@@ -451,7 +481,10 @@ def _check_heads(ep: ExitParams, weights, cfg, where):
         if h.num_labels != C:
             raise CheckpointError(f"{where}: exit head {i} has {h.num_labels} outputs, the others {C}")
         if h.kind in MODEL_POOLER_KINDS and "pooler.w" not in weights:
-            raise CheckpointError(f"{where}: exit head {i} uses the model's pooler, which the checkpoint lacks")
+            pooler = "bert.pooler.dense.weight" if cfg.model_type == "bert" else _hf_hint("pooler.w", cfg)
+            pooler = f"{cfg.model_type} has no pooler" if pooler == "pooler.w" else repr(pooler)
+            raise CheckpointError(f"{where}: exit head {i} uses the model's pooler, which the checkpoint lacks "
+                                  f"({pooler})")
     if cfg.num_labels and C != cfg.num_labels:
         raise CheckpointError(f"{where}: heads have {C} outputs but config id2label has {cfg.num_labels}")
 

@@ -157,6 +157,10 @@ class Model:
         feat = h.features(x, self.weights.get("pooler.w"), self.weights.get("pooler.b"), cls_prev)
         return h.logits(feat), feat
 
+    def embed_flops(self, n: int) -> int:
+        """FLOPs of the embeddings on n real tokens (ALBERT's / ELECTRA's E -> H projection; arch.embed_flops)."""
+        return arch.embed_flops(self.config, n)
+
     def layer_flops(self, n: int) -> int:
         """Matmul FLOPs (2 x multiply-adds) of one encoder layer on n real tokens."""
         H, I = self.config.hidden_size, self.config.intermediate_size
@@ -230,7 +234,7 @@ class Model:
         B, C = len(rows), self.num_labels
         logits = np.zeros((B, C), self.dtype)
         exit_layers = np.zeros(B, np.int64)
-        flops = np.zeros(B, np.float64)
+        flops = np.array([self.embed_flops(len(r[0])) for r in rows], np.float64)   # the embeddings, once
         margins = np.full(B, math.inf)
         traces = [[] for _ in range(B)] if trace else None
         states = [policy.start() for _ in range(B)]
@@ -280,8 +284,8 @@ class Model:
                 if done:
                     logits[b], exit_layers[b] = policy.answer(layer, z, feat, self.exits, states[b]), layer
                     del x[b]
-        full = np.array([L * self.layer_flops(len(r[0])) + self.exits.heads[L - 1].flops(len(r[0]))
-                         for r in rows], np.float64)
+        full = np.array([self.embed_flops(len(r[0])) + L * self.layer_flops(len(r[0])) +
+                         self.exits.heads[L - 1].flops(len(r[0])) for r in rows], np.float64)
         policy.observe(states, logits, exit_layers)  # a stateful policy (CeeBERT) learns from this batch
         return ClassifyResult(logits, exit_layers, L, self.label_names, flops, full, margins,
                               repr(policy), traces, msgs, run if policy.skips_layers else None)

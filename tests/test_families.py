@@ -224,10 +224,10 @@ def with_ids_tokenizer(model):
 @pytest.mark.parametrize("fam, kind", [(f, "mean_linear") for f in FAMILIES] +
                          [("albert", "pooler_linear"), ("albert", "shared_pooler")])
 def test_exits_train_on_each_family(fam, kind, tmp_path):
-    """Every family trains mean_linear exits; the heads that start from (or share) the model's
-    pooler need one, which of these only ALBERT has (RoBERTa's, DistilBERT's and ELECTRA's
-    sequence classifiers have their own first Linear instead: refexit/train starts pooler heads
-    from the model's pooler only)."""
+    """Every family trains mean_linear exits; the heads that share the model's pooler need one,
+    which of these only ALBERT has (RoBERTa's, DistilBERT's and ELECTRA's sequence classifiers have
+    their own first Linear instead; pooler_linear heads start from a fresh pooler there and
+    shared_pooler / scalar_mix are refused early: tests/test_paper_checkpoints.py)."""
     m = with_ids_tokenizer(refexit.load(GOLDEN / fam))
     rng = np.random.default_rng(0)
     words = [w for w in m.tokenizer.vocab[5:] if not w.startswith("##")]

@@ -9,7 +9,7 @@ Runs offline (HF_HUB_OFFLINE=1, local paths only), deterministically (seeded, on
 
     python tools/make_golden.py --model-dir /path/to/all-MiniLM-L6-v2 --out tests/golden
 
-Writes (--only tokens / codepoints / models / families / grads to write a part)
+Writes (--only tokens / codepoints / models / families / papers / grads to write a part)
   minilm_tokens.json           tokenizer outputs of AutoTokenizer (the Rust `tokenizers` backend,
                                which refexit.tokenizers.wordpiece's default mode mirrors) for >= 80 texts (every
                                Unicode category, special tokens broken by controls) at max_length
@@ -26,6 +26,10 @@ Writes (--only tokens / codepoints / models / families / grads to write a part)
                                gradient from autograd on a batch of the tiny models, eval mode
   <family>/ + <family>_golden.npz  (--only families) tiny random RoBERTa, DistilBERT, ALBERT, ELECTRA
                                (save_pretrained) with their hidden states and logits on id batches
+  pabee_albert/, deebert_roberta/, elbert_albert/ + <name>_golden.npz  (--only papers) the papers' own
+                               early-exit checkpoints of those families: a random transformers backbone
+                               plus exit tensors named as the papers' code names them, and every exit
+                               head's logits and the exit decisions of the papers' forward passes
 
 In transformers 5.x the class named `BertTokenizer` (and AutoTokenizer's choice) is the Rust-backed
 tokenizer; the Python one is `BertTokenizerLegacy` (BertTokenizer before 5.0).
@@ -687,6 +691,154 @@ def families_golden(model_dir: Path, out: Path) -> None:
                  logits_f64=o64.logits.numpy().astype(np.float64), logits_f32=o32.logits.numpy(),
                  hidden_f64=h64.astype(np.float64), **extra)
         print(f"{name}: logits {tuple(o64.logits.shape)}, hidden {h64.shape}")
+# ---------------------------------------------------------------- 5. the papers' own checkpoints (issue 19)
+
+def paper_models():
+    """name -> (backbone class, config, exit tensors: paper's name -> shape, the policy the golden
+    decisions follow). Exit names as the papers' code creates them (refexit/arch.py cites file and line):
+    PABEE's ALBERT `classifiers.{i}` (one Linear per layer, over albert.pooler), DeeBERT's RoBERTa
+    `roberta.encoder.highway.{i}.{pooler.dense,classifier}` (every layer, the last one unused) with
+    its one-Linear `classifier` over roberta.pooler.dense, ELBERT's one shared
+    `albert.encoder.exit_out_layer.classifier` over albert.pooler (its released config: use_out_pooler,
+    pooler_input cls, num_exit_layers 1, no use_fc2)."""
+    from transformers import AlbertConfig, AlbertModel, RobertaConfig, RobertaModel
+    labels = dict(id2label={0: "neg", 1: "neu", 2: "pos"}, label2id={"neg": 0, "neu": 1, "pos": 2})
+    albert = dict(vocab_size=120, embedding_size=24, hidden_size=40, num_hidden_layers=4, num_attention_heads=4,
+                  intermediate_size=72, max_position_embeddings=32, type_vocab_size=2, layer_norm_eps=1e-12,
+                  pad_token_id=0, bos_token_id=2, eos_token_id=3, hidden_act="gelu_new", num_hidden_groups=1,
+                  inner_group_num=1, **labels)
+    H, C, L = 40, 3, 4
+    return {
+        "pabee_albert": (AlbertModel, AlbertConfig(**albert),
+                         {**{f"classifiers.{i}.weight": (C, H) for i in range(L)},
+                          **{f"classifiers.{i}.bias": (C,) for i in range(L)}}, "patience"),
+        "deebert_roberta": (RobertaModel, RobertaConfig(
+            vocab_size=120, hidden_size=H, num_hidden_layers=L, num_attention_heads=4, intermediate_size=72,
+            max_position_embeddings=34, type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0,
+            eos_token_id=2, hidden_act="gelu", **labels),
+            {**{f"roberta.encoder.highway.{i}.pooler.dense.weight": (H, H) for i in range(L)},
+             **{f"roberta.encoder.highway.{i}.pooler.dense.bias": (H,) for i in range(L)},
+             **{f"roberta.encoder.highway.{i}.classifier.weight": (C, H) for i in range(L)},
+             **{f"roberta.encoder.highway.{i}.classifier.bias": (C,) for i in range(L)},
+             "classifier.weight": (C, H), "classifier.bias": (C,)}, "entropy"),
+        "elbert_albert": (AlbertModel, AlbertConfig(**albert),
+                          {"albert.encoder.exit_out_layer.classifier.weight": (C, H),
+                           "albert.encoder.exit_out_layer.classifier.bias": (C,)}, "norm_entropy"),
+    }
+
+
+def _paper_layer_logits(name, exits, hidden, pooler_w, pooler_b):
+    """The papers' exit logits after every layer, from the backbone's hidden states [L+1, B, T, H]
+    (float64): PABEE classifiers[i](tanh(pooler(h_i[:, 0]))) (modeling_albert.py:645-646); DeeBERT
+    BertHighway: classifier(tanh(pooler.dense(h_i[:, 0]))) after layers 1..L-1 and the model's
+    classifier(tanh(roberta.pooler.dense(h_L[:, 0]))) at L; ELBERT ExitLayer with use_out_pooler:
+    classifier(tanh(albert.pooler(h_i[:, 0]))) at every layer. -> [L, B, C]."""
+    t = {k: torch.from_numpy(v).double() for k, v in exits.items()}
+    lin = lambda x, w, b: x @ t[w].T + t[b]                                    # noqa: E731
+    L, out = hidden.shape[0] - 1, []
+    for i in range(1, L + 1):
+        cls = torch.from_numpy(hidden[i][:, 0]).double()                         # [B, H]
+        pooled = torch.tanh(cls @ pooler_w.T + pooler_b)
+        if name == "pabee_albert":
+            z = lin(pooled, f"classifiers.{i - 1}.weight", f"classifiers.{i - 1}.bias")
+        elif name == "deebert_roberta" and i < L:
+            hw = f"roberta.encoder.highway.{i - 1}"
+            z = lin(torch.tanh(lin(cls, f"{hw}.pooler.dense.weight", f"{hw}.pooler.dense.bias")),
+                    f"{hw}.classifier.weight", f"{hw}.classifier.bias")
+        elif name == "deebert_roberta":
+            z = lin(pooled, "classifier.weight", "classifier.bias")
+        else:
+            z = lin(pooled, "albert.encoder.exit_out_layer.classifier.weight",
+                    "albert.encoder.exit_out_layer.classifier.bias")
+        out.append(z.numpy())
+    return np.stack(out)                                                         # [L, B, C]
+
+
+def _paper_exit(policy, z, t):
+    """One sample's exit under the paper's inference loop (batch size 1, as all three papers run it):
+    z [L, C] float64 per-layer logits -> (exit layer, 1-based; its logits).
+    patience (PABEE modeling_albert.py:634-667): the counter grows while argmax agrees with the previous
+    layer's, resets otherwise, exit when it equals t; entropy (DeeBERT modeling_highway_bert.py:8-11,
+    :106): -sum p ln p < t at layers 1..L-1 (the unused last off-ramp left out, as refexit does);
+    norm_entropy (ELBERT ExitLayer, thres_name "entropy"): sum p ln p / ln(1/C) < t."""
+    L, C = z.shape
+    counter, prev = 0, None
+    for i in range(L):
+        p = torch.softmax(torch.from_numpy(z[i]), -1)
+        if policy == "patience":
+            counter = counter + 1 if prev is not None and int(z[i].argmax()) == int(prev.argmax()) else 0
+            prev = z[i]
+            if counter == t:
+                return i + 1, z[i]
+        elif i < L - 1:
+            h = float(-(p * torch.log(p)).sum())
+            if (h if policy == "entropy" else h / np.log(C)) < t:
+                return i + 1, z[i]
+    return L, z[L - 1]
+
+
+def _cut_points(values, k=2):
+    """k thresholds between the sorted scores (midpoints of the widest gaps near the 1/3 and 2/3
+    quantiles), so that no score sits near a threshold."""
+    v = np.unique(np.asarray(values, np.float64))
+    picks = []
+    for q in np.linspace(0, 1, k + 2)[1:-1]:
+        j = min(max(int(q * (len(v) - 1)), 0), len(v) - 2)
+        picks.append(float((v[j] + v[j + 1]) / 2))
+    return picks
+
+
+def papers_golden(out: Path) -> None:
+    """<name>/ (config.json, model.safetensors with the papers' tensor names) and <name>_golden.npz:
+    input_ids, attention_mask, token_type_ids [B, T]; layer_logits [L, B, C] (every exit head, float64);
+    thresholds [K]; exit_layers [K, B], exit_logits [K, B, C] of the paper's inference per threshold."""
+    from safetensors.torch import save_file
+    for k, (name, (cls_, config, exit_shapes, policy)) in enumerate(paper_models().items()):
+        folder = out / name
+        folder.mkdir(parents=True, exist_ok=True)
+        prefix = "albert" if "albert" in name else "roberta"
+        torch.manual_seed(SEED + 40 + k)
+        backbone = cls_(config, add_pooling_layer=True).eval()
+        randomize(backbone, SEED + 40 + k)
+        backbone.save_pretrained(str(folder))            # then reloaded with eager attention
+        backbone = cls_.from_pretrained(str(folder), attn_implementation="eager").eval().double()
+        g = torch.Generator().manual_seed(SEED + 50 + k)
+        exits = {}
+        for n, shape in sorted(exit_shapes.items()):
+            noise = torch.randn(shape, generator=g, dtype=torch.float32)
+            exits[n] = (0.1 * noise if n.endswith("bias") else 2.0 * noise / shape[-1] ** 0.5).numpy()
+        tensors = {f"{prefix}.{n}": p.detach().float().contiguous() for n, p in backbone.state_dict().items()
+                   if p.is_floating_point()}                  # not the int position / type id buffers
+        tensors.update({n: torch.from_numpy(a).contiguous() for n, a in exits.items()})
+        save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        config.architectures = [cls_.__name__.replace("Model", "ForSequenceClassification")]
+        config.save_pretrained(str(folder))
+        lengths = [7, 12, 3, 9, 5, 10]
+        ids, mask, types = id_batch(SEED + 60 + k, config.vocab_size, config.bos_token_id, config.eos_token_id,
+                                    config.pad_token_id, lengths, pair_at=1 if prefix == "albert" else None)
+        kw = dict(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), output_hidden_states=True,
+                  token_type_ids=torch.from_numpy(types))
+        with torch.no_grad():
+            hidden = torch.stack(backbone(**kw).hidden_states).numpy()           # [L+1, B, T, H]
+            pw, pb = (backbone.pooler.weight, backbone.pooler.bias) if prefix == "albert" else \
+                (backbone.pooler.dense.weight, backbone.pooler.dense.bias)
+            z = _paper_layer_logits(name, exits, hidden, pw.double(), pb.double())
+        L, B = z.shape[:2]
+        if policy == "patience":
+            thresholds = [1, 2]
+        else:
+            p = torch.softmax(torch.from_numpy(z[:L - 1]), -1)
+            h = -(p * torch.log(p)).sum(-1).numpy()
+            thresholds = _cut_points(h if policy == "entropy" else h / np.log(z.shape[2]))
+        decided = [[_paper_exit(policy, z[:, b], t) for b in range(B)] for t in thresholds]
+        save_npz(out / f"{name}_golden.npz", input_ids=ids, attention_mask=mask, token_type_ids=types,
+                 layer_logits=z, thresholds=np.array(thresholds, np.float64),
+                 exit_layers=np.array([[e for e, _ in row] for row in decided], np.int64),
+                 exit_logits=np.array([[zz for _, zz in row] for row in decided], np.float64))
+        print(f"{name}: {policy} {thresholds}: exit layers "
+              f"{[[e for e, _ in row] for row in decided]}")
+
+
 # ---------------------------------------------------------------- 4. gradients (fine-tuning)
 
 def grad_golden(out: Path, name: str, seed: int) -> None:
@@ -725,10 +877,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model-dir", required=True, type=Path, help="local all-MiniLM-L6-v2 folder")
     ap.add_argument("--out", default=Path("tests/golden"), type=Path)
-    ap.add_argument("--only", choices=("tokens", "codepoints", "models", "families", "grads"), action="append",
+    ap.add_argument("--only", choices=("tokens", "codepoints", "models", "families", "papers", "grads"),
+                    action="append",
                     help="write only these parts (repeatable; default: all)")
     args = ap.parse_args(argv)
-    parts = set(args.only or ("tokens", "codepoints", "models", "families", "grads"))
+    parts = set(args.only or ("tokens", "codepoints", "models", "families", "papers", "grads"))
     for f in ("config.json", "vocab.txt", "model.safetensors"):
         if not (args.model_dir / f).is_file():
             ap.error(f"{args.model_dir / f} does not exist")
@@ -742,6 +895,8 @@ def main(argv=None) -> int:
         codepoints_golden(args.model_dir, args.out)
     if "families" in parts:
         families_golden(args.model_dir, args.out)
+    if "papers" in parts:
+        papers_golden(args.out)
     if "grads" in parts and "models" not in parts:      # from the tiny models already written
         grads_golden(args.out)
     if "models" not in parts:

@@ -62,10 +62,11 @@ def run(args) -> int:
     bad = set(extras) - set(T.EXTRAS) - set(T.OPTIONAL_EXTRAS)
     if bad:
         raise refexit.InputError(f"unknown --extras {sorted(bad)} (known: {', '.join(T.EXTRAS + T.OPTIONAL_EXTRAS)}, or none)")
+    model = refexit.load(args.model_dir)
+    T.check_kind(model, args.heads)      # before the data and any feature extraction (a pooler-less family)
     ds = data_args.load(args)
     if ds.problem_type == "regression" and args.extras is None:
         extras = ()                      # the default extras all read class probabilities
-    model = refexit.load(args.model_dir)
     ds = limited(ds, args.limit, args.seed)
     print(f"train-exits: {ds}; {model}", file=sys.stderr)
     get = lambda split: data_args.extract(model, ds, split, args.max_length,  # noqa: E731

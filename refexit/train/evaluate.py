@@ -165,8 +165,9 @@ def simulate(model, policy: Policy, out: LayerOutputs, batch: int | None = None)
     states = []
     for b in range(N):
         n = int(out.lengths[b])
-        lf = model.layer_flops(n)
-        full[b] = L * lf + head_flops[L - 1](n)
+        lf, ef = model.layer_flops(n), model.embed_flops(n)
+        full[b] = ef + L * lf + head_flops[L - 1](n)
+        flops[b] = ef
         state = policy.start()
         if policy.stateful:
             states.append(state)

@@ -74,7 +74,7 @@ import numpy as np
 from refexit.train import features as F
 from refexit import nn
 from refexit.errors import InputError
-from refexit.heads import ExitParams, Head
+from refexit.heads import MODEL_POOLER_KINDS, ExitParams, Head
 
 OBJECTIVES = ("deebert", "pabee", "fastbert", "lte", "ponder", "dact", "romebert")
 REGRESSION_OBJECTIVES = ("deebert", "pabee", "fastbert")
@@ -299,15 +299,34 @@ def _one_hot(y, C):
     return np.eye(C)[np.asarray(y)]
 
 
+_NO_POOLER = {"roberta": "RobertaForSequenceClassification saves no roberta.pooler",
+              "xlm-roberta": "XLMRobertaForSequenceClassification saves no roberta.pooler",
+              "distilbert": "DistilBERT has no pooler", "electra": "ELECTRA has no pooler"}
+
+
+def check_kind(model, kind: str) -> None:
+    """Refuse, before any feature extraction, heads that read the model's pooler (MODEL_POOLER_KINDS)
+    on a checkpoint without one (RoBERTa / DistilBERT / ELECTRA sequence classifiers, whose first
+    classifier Linear belongs to their classifier, not a pooler), naming the kinds that work."""
+    if kind not in TRAINABLE_KINDS:
+        raise InputError(f"cannot train {kind!r} heads (trainable: {', '.join(TRAINABLE_KINDS)})")
+    if kind in MODEL_POOLER_KINDS and "pooler.w" not in model.weights:
+        fam = model.config.model_type
+        why = _NO_POOLER.get(fam, "the checkpoint has no pooler tensors")
+        ok = [k for k in TRAINABLE_KINDS if k not in MODEL_POOLER_KINDS]
+        raise InputError(f"{kind} heads need the model's pooler, and this {fam} checkpoint has none ({why}): "
+                         f"train {', '.join(ok)} heads instead")
+
+
 def _init_head(kind: str, model, H: int, C: int, rng, layer: int = 1) -> dict:
     p = {"fc.w": rng.normal(0, 0.01, (C, H)), "fc.b": np.zeros(C)}
     if kind == "scalar_mix":
         p["mix"] = rng.normal(0, 1, layer)                     # the paper's torch.randn(k)
-    if kind == "pooler_linear":
-        if "pooler.w" not in model.weights:
-            raise InputError("pooler_linear heads start from the model's pooler, which it lacks")
+    if kind == "pooler_linear" and "pooler.w" in model.weights:   # methods.md: a copy of the model's pooler
         p["pooler.w"] = np.array(model.weights["pooler.w"], np.float64)
         p["pooler.b"] = np.array(model.weights["pooler.b"], np.float64)
+    elif kind == "pooler_linear":        # no pooler (RoBERTa, DistilBERT, ELECTRA): a fresh one, HF's init
+        p["pooler.w"], p["pooler.b"] = rng.normal(0, 0.02, (H, H)), np.zeros(H)
     return p
 
 
@@ -402,8 +421,7 @@ def train_exits(model, train_feats, y_train, dev_feats, y_dev, label_names, kind
     train_final None: train the last-layer head unless the checkpoint has its own classifier."""
     cfg = cfg or TrainConfig()
     say = log or (lambda msg: None)
-    if kind not in TRAINABLE_KINDS:
-        raise InputError(f"cannot train {kind!r} heads (trainable: {', '.join(TRAINABLE_KINDS)})")
+    check_kind(model, kind)
     if objective not in OBJECTIVES:
         raise InputError(f"unknown objective {objective!r} (known: {', '.join(OBJECTIVES)})")
     if objective == "romebert":

@@ -300,8 +300,9 @@ def simulate(model, policy, out: GatedOutputs) -> ClassifyResult:
     flops, full, margins = np.zeros(N), np.zeros(N), np.full(N, math.inf)
     for b in range(N):
         n = int(out.lengths[b])
-        lf, gf = model.layer_flops(n), model.exits.gate_flops(n)
-        full[b] = L * lf + model.heads[L - 1].flops(n)
+        lf, gf, ef = model.layer_flops(n), model.exits.gate_flops(n), model.embed_flops(n)
+        full[b] = ef + L * lf + model.heads[L - 1].flops(n)
+        flops[b] = ef
         for layer in range(1, L + 1):
             g = out.g[b, layer - 1]
             flops[b] += gf

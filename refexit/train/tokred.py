@@ -113,7 +113,7 @@ def simulate(model, policy, out: E.LayerOutputs, tr: TokenReduction, batch=None)
     pflops = 0 if isinstance(policy, Static) else model._policy_flops(policy)
     for b, (n, e) in enumerate(zip(out.lengths, res.exit_layers)):
         run = [int(e)] if isinstance(policy, Static) else range(1, int(e) + 1)
-        res.flops[b] = spent_flops(cost, tr, int(n), int(e), hf, run, pflops, L)
+        res.flops[b] = model.embed_flops(int(n)) + spent_flops(cost, tr, int(n), int(e), hf, run, pflops, L)
     return res
 
 
