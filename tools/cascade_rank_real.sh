@@ -16,5 +16,5 @@ for d in "$@"; do
         --cascade 1 --cascade 2 --cascade 3 --out $ex --no-plot
   done
   python tools/cascade_table.py --by-objective out/dar-$d-deebert/evaluate-$d.json out/dar-$d-cascadebert/evaluate-$d.json
-  python tools/cascade_rank_table.py "$M" --exits out/dar-$d-deebert --exits out/dar-$d-cascadebert --header
+  python tools/cascade_rank_table.py "$M" --exits out/dar-$d-deebert --exits out/dar-$d-cascadebert --header --shares 0.5,0.7,0.9
 done
