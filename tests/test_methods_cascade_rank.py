@@ -239,7 +239,8 @@ def test_cli_train_exits_cascadebert_then_evaluate_the_cascades(tmp_path, capsys
                  "--extras", "calibrate", "--out", str(out)]) == 0
     info = json.loads((out / "exits.json").read_text())
     cfg = info["train_config"]
-    assert info["objective"] == "cascadebert" and (cfg["dar_weight"], cfg["dar_margin"], cfg["dar_seeds"]) == (1.5, 0.3, 2)
+    assert info["objective"] == "cascadebert"
+    assert (cfg["dar_weight"], cfg["dar_margin"], cfg["dar_seeds"]) == (1.5, 0.3, 2)
     assert [f["layer"] for f in info["cascadebert_dev_per_layer"]] == [1, 2]
     capsys.readouterr()
     assert main(["evaluate", str(mdir), "--exits", str(out), "--sweep", "--policy", "max_prob", "--cascade", "1",
