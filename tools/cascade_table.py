@@ -6,7 +6,9 @@ One markdown table: per data set, test accuracy, macro-F1, mean layers executed 
 every member a text went through), full / spent FLOPs, and the share answered by the first member,
 for the full model, Static(2), the dev-picked max_prob and entropy points, every cascade's
 dev-picked point (fastest within --max-drop of the full model on dev, as `evaluate` picks), and
-cascade2 at the hand-off thresholds of --at (the nearest swept ones).
+cascade2 at the hand-off thresholds of --at (the nearest swept ones). --by-objective names each report's
+data set with the objective its exits were trained with (e.g. to compare exits with and without
+CascadeBERT's ranking loss).
 """
 from __future__ import annotations
 
@@ -20,12 +22,14 @@ def row(ds, what, m, first=None):
             f"{m['flops_ratio']:.2f}x | {f} |")
 
 
-def table(paths, at) -> str:
+def table(paths, at, by_objective: bool = False) -> str:
     out = ["| data set | method (test split) | acc % | macro-F1 % | mean layers | FLOPs full/spent | 1st member answers |",
            "|---|---|---|---|---|---|---|"]
     for path in paths:
         r = json.load(open(path))
         ds, pol, casc = r["dataset"], r["policies"], r.get("cascades", {})
+        if by_objective:
+            ds = f"{ds} ({r.get('training', {}).get('objective', '?')})"
         out.append(row(ds, "full model", r["full"]["test"]))
         static2 = next((p for p in pol.get("static", {}).get("points", []) if p["params"]["k"] == 2), None)
         if static2:
@@ -52,8 +56,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("reports", nargs="+", help="evaluate-DATA.json files written with --sweep --cascade 2")
     ap.add_argument("--at", default="0.7,0.9", help="cascade2 thresholds to list (default 0.7,0.9)")
+    ap.add_argument("--by-objective", action="store_true", help="add the exits' training objective to the data set")
     a = ap.parse_args(argv)
-    print(table(a.reports, [float(x) for x in a.at.split(",") if x.strip()]))
+    print(table(a.reports, [float(x) for x in a.at.split(",") if x.strip()], a.by_objective))
     return 0
 
 

@@ -43,6 +43,15 @@ def add_subcommand(subparsers) -> None:
                         f"larger: earlier exits)")
     p.add_argument("--dact-frozen-heads", action="store_true",
                    help="--objective dact: train the halting units only (the exit heads stay as DeeBERT trained them)")
+    p.add_argument("--dar-weight", type=float, metavar="W",
+                   help=f"--objective cascadebert: weight of the difficulty-aware ranking term (default "
+                        f"{T.TrainConfig.dar_weight}, as CascadeBERT's glue_mrpc.sh)")
+    p.add_argument("--dar-margin", type=float, metavar="M",
+                   help=f"--objective cascadebert: confidence margin between an easy and a hard instance "
+                        f"(default {T.TrainConfig.dar_margin})")
+    p.add_argument("--dar-seeds", type=int, metavar="S",
+                   help=f"--objective cascadebert: an instance is hard for a head when any of S heads trained by "
+                        f"cross-entropy (seeds SEED..SEED+S-1) gets it wrong (default {T.TrainConfig.dar_seeds})")
     p.add_argument("--no-cache", action="store_true", help="recompute features (and do not cache them)")
     p.set_defaults(func=run)
 
@@ -62,6 +71,13 @@ def run(args) -> int:
     bad = set(extras) - set(T.EXTRAS) - set(T.OPTIONAL_EXTRAS)
     if bad:
         raise refexit.InputError(f"unknown --extras {sorted(bad)} (known: {', '.join(T.EXTRAS + T.OPTIONAL_EXTRAS)}, or none)")
+    dar = {k: getattr(args, k) for k in ("dar_weight", "dar_margin", "dar_seeds") if getattr(args, k) is not None}
+    if dar and args.objective != "cascadebert":
+        raise refexit.InputError("--dar-weight / --dar-margin / --dar-seeds are settings of --objective cascadebert")
+    if args.objective == "cascadebert":
+        from refexit.train.cascadebert import check_settings
+        d = T.TrainConfig(**dar)
+        check_settings(d.dar_weight, d.dar_margin, d.dar_seeds, args.heads)     # before the data and the model load
     model = refexit.load(args.model_dir)
     T.check_kind(model, args.heads)      # before the data and any feature extraction (a pooler-less family)
     ds = data_args.load(args)
@@ -83,7 +99,7 @@ def run(args) -> int:
         raise refexit.InputError(f"--dact-tau must be a finite number >= 0, got {args.dact_tau}")
     cfg = T.TrainConfig(seed=args.seed, max_epochs=args.epochs, gpf_epochs=args.gpf_epochs,
                         dact_tau=T.TrainConfig.dact_tau if args.dact_tau is None else args.dact_tau,
-                        dact_train_heads=not args.dact_frozen_heads)
+                        dact_train_heads=not args.dact_frozen_heads, **dar)
     res = T.train_exits(model, f_train, ds.train.labels, f_dev, ds.dev.labels, ds.label_names,
                         kind=args.heads, objective=args.objective, cfg=cfg, l2norm=args.l2norm,
                         extras=extras, log=lambda m: print(f"train-exits: {m}", file=sys.stderr))

@@ -22,6 +22,9 @@ Stages, for a model with L layers:
       dact      DACT-BERT: heads as deebert, then their fc and the halting units together on
                 task CE of the accumulated answer a_L + tau sum_{n<L} p_n (refexit/train/dact.py);
                 the extras below see the DACT-tuned heads
+      cascadebert  CascadeBERT: each head CE(z_i, y) + dar_weight * its difficulty-aware margin
+                ranking term mean max(0, dar_margin - (conf_easy - conf_hard)) over in-batch pairs,
+                difficulty = wrong under any of dar_seeds CE-trained heads (refexit/train/cascadebert.py)
     The exit heads share no parameters, so a sum of per-head terms is minimised by minimising
     each term: each head is trained (and early-stopped) on its own term. With a frozen backbone
     PABEE's weights therefore only rescale each head's loss, which Adam all but ignores: expect
@@ -76,7 +79,7 @@ from refexit import nn
 from refexit.errors import InputError
 from refexit.heads import MODEL_POOLER_KINDS, ExitParams, Head
 
-OBJECTIVES = ("deebert", "pabee", "fastbert", "lte", "ponder", "dact", "romebert")
+OBJECTIVES = ("deebert", "pabee", "fastbert", "lte", "ponder", "dact", "romebert", "cascadebert")
 REGRESSION_OBJECTIVES = ("deebert", "pabee", "fastbert")
 TRAINABLE_KINDS = ("mean_linear", "pooler_linear", "shared_pooler", "scalar_mix", "fastbert")
 EXTRAS = ("lte", "ponder", "calibrate", "prototypes", "edge_table")
@@ -102,6 +105,9 @@ class TrainConfig:
     dact_train_heads: bool = True   # DACT-BERT: fine-tune the exit heads' fc with the halting units
     romebert_gamma: float = 0.9     # weight of the distillation term (RomeBERT)
     romebert_temperature: float = 3.0
+    dar_weight: float = 0.5         # CascadeBERT: weight of the difficulty-aware ranking term (glue_mrpc.sh)
+    dar_margin: float = 0.5         # CascadeBERT: its confidence margin (glue_mrpc.sh)
+    dar_seeds: int = 5              # CascadeBERT: CE-trained heads whose mistakes define "hard"
 
 
 # ================================================================ losses with analytic gradients
@@ -149,11 +155,15 @@ def _take(distill, idx):                   # the rows idx of a distill tuple (or
     return None if distill is None else (distill[0][idx],) + tuple(distill[1:])
 
 
-def head_loss(params: dict, x, q, scale: float = 1.0, distill=None, mse: bool = False):
+def head_loss(params: dict, x, q, scale: float = 1.0, distill=None, mse: bool = False, extra=None):
     """target_loss of the head's logits (scale * mean_n KL(q_n || softmax(z_n)), = cross-entropy
-    for one-hot q; RomeBERT's with distill; the MSE with mse) and its gradients."""
+    for one-hot q; RomeBERT's with distill; the MSE with mse) and its gradients; extra(z) -> (loss,
+    dLoss/dz) is added (CascadeBERT's ranking term)."""
     feat, z = head_forward(params, x)
     loss, dz = target_loss(z, q, scale, distill, mse)                          # [N, C]
+    if extra is not None:
+        more, dmore = extra(z)
+        loss, dz = loss + more, dz + dmore
     grads = {"fc.w": dz.T @ feat, "fc.b": dz.sum(0)}
     if "pooler.w" in params:
         da = (dz @ params["fc.w"]) * (1 - feat * feat)                         # [N, H]
@@ -430,6 +440,9 @@ def train_exits(model, train_feats, y_train, dev_feats, y_dev, label_names, kind
                                                                   and math.isfinite(temp) and temp > 0):
             raise InputError(f"romebert needs 0 <= romebert_gamma <= 1 and a finite romebert_temperature > 0, "
                              f"got {g!r} and {temp!r}")
+    if objective == "cascadebert":
+        from refexit.train import cascadebert as CB
+        CB.check_settings(cfg.dar_weight, cfg.dar_margin, cfg.dar_seeds, kind)
     extras = tuple(extras) + ((objective,) if objective in ("lte", "ponder") else ())
     bad = set(extras) - set(EXTRAS) - set(OPTIONAL_EXTRAS)
     if bad:
@@ -491,10 +504,16 @@ def train_exits(model, train_feats, y_train, dev_feats, y_dev, label_names, kind
         T, g = cfg.romebert_temperature, cfg.romebert_gamma
         d_tr = (nn.softmax(_head_outputs(heads[L - 1], model, train_feats, L)[1] / T), T, g)
         d_dev = (nn.softmax(_head_outputs(heads[L - 1], model, dev_feats, L)[1] / T), T, g)
+    dar_facts = []
     for layer in range(1, L):
         scale = layer / sum(range(1, L)) if objective == "pabee" else 1.0
         say(f"layer {layer}: exit head ({kind}, {objective})")
-        params, logs[layer] = train_one(layer, q_tr, q_dev, scale, d_tr, d_dev)
+        if objective == "cascadebert":          # CE + difficulty-aware ranking (refexit/train/cascadebert.py)
+            params, logs[layer], facts = CB.train_member(kind, model, inputs(train_feats, layer), y_train,
+                                                         inputs(dev_feats, layer), y_dev, C, cfg, rng, layer)
+            dar_facts.append(facts)
+        else:
+            params, logs[layer] = train_one(layer, q_tr, q_dev, scale, d_tr, d_dev)
         heads[layer - 1] = Head(kind, params, l2norm=l2norm)
 
     exits = ExitParams(heads, None, None, np.ones(L))
@@ -538,6 +557,7 @@ def train_exits(model, train_feats, y_train, dev_feats, y_dev, label_names, kind
             "dev_per_layer": (regression_dev_metrics(outs_dev, y_dev) if regression
                               else dev_metrics(outs_dev, y_dev, exits.temperatures, C)),
             **({"gpf_dev_per_layer": gpf_dev_metrics(exits.gpf, dev_feats, y_dev, C)} if "gpf" in extras else {}),
+            **({"cascadebert_dev_per_layer": dar_facts} if dar_facts else {}),
             "log": {str(k): _short_log(v) for k, v in logs.items()}}
     return TrainResult(exits.astype(model.dtype), list(label_names), info, include_final=bool(train_final))
 
