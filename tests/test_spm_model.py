@@ -215,7 +215,7 @@ def test_truncated_real_files(kind):
 
 def _folder(tmp_path, kind: str, cfg=None, name=None, config=None) -> Path:
     folder = tmp_path / f"{kind}_folder"
-    folder.mkdir()
+    folder.mkdir(parents=True)
     src = model_file(kind)
     shutil.copy(src, folder / (name or src.name))
     if cfg is not None:

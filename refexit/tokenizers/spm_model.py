@@ -42,7 +42,8 @@ the class's __init__):
                     when there is no added_tokens_decoder), the extra special tokens (_extra_tokens:
                     the CONTROL pieces and T5's extra ids unless tokenizer_config.json lists its
                     own): matched on the raw text, no lstrip / rstrip unless a token's own entry
-                    says so; the first entry of a content wins
+                    says so; a content listed twice keeps its first id and added_tokens_decoder's
+                    flags, else its last entry's (the Rust AddedVocabulary replaces them)
     post-processor  the class's template: ALBERT [CLS] A [SEP] (B [SEP], type 1); XLM-R <s> A </s>
                     (</s> B </s>); T5 A </s> (B </s>), type ids 0
 
@@ -230,6 +231,31 @@ def _read_piece(r: _Reader, index: int) -> tuple[str, float, int]:
     return piece, score, kind
 
 
+_F32 = struct.Struct("<f")
+
+
+def _canonical_piece(buf: bytes, s: int, e: int) -> tuple[str, float, int] | None:
+    """buf[s:e] when it is a SentencePiece as sentencepiece writes it (piece shorter than 128
+    bytes, score, type unless NORMAL, in that order), read at once; None for anything else (the
+    general reader then reads it or names what is wrong). A 250,000-piece model: ~4x faster."""
+    n = buf[s + 1] if e - s > 1 and buf[s] == 0x0A else 0x80
+    q = s + 2 + n
+    if not 0 < n < 0x80 or q + 5 > e or buf[q] != 0x15:
+        return None
+    rest = q + 5
+    if rest == e:
+        kind = 1
+    elif rest + 2 == e and buf[rest] == 0x18 and 1 <= buf[rest + 1] <= 6:
+        kind = buf[rest + 1]
+    else:
+        return None
+    score = _F32.unpack_from(buf, q + 1)[0]
+    try:
+        return (buf[s + 2:q].decode("utf-8"), score, kind) if math.isfinite(score) else None
+    except UnicodeDecodeError:
+        return None
+
+
 def parse_model(data: bytes, path: str = "spiece.model") -> SpmModel:
     """A serialized ModelProto -> SpmModel (CheckpointError when it is not a valid one)."""
     m = SpmModel(path=path)
@@ -237,7 +263,8 @@ def parse_model(data: bytes, path: str = "spiece.model") -> SpmModel:
     for number, wire, value, at in r.fields():
         if number == 1:
             r.expect(number, wire, 2, at, "pieces")
-            m.pieces.append(_read_piece(r.sub(value, f"pieces[{len(m.pieces)}]"), len(m.pieces)))
+            piece = _canonical_piece(data, value[0], value[1])
+            m.pieces.append(piece or _read_piece(r.sub(value, f"pieces[{len(m.pieces)}]"), len(m.pieces)))
         elif number == 2:
             r.expect(number, wire, 2, at, "trainer_spec")
             _read_spec(r.sub(value, "trainer_spec"), _TRAINER, "trainer_spec", m)
@@ -343,19 +370,18 @@ def tokenizer_spec(m: SpmModel, cls: str, tok_cfg: dict, special_map: dict | Non
     ids = {}
     for i, (p, _) in enumerate(vocab):
         ids[p] = i                                 # a repeated piece: the last id wins, as in Rust
-    added, seen, next_id = [], set(), len(vocab)
+    added: dict[str, dict] = {}
+    next_id = len(vocab)
     for content, flags in decoded + list(named.values()) + extras:
-        if not content or content in seen:
-            continue
-        seen.add(content)
-        flags = by_content.get(content, flags)
-        special = flags.get("special", True) if content not in by_content else flags.get("special", False)
+        if not content or content in by_content and content in added:
+            continue                               # a token of added_tokens_decoder keeps its flags
+        special = flags.get("special", content not in by_content)
         if content not in ids:
             ids[content], next_id = next_id, next_id + 1
-        added.append({"id": ids[content], "content": content, "single_word": flags.get("single_word", False),
-                      "lstrip": flags.get("lstrip", False), "rstrip": flags.get("rstrip", False),
-                      "normalized": flags.get("normalized", not special), "special": special})
-    return {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
+        added[content] = {"id": ids[content], "content": content, "single_word": flags.get("single_word", False),
+                          "lstrip": flags.get("lstrip", False), "rstrip": flags.get("rstrip", False),
+                          "normalized": flags.get("normalized", not special), "special": special}
+    return {"version": "1.0", "truncation": None, "padding": None, "added_tokens": list(added.values()),
             "normalizer": ({"type": "Precompiled",
                             "precompiled_charsmap": base64.b64encode(m.precompiled_charsmap).decode("ascii")}
                            if m.precompiled_charsmap else None),
