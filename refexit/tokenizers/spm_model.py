@@ -237,7 +237,8 @@ _F32 = struct.Struct("<f")
 def _canonical_piece(buf: bytes, s: int, e: int) -> tuple[str, float, int] | None:
     """buf[s:e] when it is a SentencePiece as sentencepiece writes it (piece shorter than 128
     bytes, score, type unless NORMAL, in that order), read at once; None for anything else (the
-    general reader then reads it or names what is wrong). A 250,000-piece model: ~4x faster."""
+    general reader then reads it or names what is wrong): 2.3x faster (a synthetic
+    250,000-piece model, 5.6 MB: 1.3 s against 3.0 s)."""
     n = buf[s + 1] if e - s > 1 and buf[s] == 0x0A else 0x80
     q = s + 2 + n
     if not 0 < n < 0x80 or q + 5 > e or buf[q] != 0x15:
