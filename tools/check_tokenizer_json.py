@@ -123,8 +123,8 @@ def main(argv=None) -> int:
     from refexit import data
     folders = list(args.folder or []) + [GOLDEN / k for k in (args.kind or [])]
     if not folders:
-        folders = sorted(p for p in GOLDEN.iterdir()
-                         if any((p / f).is_file() for f in ("tokenizer.json", "spiece.model", "sentencepiece.bpe.model")))
+        files = ("tokenizer.json", "spiece.model", "sentencepiece.bpe.model")
+        folders = sorted(p for p in GOLDEN.iterdir() if any((p / f).is_file() for f in files))
     sets: dict[str, list[str]] = {}
     if not args.no_datasets:
         for name in DATASETS:
