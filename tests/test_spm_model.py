@@ -17,10 +17,11 @@ import hashlib
 import json
 import shutil
 import struct
+import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from refexit.errors import CheckpointError, ConfigError
@@ -29,6 +30,9 @@ from refexit.tokenizers import spm_model
 from test_precompiled import unicode_texts
 from test_tokenizer import mixed_texts
 from test_tokenizer_json import JSON_TRICKY
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+from bench_spm_model import field as _field  # noqa: E402   (the protobuf encoding of one field)
 
 GOLDEN = Path(__file__).parent / "golden" / "tokenizers"
 KINDS = ("albert_spm", "xlmr_spm", "t5_spm")
@@ -154,19 +158,6 @@ def test_bad_files(data, match):
     with pytest.raises(CheckpointError, match=match) as e:
         spm_model.parse_model(data, "dir/spiece.model")
     assert str(e.value).startswith("dir/spiece.model: ")
-
-
-def _varint(v: int) -> bytes:
-    v &= (1 << 64) - 1
-    out = b""
-    while v >= 0x80:
-        out, v = out + bytes([v & 0x7F | 0x80]), v >> 7
-    return out + bytes([v])
-
-
-def _field(number: int, wire: int, value) -> bytes:
-    key = _varint(number << 3 | wire)
-    return key + (_varint(value) if wire == 0 else _varint(len(value)) + value)
 
 
 def test_reader_fields_and_defaults():
