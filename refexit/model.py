@@ -336,20 +336,22 @@ def load(path: str | Path, dtype=np.float32, exits: str | Path | None = None) ->
     """Load a Hugging Face folder (config.json, model.safetensors, vocab.txt) of a family in
     refexit.arch.FAMILIES, plus its exits.safetensors when present (or `exits`).
 
-    RoBERTa / XLM-R / ALBERT folders read their tokenizer.json (or vocab.json + merges.txt) with
-    refexit.tokenizers.load_tokenizer (byte-level BPE, Unigram); without one they load with a
+    RoBERTa / XLM-R / ALBERT folders read their tokenizer.json (or vocab.json + merges.txt, or
+    spiece.model / sentencepiece.bpe.model) with refexit.tokenizers.load_tokenizer (byte-level BPE,
+    Unigram); without one they load with a
     NoTokenizer (false; using it raises ConfigError) and take token ids."""
     from .tokenizers.wordpiece import Tokenizer
     cfg, weights, exit_params, labels = load_checkpoint(path, dtype=dtype, exits=exits)
     folder = Path(path)
     if cfg.model_type in ("bert", "distilbert", "electra") or (folder / "vocab.txt").is_file():
         tok = Tokenizer.from_dir(path, cfg)
-    elif (folder / "tokenizer.json").is_file() or (folder / "vocab.json").is_file():
+    elif any((folder / n).is_file() for n in ("tokenizer.json", "vocab.json", "spiece.model",
+                                               "sentencepiece.bpe.model")):
         from .tokenizers.load import load_tokenizer
         tok = load_tokenizer(folder, cfg)
     else:
         tok = NoTokenizer(
             f"{path}: this {cfg.model_type} folder has no tokenizer refexit reads (tokenizer.json, "
-            f"vocab.txt, or vocab.json + merges.txt): classify token ids instead (Python: "
+            f"vocab.txt, vocab.json + merges.txt, or spiece.model): classify token ids instead (Python: "
             f"model.classify({{'input_ids': ..., 'attention_mask': ...}}); compiled programs: --ids)")
     return Model(cfg, weights, exit_params, labels, tok, source=str(path))

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Count disagreements between refexit's tokenizer.json pipelines and the live
 `transformers.AutoTokenizer` (Rust `tokenizers` backend), for every kind of tests/golden/tokenizers/
-(byte-level BPE, Unigram, WordPiece; tools/make_tokenizer_golden.py) or the folders given.
+(byte-level BPE, Unigram, WordPiece; tools/make_tokenizer_golden.py; the *_spm_model folders hold a
+SentencePiece model file and no tokenizer.json) or the folders given.
 
     python tools/check_tokenizer_json.py                         # every golden kind, everything below
     python tools/check_tokenizer_json.py --kind albert --generated 5000 --no-datasets
@@ -47,9 +48,11 @@ def check_folder(folder: Path, sets: dict[str, list[str]], show: int, pair_chars
     from refexit.tokenizers import TokenizerJson, load_tokenizer
     hf = AutoTokenizer.from_pretrained(str(folder))
     assert hf.is_fast, type(hf)
-    ours = {"pipeline": TokenizerJson.from_file(folder / "tokenizer.json", max_length=1 << 20),
-            "load_tokenizer": load_tokenizer(folder, max_length=1 << 20)}
-    if isinstance(ours["load_tokenizer"], TokenizerJson) and ours["load_tokenizer"].spec != ours["pipeline"].spec:
+    ours = {"load_tokenizer": load_tokenizer(folder, max_length=1 << 20)}
+    if (folder / "tokenizer.json").is_file():     # else a SentencePiece model file (spm_model.py)
+        ours["pipeline"] = TokenizerJson.from_file(folder / "tokenizer.json", max_length=1 << 20)
+    if "pipeline" in ours and isinstance(ours["load_tokenizer"], TokenizerJson) \
+            and ours["load_tokenizer"].spec != ours["pipeline"].spec:
         del ours["pipeline"]       # a SentencePiece class that transformers 5 rebuilds (load.sentencepiece_spec)
     from codegen import tokenizer_emit as te      # the generated C, for the pipelines it implements
     for pack, build, wrap in ((te.pack_bpe, te.build_bpe_library, te.CBpeTokenizer),
@@ -104,7 +107,8 @@ def check_folder(folder: Path, sets: dict[str, list[str]], show: int, pair_chars
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--kind", action="append", help="a folder name under tests/golden/tokenizers (repeatable)")
-    ap.add_argument("--folder", type=Path, action="append", help="any HF folder holding tokenizer.json")
+    ap.add_argument("--folder", type=Path, action="append",
+                    help="any HF folder holding tokenizer.json (or spiece.model / sentencepiece.bpe.model)")
     ap.add_argument("--generated", type=int, default=20000)
     ap.add_argument("--seed", type=int, default=16)
     ap.add_argument("--no-datasets", action="store_true")
@@ -119,7 +123,8 @@ def main(argv=None) -> int:
     from refexit import data
     folders = list(args.folder or []) + [GOLDEN / k for k in (args.kind or [])]
     if not folders:
-        folders = sorted(p for p in GOLDEN.iterdir() if (p / "tokenizer.json").is_file())
+        files = ("tokenizer.json", "spiece.model", "sentencepiece.bpe.model")
+        folders = sorted(p for p in GOLDEN.iterdir() if any((p / f).is_file() for f in files))
     sets: dict[str, list[str]] = {}
     if not args.no_datasets:
         for name in DATASETS:

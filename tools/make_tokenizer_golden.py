@@ -28,7 +28,13 @@ its defaults, saved with save_pretrained):
   t5_spm          nmt_nfkc_cf (case folding) through T5Converter (100 extra ids)
 
 The *_spm kinds need `pip install sentencepiece` (dev only); their tokenizer.json holds the real
-compiled charsmap of the rule (about 330 kB of base64 each).
+compiled charsmap of the rule (about 330 kB of base64 each). Each also writes <kind>_model/: the
+same SentencePiece model as a folder without tokenizer.json, as many hub folders ship it
+(spiece.model, or sentencepiece.bpe.model for XLM-R, + tokenizer_config.json: ALBERT's with
+transformers 4's added_tokens_decoder, [MASK] lstrip; XLM-R's with an AddedToken-object mask_token,
+lstrip; T5's with the class alone), AutoTokenizer's ids on it (expected.json) and proto.json, what
+the protobuf library reads from the model (the fields refexit/tokenizers/spm_model.py reads; the
+pieces as a SHA-256 of their JSON).
 
 expected.json holds, for the texts listed in it, AutoTokenizer's input_ids and token_type_ids
 (truncation=True, return_token_type_ids=True; pairs through a batch call so an empty second text
@@ -64,6 +70,7 @@ SPM_KINDS = {
     "t5_spm": ("nmt_nfkc_cf", "T5Tokenizer", dict(pad_id=0, eos_id=1, unk_id=2, bos_id=-1)),
 }
 DATASETS = ("rotten_tomatoes", "sms_spam", "bbc_news", "tweets")
+OUT = ROOT / "tests" / "golden" / "tokenizers"
 VOCAB_SIZE = 1000
 SINGLE_MLS = (512, 16)
 PAIR_MLS = (512, 17, 32)
@@ -140,6 +147,7 @@ def build_spm(kind: str, texts: list[str], folder: Path) -> Path:
         converter = {"AlbertTokenizer": cst.AlbertConverter, "XLMRobertaTokenizer": cst.XLMRobertaConverter,
                      "T5Tokenizer": cst.T5Converter}[cls]
         fast = converter(_SlowShim(str(Path(tmp) / "m.model"), converter)).converted()
+        model_bytes = (Path(tmp) / "m.model").read_bytes()
     # the special tokens as transformers 4 saved them into hub files (masks with lstrip)
     from tokenizers import AddedToken
     specials = {"AlbertTokenizer": ["<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"],
@@ -149,7 +157,49 @@ def build_spm(kind: str, texts: list[str], folder: Path) -> Path:
                                         special=True) for t in specials])
     fast.save(str(folder / "tokenizer.json"), pretty=False)
     (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": cls}) + "\n", encoding="utf-8")
+    write_spm_model_folder(kind, model_bytes, json.loads(fast.to_str())["added_tokens"])
     return folder
+
+
+SPM_FILES = {"AlbertTokenizer": "spiece.model", "XLMRobertaTokenizer": "sentencepiece.bpe.model",
+             "T5Tokenizer": "spiece.model"}
+
+
+def write_spm_model_folder(kind: str, model_bytes: bytes, added: list[dict]) -> Path:
+    """<kind>_model/: the SentencePiece model file, tokenizer_config.json and proto.json."""
+    import hashlib
+    from transformers.convert_slow_tokenizer import import_protobuf
+    cls = SPM_KINDS[kind][1]
+    out = OUT / f"{kind}_model"
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.iterdir():
+        old.unlink()
+    (out / SPM_FILES[cls]).write_bytes(model_bytes)
+    cfg: dict = {"tokenizer_class": cls}
+    if cls == "AlbertTokenizer":               # as transformers 4.34+ saved hub ALBERT folders
+        cfg.update(do_lower_case=True, keep_accents=False, remove_space=True, added_tokens_decoder={
+            str(a["id"]): {k: a[k] for k in ("content", "lstrip", "normalized", "rstrip", "single_word", "special")}
+            for a in added})
+    elif cls == "XLMRobertaTokenizer":         # as older hub files: an AddedToken object
+        cfg["mask_token"] = {"__type": "AddedToken", "content": "<mask>", "lstrip": True, "normalized": False,
+                             "rstrip": False, "single_word": False}
+    (out / "tokenizer_config.json").write_text(json.dumps(cfg) + "\n", encoding="utf-8")
+    proto = import_protobuf().ModelProto()
+    proto.ParseFromString(model_bytes)
+    t, n = proto.trainer_spec, proto.normalizer_spec
+    pieces = [[p.piece, p.score, p.type] for p in proto.pieces]
+    summary = {
+        "n_pieces": len(pieces),
+        "pieces_sha256": hashlib.sha256(json.dumps(pieces, ensure_ascii=False).encode("utf-8")).hexdigest(),
+        "first_pieces": pieces[:8],
+        "trainer_spec": {k: getattr(t, k) for k in ("model_type", "byte_fallback", "unk_id", "bos_id", "eos_id",
+                                                    "pad_id", "unk_piece", "bos_piece", "eos_piece", "pad_piece")},
+        "normalizer_spec": {"name": n.name, "add_dummy_prefix": n.add_dummy_prefix,
+                            "remove_extra_whitespaces": n.remove_extra_whitespaces,
+                            "escape_whitespaces": n.escape_whitespaces,
+                            "precompiled_charsmap_sha256": hashlib.sha256(n.precompiled_charsmap).hexdigest()}}
+    (out / "proto.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    return out
 
 
 def build(kind: str, texts: list[str], folder: Path):
@@ -212,21 +262,24 @@ def expected(folder: Path, texts: list[str]) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, default=ROOT / "tests" / "golden" / "tokenizers")
+    global OUT
+    ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--only", choices=KINDS, action="append")
     args = ap.parse_args(argv)
+    OUT = args.out
     import tokenizers
     import transformers
     train = training_texts()
     texts = golden_texts()
     for kind in args.only or KINDS:
         folder = build(kind, train, args.out / kind)
-        exp = expected(folder, texts + SPM_TEXTS if kind in SPM_KINDS else texts)
-        exp["versions"] = {"tokenizers": tokenizers.__version__, "transformers": transformers.__version__}
-        text = json.dumps(exp, ensure_ascii=False, separators=(",", ":"))
-        (folder / "expected.json").write_text(text + "\n", encoding="utf-8")
-        size = sum(p.stat().st_size for p in folder.iterdir())
-        print(f"{folder}: {exp['tokenizer_class']}, {len(exp['texts'])} texts, {size} bytes")
+        for f in [folder] + ([args.out / f"{kind}_model"] if kind in SPM_KINDS else []):
+            exp = expected(f, texts + SPM_TEXTS if kind in SPM_KINDS else texts)
+            exp["versions"] = {"tokenizers": tokenizers.__version__, "transformers": transformers.__version__}
+            text = json.dumps(exp, ensure_ascii=False, separators=(",", ":"))
+            (f / "expected.json").write_text(text + "\n", encoding="utf-8")
+            size = sum(p.stat().st_size for p in f.iterdir())
+            print(f"{f}: {exp['tokenizer_class']}, {len(exp['texts'])} texts, {size} bytes")
     return 0
 
 

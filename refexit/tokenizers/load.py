@@ -14,16 +14,21 @@ What a folder may hold, in the order looked for:
     vocab.json + merges.txt    RoBERTa byte-level BPE as transformers 5's RobertaTokenizer builds it from
                                them (add_prefix_space from tokenizer_config.json; <s> A </s> </s> B </s>;
                                the special tokens without lstrip / rstrip)
-
-`spiece.model` alone (SentencePiece protobuf) is not read: a CheckpointError says so.
+    spiece.model               ALBERT and T5 SentencePiece models (sentencepiece.bpe.model: XLM-R) when
+                               there is no tokenizer.json: the Unigram tokenizer transformers 5's class
+                               builds from it (spm_model.py reads the protobuf; the class from
+                               tokenizer_config.json's tokenizer_class, else config.json's model_type),
+                               completed by sentencepiece_spec as a tokenizer.json would be
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 from refexit import jsonio
 from refexit.errors import CheckpointError, ConfigError
+from refexit.tokenizers import spm_model
 from refexit.tokenizers.tokenizer_json import TokenizerJson
 from refexit.tokenizers.wordpiece import SPECIAL_TOKENS, Tokenizer
 
@@ -86,13 +91,11 @@ def load_tokenizer(folder: str | Path, config=None, max_length: int | None = Non
     elif (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
         tok = TokenizerJson(_roberta_spec(folder, tok_cfg), source=str(folder / "vocab.json"), max_length=ml,
                             pad_token=pad_token or "<pad>", pad_token_id=None)
-    elif (folder / "spiece.model").is_file():
-        raise CheckpointError(f"{folder} has spiece.model but no tokenizer.json: SentencePiece model files are "
-                              f"not read; save the tokenizer with transformers (save_pretrained writes "
-                              f"tokenizer.json)")
+    elif any((folder / n).is_file() for n in spm_model.FILE_NAMES):
+        tok = _sentencepiece_tokenizer(folder, tok_cfg, ml, pad_token, pad_id)
     else:
         raise CheckpointError(f"{folder} has no tokenizer: looked for tokenizer.json, vocab.txt, "
-                              f"vocab.json + merges.txt")
+                              f"vocab.json + merges.txt, spiece.model, sentencepiece.bpe.model")
     vocab_size = getattr(config, "vocab_size", None) if config is not None else None
     if vocab_size is not None and tok.vocab_size > vocab_size:
         raise ConfigError(f"{folder}: the tokenizer has {tok.vocab_size} tokens but config field 'vocab_size' "
@@ -160,6 +163,46 @@ def _is_space_runs(n) -> bool:
     return (isinstance(n, dict) and n.get("type") == "Replace" and n.get("pattern") == {"Regex": " {2,}"})
 
 
+def sentencepiece_class(tok_cfg: dict, folder: Path) -> str:
+    """The tokenizer class transformers 5 picks: tokenizer_config.json's tokenizer_class (without
+    "Fast"), else the class of config.json's model_type among the SentencePiece ones, else ""."""
+    cls = str(tok_cfg.get("tokenizer_class") or "").removesuffix("Fast")
+    if not cls:
+        cfg = _read_optional(folder / "config.json")
+        cls = _SPM_CLASSES.get(cfg.get("model_type"), "")
+    return cls
+
+
+def _sentencepiece_tokenizer(folder: Path, tok_cfg: dict, ml: int, pad_token, pad_id) -> TokenizerJson:
+    """A folder with a SentencePiece model file and no tokenizer.json (spm_model.py): the file of
+    the class (spiece.model, sentencepiece.bpe.model) -> the spec its class builds -> the
+    normalizer and pre-tokenizer of sentencepiece_spec."""
+    cls = sentencepiece_class(tok_cfg, folder)
+    name = spm_model.FILES.get(cls)
+    path = folder / name if name and (folder / name).is_file() else \
+        next(folder / n for n in spm_model.FILE_NAMES if (folder / n).is_file())
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"{path} cannot be read: {e}") from None
+    model = spm_model.parse_model(raw, str(path))            # a corrupt file first: CheckpointError
+    if name is None:
+        raise ConfigError(f"{path}: reading a SentencePiece model needs its tokenizer class: tokenizer_config.json's "
+                          f"tokenizer_class (or config.json's model_type) must be one of "
+                          + ", ".join(f"{c} ({t})" for t, c in _SPM_CLASSES.items()) + f"; got {cls or 'neither'}")
+    if path.name != name:
+        raise CheckpointError(f"{folder}: transformers' {cls} reads {name}, the folder has {path.name} only")
+    special_map = None
+    if (folder / "special_tokens_map.json").is_file():
+        special_map = jsonio.read_object(folder / "special_tokens_map.json", ConfigError)
+    spec = spm_model.tokenizer_spec(model, cls, tok_cfg, special_map, str(folder / "tokenizer_config.json"))
+    spec = sentencepiece_spec(spec, tok_cfg, folder)
+    meta = {k: spec[k] for k in ("normalizer", "pre_tokenizer", "post_processor", "added_tokens")}
+    return TokenizerJson(spec, source=str(path), max_length=ml, pad_token=pad_token,
+                         pad_token_id=None if pad_token is not None else pad_id,
+                         text=hashlib.sha256(raw).hexdigest() + json.dumps(meta))
+
+
 def sentencepiece_spec(spec: dict, tok_cfg: dict, folder: Path) -> dict | None:
     """transformers 5's AlbertTokenizer, XLMRobertaTokenizer and T5Tokenizer (the class named by
     tokenizer_config.json, else by config.json's model_type) do not run tokenizer.json's normalizer
@@ -176,10 +219,7 @@ def sentencepiece_spec(spec: dict, tok_cfg: dict, folder: Path) -> dict | None:
     (The hub's converter-written files have Precompiled + Strip + Replace " {2,}" and a Metaspace
     alone, which give other ids around runs of spaces.) Returns that spec, or None for other
     classes."""
-    cls = str(tok_cfg.get("tokenizer_class") or "").removesuffix("Fast")
-    if not cls:
-        cfg = _read_optional(folder / "config.json")
-        cls = _SPM_CLASSES.get(cfg.get("model_type"), "")
+    cls = sentencepiece_class(tok_cfg, folder)
     if cls not in _SPM_CLASSES.values():
         return None
     norm = spec.get("normalizer") or {}
