@@ -204,6 +204,8 @@ def test_wallclock_hook_times_any_classify_callable():
             rep["policies"][name]["picked"]["index"]])
         assert w["ideal_layer_speedup"] == pytest.approx(timed.layer_speedup)     # on the timed texts
         assert w["fraction_of_ideal"] == pytest.approx(w["speedup"] / timed.layer_speedup)
+        assert w["flops_ratio"] == pytest.approx(timed.flops_ratio)
+        assert w["fraction_of_flops_ratio"] == pytest.approx(w["speedup"] / timed.flops_ratio)
     assert repr(Static(m.num_layers)) in calls
 
 

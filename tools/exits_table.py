@@ -9,7 +9,7 @@ evaluate records under "training"). Columns: test accuracy, macro-F1, mean layer
 layer included), L / mean layers, FLOPs full / spent, and the dev-picked threshold. `--policy all`
 lists every policy the report swept. A report written with `evaluate --sweep --wallclock N` adds the
 compiled C's measured speed-up over the full model on the first N test texts, and that speed-up as a
-share of L / mean layers on those texts (both from the report's "wallclock").
+share of L / mean layers and of the FLOPs ratio on those texts (from the report's "wallclock").
 """
 from __future__ import annotations
 
@@ -23,8 +23,9 @@ def fmt_thr(params: dict) -> str:
 
 
 def row(ds, heads, what, m, wall=None) -> str:
-    w = "" if wall is None else (f" {wall['speedup']:.2f}x ({100 * wall['fraction_of_ideal']:.0f}%) |"
-                                 if wall else " |")
+    fl = (wall or {}).get("fraction_of_flops_ratio")
+    w = "" if wall is None else (f" {wall['speedup']:.2f}x ({100 * wall['fraction_of_ideal']:.0f}%"
+                                 + (f"; {100 * fl:.0f}%" if fl else "") + ") |" if wall else " |")
     return (f"| {ds} | {heads} | {what} | {100 * m['accuracy']:.2f} | {100 * m['macro_f1']:.2f} | "
             f"{m['mean_layers']:.2f} | {m['layer_speedup']:.2f}x | {m['flops_ratio']:.2f}x |{w}")
 
@@ -33,7 +34,7 @@ def table(paths, policies, split: str = "test") -> str:
     reports = [json.load(open(path)) for path in paths]
     timed = any("wallclock" in r for r in reports)
     out = [f"| data set | heads, objective | operating point ({split} split) | acc % | macro-F1 % | mean layers | "
-           "L / mean | FLOPs full/spent |" + (" compiled C speed-up (of L / mean) |" if timed else ""),
+           "L / mean | FLOPs full/spent |" + (" compiled C speed-up (of L / mean; of FLOPs) |" if timed else ""),
            "|---|---|---|---|---|---|---|---|" + ("---|" if timed else "")]
     for r in reports:
         tr = r.get("training", {})

@@ -320,10 +320,12 @@ def print_report(r: dict):
     if w:
         print(f"\ncompiled C wall-clock on {w['texts']} test texts, {w.get('threads', 1)} thread(s): "
               f"full model {1e3 * w['full_seconds_per_example']:.3f} ms/text")
-        print(f"{'policy':<14} {'ms/text':>8} {'speed-up':>8} {'L/mean':>7} {'of ideal':>8}")
+        print(f"{'policy':<14} {'ms/text':>8} {'speed-up':>8} {'L/mean':>7} {'of ideal':>8} {'FLOPs':>7} {'of FLOPs':>8}")
         for name, p in w["policies"].items():
+            fr = p.get("flops_ratio")
             print(f"{name:<14} {1e3 * p['seconds_per_example']:8.3f} {p['speedup']:7.2f}x "
-                  f"{p['ideal_layer_speedup']:6.2f}x {100 * p['fraction_of_ideal']:7.0f}%")
+                  f"{p['ideal_layer_speedup']:6.2f}x {100 * p['fraction_of_ideal']:7.0f}%" +
+                  (f" {fr:6.2f}x {100 * p['fraction_of_flops_ratio']:7.0f}%" if fr else ""))
     if r.get("precision"):
         print_precision(r["precision"])
 

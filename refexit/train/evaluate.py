@@ -432,7 +432,9 @@ def add_wallclock(report: dict, make_classify: Callable[[Policy], Callable], tex
     """Time the full model and every picked policy with make_classify(policy)(texts) (e.g. the
     compiled C); adds report["wallclock"] with seconds per example, the measured speed-up and
     how much of the ideal L / mean layers it reaches. The ideal is taken on the timed texts
-    themselves when classify returns a ClassifyResult, else on the picked point's test numbers."""
+    themselves when classify returns a ClassifyResult, else on the picked point's test numbers;
+    with a ClassifyResult also the share of its FLOPs ratio (full / spent FLOPs, which weighs each
+    text by its length: long texts that exit late cost more than L / mean layers counts)."""
     L, C = report["num_layers"], len(report["labels"])
     t_full = time_per_example(make_classify(Static(L)), texts, repeat)
     out = {"texts": len(texts), "full_seconds_per_example": t_full, "policies": {}}
@@ -445,10 +447,11 @@ def add_wallclock(report: dict, make_classify: Callable[[Policy], Callable], tex
         res = classify(texts)
         ideal = getattr(res, "layer_speedup", None) or (pt["test"]["layer_speedup"] if "test" in pt else None)
         t = time_per_example(classify, texts, repeat)
+        flops = getattr(res, "flops_ratio", None)     # counts each text's tokens (and the heads)
         out["policies"][name] = {"policy": repr(pol), "seconds_per_example": t, "speedup": t_full / t,
-                                 "ideal_layer_speedup": ideal,
-                                 "flops_ratio": getattr(res, "flops_ratio", None),
-                                 "fraction_of_ideal": (t_full / t) / ideal if ideal else None}
+                                 "ideal_layer_speedup": ideal, "flops_ratio": flops,
+                                 "fraction_of_ideal": (t_full / t) / ideal if ideal else None,
+                                 "fraction_of_flops_ratio": (t_full / t) / flops if flops else None}
     report["wallclock"] = out
     return out
 
