@@ -363,9 +363,10 @@ def test_train_exits_with_mean_pooling_trains_on_the_token_means(tmp_path, monke
         T.train_exits(m, f, y, f, y, ["a", "b"], extras=("gpf",), cfg=T.TrainConfig(max_epochs=1, gpf_pool="max"))
 
 
-def test_cli_train_exits_gpf_pool_and_evaluate(tmp_path, capsys):
+def test_cli_train_exits_gpf_pool_and_evaluate(tmp_path, capsys, monkeypatch):
     from refexit import tables
     from refexit.cli.main import main
+    monkeypatch.setenv("REFEXIT_CACHE", str(tmp_path / "cache"))     # features cached away from ~
     m = random_model(num_layers=3, hidden=12, heads=2, intermediate=16, num_labels=2, seed=4,
                      head_kind="mean_linear", vocab_size=97)
     mdir = save_model(m, tmp_path / "model", with_exits=False)
