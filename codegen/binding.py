@@ -234,6 +234,7 @@ class CompiledModel:
                                      prototypes=True if self.manifest.get("has_prototypes") else None,
                                      edge_table=True if self.manifest.get("edge_rows") else None,
                                      gpf=True if self.manifest.get("has_gpf") else None,
+                                     gpf_pool=self.manifest.get("gpf_pool", "cls"),
                                      dact=True if self.manifest.get("has_dact") else None,
                                      gates=True if self.manifest.get("gate_width") else None)
         msgs = policy.check(self.num_layers, self.num_labels, stub)
@@ -530,6 +531,9 @@ def check_manifest(manifest, where) -> dict:
         integer("edge_rows", 0, 4096)
     if "has_gpf" in manifest:                          # absent in manifests before Global Past-Future
         validate.boolean(manifest["has_gpf"], f"{where}: manifest field 'has_gpf'", E)
+    if "gpf_pool" in manifest:                         # absent in manifests before its pooling choice: "cls"
+        from refexit.gpf import check_pool
+        check_pool(manifest["gpf_pool"], f"{where}: manifest field 'gpf_pool'", E)
     if "has_dact" in manifest:                         # absent in manifests before DACT-BERT
         validate.boolean(manifest["has_dact"], f"{where}: manifest field 'has_dact'", E)
     if "gate_width" in manifest:                       # absent in manifests before SmartBERT
@@ -689,6 +693,7 @@ def _manifest(model, plan, res) -> dict:
         "max_length": plan.max_length, "max_batch": plan.max_batch, "max_tokens": plan.max_tokens,
         "heads": [h.kind for h in plan.heads], "has_lte": plan.lte, "has_ponder": bool(plan.ponder_hidden),
         "has_prototypes": bool(plan.prototypes), "edge_rows": plan.edge_rows, "has_gpf": bool(plan.gpf),
+        **({"gpf_pool": plan.gpf_pool} if plan.gpf else {}),
         "has_dact": bool(plan.dact), "gate_width": plan.gate_width,
         "model_temperatures": [float(t) for t in model.exits.temperatures],
         "policy": {"name": pol.name, "repr": pol.repr, "params": pol.params,

@@ -65,7 +65,8 @@ POLICY_RULES = {
     "ceebert": "Exit when max softmax(z_i) >= alpha_i (inclusive), alpha_i chosen between calls by exit i's "
                "UCB bandit over the arms.",
     "gpf": "Exit when H(softmax(z_i)) < S_i (strict, nats), z_i the Global Past-Future combination "
-           "2 lambda past + (2 - 2 lambda) future of the past layers' pooled [CLS] and imitated future ones.",
+           "2 lambda past + (2 - 2 lambda) future of the past layers' pooled [CLS] (or token means: see "
+           "exits above) and imitated future ones.",
     "smartbert": "Before layer i: skip it when the gate sigmoid(g_i(x)) >= GATE_THRESHOLD (inclusive); after a "
                  "layer that ran, exit when H(softmax(z_i)) < S_i (strict, nats).",
 }
@@ -125,7 +126,7 @@ def provenance(plan, what: str) -> str:
         f"ponder={'hidden ' + str(plan.ponder_hidden) if plan.ponder_hidden else 'no'}"
         + ("; prototypes=yes" if plan.prototypes else "")
         + (f"; edge_table={plan.edge_rows} rows" if plan.edge_rows else "")
-        + ("; gpf=yes" if getattr(plan, "gpf", False) else "")
+        + (f"; gpf=yes (pool {plan.gpf_pool})" if getattr(plan, "gpf", False) else "")
         + ("; dact=yes" if getattr(plan, "dact", False) else "")
         + (f"; skip gates W={plan.gate_width}/{plan.gate_heads}h" if getattr(plan, "gate_width", 0) else ""),
         f"policy:  {plan.policy.repr}",
@@ -163,6 +164,7 @@ def _context(plan) -> dict:
         qkv_bf16=plan.precision == "int8" and "attn.qkv.w" in pack.packed_in_bf16(),   # int8 keeps qkv in bf16
         PREFIX=plan.prefix.upper(), errors=[e[:3] for e in ERRORS],
         fb=plan.fastbert, kinds=kinds, head_layers=head_layers,
+        gpf_mean=pol.name == "gpf" and plan.gpf_pool == "mean",     # its poolers read mean_features
         pooler_acts=any(h.act != "tanh" for _, h in head_layers),     # a relu / gelu classifier (families)
         last_reads_cls=plan.heads[L - 1].kind in ("pooler_linear", "shared_pooler", "scalar_mix"),
         slots=[(c_lvalue(s.name), s) for s in plan.tensors],

@@ -120,6 +120,7 @@ class Plan:
     prototypes: bool = False           # DE3-BERT class prototypes [L-1, C, F] in the blob
     edge_rows: int = 0                 # rows K of the EdgeBERT exit table [K, L-1] in the blob (0: none)
     gpf: bool = False                  # Global Past-Future parameters gpf.* in the blob (refexit/gpf.py)
+    gpf_pool: str = "cls"              # what its poolers read: "cls" the [CLS] row, "mean" the real tokens' mean
     dact: bool = False                 # DACT-BERT halting units dact.w [L-1, F], dact.b [L-1] in the blob
     gate_width: int = 0                # SmartBERT skip gates in the blob (policy smartbert only): width W (0: none)
     gate_heads: int = 0                # their attention heads
@@ -265,6 +266,10 @@ def lower(model, policy: Policy | None = None, prefix: str | None = None, max_le
     et = ep.edge_table
     plan.edge_rows = int(et.shape[0]) if et is not None and et.ndim == 2 and et.shape[1] == max(L - 1, 1) else 0
     plan.gpf = _gpf_ok(ep, L, cfg.hidden_size, C, policy.name == "gpf")
+    if plan.gpf:
+        from refexit.gpf import check_pool
+        plan.gpf_pool = check_pool(getattr(ep, "gpf_pool", "cls"), "the exits' Global Past-Future parameters",
+                                   InputError)
     dw = ep.dact["w"] if ep.dact is not None else None
     plan.dact = dw is not None and L > 1 and dw.shape == (L - 1, F) and ep.dact["b"].shape == (L - 1,)
     if policy.name == "smartbert":        # the gates go into the blob with the policy that reads them

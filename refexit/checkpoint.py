@@ -11,7 +11,8 @@ Canonical names (layers 0-based as in HF; Linear weights [out, in] as in HF, nev
   ponder.{pos [L,F], hid.w [P,F], hid.b [P], out.w [1,P], out.b [1]}   PALBERT lambda MLP
   prototypes [L-1,C,F]              DE3-BERT class prototypes of the exit heads' features
   edge_table [K,L-1]                EdgeBERT exit table (layer-1 entropy -> later layers' entropies)
-  gpf.{pool,imit,proj,gate}.{w,b}   Global Past-Future (refexit/gpf.py: [L,H,H], [L,2C,H], [C,C], ...)
+  gpf.{pool,imit,proj,gate}.{w,b}   Global Past-Future (refexit/gpf.py: [L,H,H], [L,2C,H], [C,C], ...);
+                                    metadata 'gpf_pool' "cls" or "mean" (what its poolers read; absent: "cls")
   dact.{w [L-1,F], b [L-1]}         DACT-BERT halting units of layers 1..L-1
 
 The other families (RoBERTa, XLM-R, DistilBERT, ALBERT, ELECTRA; refexit/arch.py) add
@@ -377,6 +378,11 @@ def _load_exits(path: Path, ep: ExitParams, cfg: BertConfig, labels: list) -> li
     ep.prototypes = _take_prototypes(tensors, ep, L, F, where)
     ep.edge_table = _take_edge_table(tensors, ep, L, where)
     ep.gpf = _take_gpf(tensors, ep, L, H, where)
+    if "gpf_pool" in meta:               # Global Past-Future's pooling (absent: "cls", the paper's)
+        from .gpf import check_pool
+        if not any(n.startswith("gpf.") for n in tensors):
+            raise CheckpointError(f"{where}: metadata 'gpf_pool' without Global Past-Future tensors gpf.*")
+        ep.gpf_pool = check_pool(meta["gpf_pool"], f"{where}: metadata 'gpf_pool'", CheckpointError)
     ep.dact = _take_dact(tensors, ep, L, F, where)
     gate_t = {n: a for n, a in tensors.items() if n.startswith("gates.")}
     if gate_t:                           # SmartBERT skip gates (refexit/skipgates.py)
@@ -498,7 +504,8 @@ def save_exits(path: str | Path, ep: ExitParams, labels: list[str], extra_meta: 
     L = len(ep.heads)
     if not include_final:
         ep = ExitParams(ep.heads[:L - 1] + [None], ep.lte, ep.ponder, ep.temperatures, ep.prototypes,
-                        ep.edge_table, ep.gpf, dact=ep.dact, gates=ep.gates, gate_heads=ep.gate_heads)
+                        ep.edge_table, ep.gpf, dact=ep.dact, gates=ep.gates, gate_heads=ep.gate_heads,
+                        gpf_pool=ep.gpf_pool)
     exit_heads = [h for h in ep.heads[:L - 1] if h is not None]
     if not exit_heads and ep.heads[L - 1] is None:
         raise CheckpointError("no exit heads to save")
@@ -526,5 +533,8 @@ def save_exits(path: str | Path, ep: ExitParams, labels: list[str], extra_meta: 
         meta["final_kind"] = ep.heads[L - 1].kind
     if ep.gates:
         meta["gate_heads"] = str(ep.gate_heads)
+    if ep.gpf:
+        from .gpf import check_pool
+        meta["gpf_pool"] = check_pool(ep.gpf_pool, "save_exits", CheckpointError)
     meta.update(extra_meta or {})
     safetensors_io.write(path, tensors, meta)

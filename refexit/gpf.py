@@ -3,7 +3,9 @@
 The exit classifier after layer i (1-based) reads every layer, the ones run so far and imitations of
 the ones not run yet (docs/methods.md, "Global Past-Future"):
 
-  v_j     = tanh(pool.w[j] h_j[0] + pool.b[j])         [H]  j <= i: layer j's own pooler on its [CLS]
+  v_j     = tanh(pool.w[j] u_j + pool.b[j])            [H]  j <= i: layer j's own pooler on its vector u_j
+  u_j     = h_j[0] (pool "cls", the paper's [CLS])  or  mean over the real tokens of h_j (pool "mean",
+            heads.mean_pool, the mean_linear heads' pooling; padding is never part of x)
   f_ij    = tanh(imit.w[j] v_i + imit.b[j])            [H]  j > i: layer j's imitation of its pooled
                                                             vector, from the CURRENT pooled v_i
   r_j     = proj.w[j] v_j + proj.b[j]                  [2C] every position j has its own projection
@@ -20,6 +22,10 @@ the paper stores imit and proj as [L, in, out] and multiplies on the right):
   gpf.proj.w [L,2C,H] gpf.proj.b [L,2C]  per-position projection (ClassifierWithGate.weight/bias)
   gpf.gate.w [C,C]    gpf.gate.b [C]     ClassifierWithGate.gate_proj
 
+The pooling is a setting of the trained parameters (ExitParams.gpf_pool, metadata 'gpf_pool' of
+exits.safetensors; absent: "cls"), not a tensor: the shapes and the FLOPs count are the same for both
+(the mean's T x H additions are not multiply-adds, and are not counted, as for the mean_linear heads).
+
 Per sample the past part is kept incrementally (`step`: the running sum of the r_j), so a check
 after layer i costs one pooler, one projection, the gate, and (L - i) imitations + projections.
 """
@@ -28,8 +34,28 @@ from __future__ import annotations
 import numpy as np
 
 from . import nn
+from .heads import mean_pool
 
 PARTS = ("pool.w", "pool.b", "imit.w", "imit.b", "proj.w", "proj.b", "gate.w", "gate.b")
+POOLS = ("cls", "mean")         # the per-layer vector the poolers read: the [CLS] state (the paper) or the mean
+
+
+def check_pool(pool, where: str, error) -> str:
+    """A known pooling name, else `error` naming the value."""
+    if not isinstance(pool, str) or pool not in POOLS:
+        raise error(f"{where}: the Global Past-Future pooling must be one of {', '.join(map(repr, POOLS))}, "
+                    f"got {pool!r}")
+    return pool
+
+
+def pool_input(x, pool: str):
+    """x [n, H] one sample's real-token states after a layer -> the vector its pooler reads [H]."""
+    return x[0] if pool == "cls" else mean_pool(x)
+
+
+def pooled_features(feats, pool: str):
+    """Cached features (refexit.train.features.Features) -> X [L, N, H] the poolers' inputs of every layer."""
+    return feats.cls if pool == "cls" else feats.mean
 
 
 def param_shapes(L: int, H: int, C: int) -> dict[str, tuple]:
@@ -57,7 +83,8 @@ def check_params(g: dict, L: int, H: int, C: int, where: str, error) -> dict:
 
 
 def step(g: dict, layer: int, x0, past):
-    """One sample after 1-based `layer`: its [CLS] state x0 [H] and the running sum `past` [2C] of
+    """One sample after 1-based `layer`: its pooler's input x0 [H] (pool_input: the [CLS] state or the
+    mean) and the running sum `past` [2C] of
     the projections of layers < layer (None at layer 1) -> (z [C], v [H] the pooled vector, past
     [2C] including this layer). In x0's dtype, in this order (the C does the same)."""
     L = g["pool.w"].shape[0]
@@ -83,13 +110,14 @@ def flops(layer: int, L: int, H: int, C: int) -> int:
 
 
 def forward_all(g: dict, X, detach_past: bool = True) -> dict:
-    """Batch forward for training and analysis, float64: X [L, N, H] the [CLS] states of every layer
+    """Batch forward for training and analysis, float64: X [L, N, H] the poolers' inputs of every layer
+    (pooled_features: the [CLS] states or the means)
     -> dict with v [L, N, H], r [L, N, 2C], f {(i, j): [N, H]} (0-based, j > i), z [L, N, C]
     (z[i] = the combination after 1-based layer i + 1), and the gate / lambda / past / future parts."""
     L, N, _ = X.shape
     C = g["gate.w"].shape[0]
-    v = np.tanh(np.einsum("lnh,lkh->lnk", X, g["pool.w"]) + g["pool.b"][:, None])     # [L, N, H]
-    r = np.einsum("lnh,lkh->lnk", v, g["proj.w"]) + g["proj.b"][:, None]             # [L, N, 2C]
+    v = np.tanh(X @ np.swapaxes(g["pool.w"], 1, 2) + g["pool.b"][:, None])           # [L, N, H] (batched BLAS)
+    r = v @ np.swapaxes(g["proj.w"], 1, 2) + g["proj.b"][:, None]                    # [L, N, 2C]
     f, q = {}, {}
     past = np.cumsum(r, axis=0)                                                       # [L, N, 2C]
     z, gate, lam, fut = np.zeros((L, N, C)), np.zeros((L, N, C)), np.zeros((L, N, C)), np.zeros((L, N, C))

@@ -27,6 +27,12 @@ FASTBERT_WIDTH = 128
 POOLER_ACT = {"tanh": np.tanh, "relu": nn.relu, "gelu": nn.gelu}   # Head.act (arch.CLASSIFIER_ACTS)
 
 
+def mean_pool(x):
+    """x [T, H] the real tokens' states -> their mean [H] (the mean_linear heads' pooling; Global
+    Past-Future with pool "mean" reads the same)."""
+    return x.mean(axis=0)
+
+
 def param_shapes(kind: str, H: int, C: int, width: int = FASTBERT_WIDTH, layer: int = 1) -> dict[str, tuple]:
     """Expected parameter shapes of one head of `kind` after 1-based `layer` (Linear weights are
     [out, in]; scalar_mix: one mix weight per layer 1..layer)."""
@@ -89,7 +95,7 @@ class Head:
         if self.kind == "shared_pooler":
             return np.tanh(nn.linear(x[0], pooler_w, pooler_b))                    # [H]
         if self.kind == "mean_linear":
-            m = x.mean(axis=0)                                                      # [H]
+            m = mean_pool(x)                                                        # [H]
             return m / np.sqrt(np.sum(m * m)) if self.l2norm else m
         if self.kind == "fastbert":
             y = np.tanh(nn.linear(x, p["proj.w"], p["proj.b"]))                     # [T, W]
@@ -142,6 +148,7 @@ class ExitParams:
     dact: dict | None = None      # DACT-BERT halting units {"w": [L-1, F], "b": [L-1]}: h_i = 1 - sigmoid(w_i . feat_i + b_i)
     gates: list | None = None     # SmartBERT skip gates: [L] dicts (refexit/skipgates.py), gate i before layer i+1
     gate_heads: int = 2           # their attention heads
+    gpf_pool: str = "cls"         # Global Past-Future: the per-layer vector its poolers read (refexit.gpf.POOLS)
 
     def gate_prob(self, layer: int, x) -> float:     # 1-based layer, x [T, H] its input -> g in (0, 1)
         from . import skipgates
@@ -176,4 +183,4 @@ class ExitParams:
                           None if self.edge_table is None else self.edge_table.astype(dtype),
                           conv(self.gpf), dact=conv(self.dact),
                           gates=None if self.gates is None else [conv(g) for g in self.gates],
-                          gate_heads=self.gate_heads)
+                          gate_heads=self.gate_heads, gpf_pool=self.gpf_pool)

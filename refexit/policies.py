@@ -368,10 +368,10 @@ class PredictedExit(_Threshold):
 
 class GlobalPastFuture(_Threshold):
     """Global Past-Future (Liao et al. 2021): after layer i < L the exit logits are the gated combination
-    z_i = 2 lambda past + (2 - 2 lambda) future of the past layers' pooled [CLS] vectors and imitations of
-    the future layers' (refexit/gpf.py); exit when H(softmax(z_i)) < S_i (strict, nats). The exit heads
-    are not used before L; the last layer answers with the model's classifier. State per sample: the
-    running sum of the past layers' projections."""
+    z_i = 2 lambda past + (2 - 2 lambda) future of the past layers' pooled [CLS] vectors (or token means:
+    exits.gpf_pool) and imitations of the future layers' (refexit/gpf.py); exit when H(softmax(z_i)) < S_i
+    (strict, nats). The exit heads are not used before L; the last layer answers with the model's
+    classifier. State per sample: the running sum of the past layers' projections."""
     name = "gpf"
     own_logits = True
 
@@ -385,6 +385,7 @@ class GlobalPastFuture(_Threshold):
             H = np.shape(exits.gpf.get("pool.b", np.zeros((0, 0))))[-1]
             _gpf.check_params(exits.gpf, num_layers, H, num_labels, "the exits' Global Past-Future parameters",
                          InputError)
+        _gpf.check_pool(getattr(exits, "gpf_pool", "cls"), "the exits' Global Past-Future parameters", InputError)
         return super().check(num_layers, num_labels, exits)
 
     def _never(self, t, C): return t <= 0
@@ -394,7 +395,8 @@ class GlobalPastFuture(_Threshold):
         return {"past": None}
 
     def exit_logits(self, layer, x, exits, state):
-        z, v, state["past"] = _gpf.step(exits.gpf, layer, x[0], state["past"])
+        u = _gpf.pool_input(x, exits.gpf_pool)                                      # [H]: x[0] or the mean
+        z, v, state["past"] = _gpf.step(exits.gpf, layer, u, state["past"])
         return z, v
 
     def exit_flops(self, layer, exits) -> int:

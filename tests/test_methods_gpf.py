@@ -2,6 +2,7 @@
 the paper's code, the entropy exit, the parameters in the exits file, training (analytic gradients
 against finite differences of an independent loss), the evaluate replay, and the compiled C against
 the float64 oracle."""
+import json
 import warnings
 
 import numpy as np
@@ -20,8 +21,8 @@ from refexit.train import evaluate as E
 from refexit.train import features as F
 from refexit.train import gpf as TG
 
-from test_codegen_props import (EXAMPLES, MAX_BATCH, MAX_LEN, MAX_TOKENS, assert_alone_as_in_batch, batches,
-                                compare, cut_between)
+from test_codegen_props import (EXAMPLES, MAX_BATCH, MAX_LEN, MAX_TOKENS, OTHER_ISAS, assert_alone_as_in_batch,
+                                batches, compare, cut_between)
 
 
 def quiet(f, *a, **kw):
@@ -134,6 +135,49 @@ def test_a_sample_does_not_depend_on_its_batch_mates_in_the_oracle():
         assert one.exit_layers[0] == full.exit_layers[b]
 
 
+def test_mean_pooling_reads_the_mean_of_the_real_tokens():
+    """gpf_pool "mean": each layer's pooler reads the mean of the sample's real tokens (padding left out),
+    not its [CLS] state; the same parameters with pool "cls" give other logits; FLOPs are the same."""
+    m = gpf_model(L=3, C=3, seed=6).astype(np.float64)
+    m.exits.gpf_pool = "mean"
+    L, mask = m.num_layers, ENC["attention_mask"]
+    tr = quiet(m.classify, ENC, refexit.GlobalPastFuture(-1.0), trace=True)
+    hs = m.hidden_states(ENC)
+    for b, t in enumerate(tr.per_layer):
+        n, past, past_cls = int(mask[b].sum()), None, None
+        for layer in range(1, L):
+            x = hs[layer][b, :n]                                                   # [n, H] real tokens only
+            z, _, past = G.step(m.exits.gpf, layer, x.mean(axis=0), past)
+            np.testing.assert_allclose(t[layer - 1].logits, z, rtol=1e-12, atol=1e-12)
+            zc, _, past_cls = G.step(m.exits.gpf, layer, x[0], past_cls)
+            assert not np.allclose(t[layer - 1].logits, zc)                        # not the [CLS] reading
+    cls = quiet(m.classify, ENC, refexit.GlobalPastFuture(-1.0))
+    m.exits.gpf_pool = "cls"
+    np.testing.assert_array_equal(quiet(m.classify, ENC, refexit.GlobalPastFuture(-1.0)).flops, cls.flops)
+
+
+@pytest.mark.parametrize("pool", G.POOLS)
+def test_a_sample_does_not_depend_on_padding_or_batch_mates_with_either_pooling(pool):
+    m = gpf_model(L=3, C=2, seed=7)
+    m.exits.gpf_pool = pool
+    tr = quiet(m.astype(np.float64).classify, ENC, refexit.GlobalPastFuture(-1.0), trace=True)
+    pol = refexit.GlobalPastFuture(float(np.median([t.score for x in tr.per_layer for t in x[:-1]])))
+    full = quiet(m.classify, ENC, pol)
+    for b in range(3):
+        n = int(ENC["attention_mask"][b].sum())
+        one = quiet(m.classify, {k: v[b:b + 1, :n] for k, v in ENC.items()}, pol)
+        np.testing.assert_array_equal(one.logits[0], full.logits[b])
+        assert one.exit_layers[0] == full.exit_layers[b]
+
+
+def test_an_unknown_pooling_is_refused():
+    L, C = 3, 3
+    for bad in ("max", "CLS", None, 1):
+        ep = ExitParams([None] * L, temperatures=np.ones(L), gpf=random_params(L, 4, C), gpf_pool=bad)
+        with pytest.raises(InputError, match="pooling must be one of 'cls', 'mean'"):
+            refexit.GlobalPastFuture(0.5).check(L, C, ep)
+
+
 def test_bad_settings_raise():
     with pytest.raises(InputError, match="NaN"):
         refexit.GlobalPastFuture(float("nan"))
@@ -175,6 +219,32 @@ def test_parameters_round_trip_through_the_exits_file(tmp_path):
         save_exits(tmp_path / "bad.safetensors", ep, model.label_names)
         with pytest.raises(CheckpointError, match=name.replace(".", r"\.")):
             load_checkpoint(tmp_path / "m", exits=tmp_path / "bad.safetensors")
+
+
+def test_the_pooling_round_trips_and_is_checked_on_load(tmp_path):
+    model = gpf_model(L=3, C=3, seed=1)
+    save_model(model, tmp_path / "m")
+    assert load_checkpoint(tmp_path / "m")[2].gpf_pool == "cls"
+    model.exits.gpf_pool = "mean"
+    save_exits(tmp_path / "mean.safetensors", model.exits, model.label_names)
+    assert load_checkpoint(tmp_path / "m", exits=tmp_path / "mean.safetensors")[2].gpf_pool == "mean"
+    assert refexit.load(tmp_path / "m", exits=tmp_path / "mean.safetensors").astype(np.float64).exits.gpf_pool == "mean"
+    # an exits file written before the choice (no metadata 'gpf_pool') reads the [CLS] state, as the paper
+    from refexit import safetensors_io
+    tensors, meta = safetensors_io.read(tmp_path / "mean.safetensors")
+    safetensors_io.write(tmp_path / "old.safetensors", tensors, {k: v for k, v in meta.items() if k != "gpf_pool"})
+    assert load_checkpoint(tmp_path / "m", exits=tmp_path / "old.safetensors")[2].gpf_pool == "cls"
+    # an unknown value, or the setting without the parameters, is refused naming it
+    save_exits(tmp_path / "bad.safetensors", model.exits, model.label_names, extra_meta={"gpf_pool": "max"})
+    with pytest.raises(CheckpointError, match=r"metadata 'gpf_pool'.*'max'"):
+        load_checkpoint(tmp_path / "m", exits=tmp_path / "bad.safetensors")
+    bare = ExitParams(model.exits.heads, None, None, np.ones(3))
+    save_exits(tmp_path / "bare.safetensors", bare, model.label_names, extra_meta={"gpf_pool": "mean"})
+    with pytest.raises(CheckpointError, match="'gpf_pool' without Global Past-Future tensors"):
+        load_checkpoint(tmp_path / "m", exits=tmp_path / "bare.safetensors")
+    model.exits.gpf_pool = "avg"
+    with pytest.raises(CheckpointError, match="'avg'"):
+        save_exits(tmp_path / "never.safetensors", model.exits, model.label_names)
 
 
 # ---------------------------------------------------------------- training
@@ -259,8 +329,69 @@ def test_train_exits_writes_a_loadable_exits_file(tmp_path):
         T.train_exits(m, f, y, f, y, ["a", "b"], extras=("gpff",), cfg=cfg)
 
 
-def test_the_evaluate_replay_is_a_real_run():
+def test_train_exits_with_mean_pooling_trains_on_the_token_means(tmp_path, monkeypatch):
+    from refexit.train import exits as T
+    m = random_model(num_layers=3, hidden=12, heads=2, intermediate=16, num_labels=2, seed=4,
+                     head_kind="mean_linear", vocab_size=97)
+    rng = np.random.default_rng(0)
+    texts = [" ".join(rng.choice(m.tokenizer.vocab[5:], rng.integers(1, 10))) for _ in range(40)]
+    f = F.extract(m, texts, 32, use_cache=False, progress=False)
+    y = rng.integers(0, 2, 40)
+    seen, train = {}, TG.train
+
+    def spy(X, y_, X_dev, *a, **kw):                 # what the GPF training is fed
+        seen["X"], seen["X_dev"] = X, X_dev
+        return train(X, y_, X_dev, *a, **kw)
+    monkeypatch.setattr(TG, "train", spy)
+    runs = {}
+    for pool in G.POOLS:
+        runs[pool] = T.train_exits(m, f, y, f, y, ["a", "b"], extras=("gpf",),
+                                   cfg=T.TrainConfig(max_epochs=3, batch_size=16, gpf_pool=pool))
+        want = f.mean if pool == "mean" else f.cls
+        assert seen["X"] is want and seen["X_dev"] is want
+        assert runs[pool].exits.gpf_pool == pool and runs[pool].info["gpf_pool"] == pool
+    res = runs["mean"]
+    z = G.forward_all({k: np.asarray(v, np.float64) for k, v in res.exits.gpf.items()}, f.mean.astype(np.float64))["z"]
+    got = [float(np.mean(nn.argmax(zi) == y)) for zi in z]                     # dev metrics on the means
+    assert got == pytest.approx([w["accuracy"] for w in res.info["gpf_dev_per_layer"]], abs=1 / 40 + 1e-9)
+    path = T.save(res, tmp_path / "ex")
+    m2 = refexit.load(save_model(m, tmp_path / "m", with_exits=False), exits=path)
+    assert m2.exits.gpf_pool == "mean"
+    for n in G.PARTS:
+        np.testing.assert_array_equal(m2.exits.gpf[n], res.exits.gpf[n])
+    with pytest.raises(InputError, match="pooling must be one of"):
+        T.train_exits(m, f, y, f, y, ["a", "b"], extras=("gpf",), cfg=T.TrainConfig(max_epochs=1, gpf_pool="max"))
+
+
+def test_cli_train_exits_gpf_pool_and_evaluate(tmp_path, capsys, monkeypatch):
+    from refexit import tables
+    from refexit.cli.main import main
+    monkeypatch.setenv("REFEXIT_CACHE", str(tmp_path / "cache"))     # features cached away from ~
+    m = random_model(num_layers=3, hidden=12, heads=2, intermediate=16, num_labels=2, seed=4,
+                     head_kind="mean_linear", vocab_size=97)
+    mdir = save_model(m, tmp_path / "model", with_exits=False)
+    rng = np.random.default_rng(1)
+    rows = [{"text": " ".join(rng.choice(m.tokenizer.vocab[5:], rng.integers(1, 10))), "label": ["neg", "pos"][i % 2],
+             "split": ["train", "dev", "test"][i % 3]} for i in range(60)]
+    tables.write_rows(tmp_path / "d.csv", rows)
+    out = tmp_path / "ex"
+    assert main(["train-exits", str(mdir), "--data", str(tmp_path / "d.csv"), "--split-column", "split",
+                 "--extras", "gpf", "--gpf-pool", "mean", "--epochs", "2", "--out", str(out)]) == 0
+    assert refexit.load(mdir, exits=out).exits.gpf_pool == "mean"
+    assert json.loads((out / "exits.json").read_text())["gpf_pool"] == "mean"
+    assert main(["evaluate", str(mdir), "--exits", str(out), "--sweep", "--policy", "gpf",
+                 "--out", str(tmp_path / "ev"), "--no-plot"]) == 0
+    rep = json.loads(next((tmp_path / "ev").glob("evaluate-*.json")).read_text())
+    assert rep["policies"]["gpf"]["points"]
+    capsys.readouterr()
+    assert main(["train-exits", str(mdir), "--data", str(tmp_path / "d.csv"), "--gpf-pool", "mean"]) == 1
+    assert "--gpf-pool is a setting of --extras gpf" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("pool", G.POOLS)
+def test_the_evaluate_replay_is_a_real_run(pool):
     m = gpf_model(L=4, C=3, seed=5)
+    m.exits.gpf_pool = pool
     rng = np.random.default_rng(0)
     texts = [" ".join(rng.choice(m.tokenizer.vocab[5:], rng.integers(1, 14))) for _ in range(30)]
     f = F.extract(m, texts, 32, use_cache=False, progress=False)
@@ -302,15 +433,18 @@ KINDS = ("pooler_linear", "mean_linear", "fastbert")
 _MODELS, _COMPILED = {}, {}
 
 
-def get(cfg, kind, build_root):
-    if (cfg, kind) not in _MODELS:
-        _MODELS[cfg, kind] = random_model(head_kind=kind, fastbert_width=12, fastbert_heads=2, vocab_size=97,
-                                          max_position=40, scale=1.5, gpf=True, **CONFIGS[cfg])
-    model = _MODELS[cfg, kind]
-    if (cfg, kind) not in _COMPILED:
-        _COMPILED[cfg, kind] = refexit_compile(model, quiet(refexit.GlobalPastFuture, -1.0),
-                                               build_root / f"gpf_{cfg}_{kind}")
-    return model, _COMPILED[cfg, kind]
+def get(cfg, kind, build_root, pool="cls", isa=None):
+    if (cfg, kind, pool) not in _MODELS:
+        _MODELS[cfg, kind, pool] = random_model(head_kind=kind, fastbert_width=12, fastbert_heads=2, vocab_size=97,
+                                                max_position=40, scale=1.5, gpf=True, **CONFIGS[cfg])
+        _MODELS[cfg, kind, pool].exits.gpf_pool = pool
+    model = _MODELS[cfg, kind, pool]
+    key = (cfg, kind, pool, isa)
+    if key not in _COMPILED:
+        name = f"gpf_{cfg}_{kind}" + ("" if pool == "cls" else f"_{pool}") + (f"_{isa}" if isa else "")
+        _COMPILED[key] = refexit_compile(model, quiet(refexit.GlobalPastFuture, -1.0), build_root / name,
+                                         **({"isa": isa} if isa else {}))
+    return model, _COMPILED[key]
 
 
 def refexit_compile(model, policy, out_dir, **kw):
@@ -325,17 +459,18 @@ def build_root(tmp_path_factory):
     return tmp_path_factory.mktemp("gpf")
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_compiled_gpf_matches_oracle(kind, build_root):
+@pytest.mark.parametrize("kind,pool", [(k, "cls") for k in KINDS] + [("mean_linear", "mean"), ("pooler_linear", "mean")])
+def test_compiled_gpf_matches_oracle(kind, pool, build_root):
     """Thresholds cut between the oracle's own entropies of the combination; C vs the float64 oracle
     per sample (logits, exit layers, FLOPs, margins), and a sample's result does not depend on its
-    batch mates (bitwise)."""
+    batch mates (bitwise). pool "mean": the mean over the real tokens of batches with mixed lengths
+    (pooler_linear heads: the mean is compiled for GPF alone)."""
 
     @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
     @given(data=st.data())
     def check(data):
         cfg = data.draw(st.sampled_from(sorted(CONFIGS)), label="config")
-        model, cm = get(cfg, kind, build_root)
+        model, cm = get(cfg, kind, build_root, pool)
         L = model.num_layers
         enc = data.draw(batches(model.config.vocab_size), label="batch")
         tr = quiet(model.astype(np.float64).classify, enc, refexit.GlobalPastFuture(-1.0), trace=True)
@@ -344,10 +479,28 @@ def test_compiled_gpf_matches_oracle(kind, build_root):
             thr = [cut_between(data.draw, scores[:, i], f"cut {i + 1}") for i in range(L - 1)]
         else:
             thr = cut_between(data.draw, scores, "cut")
-        got = compare(cm, model, refexit.GlobalPastFuture(thr), enc, f"config {cfg} {kind} gpf")
+        got = compare(cm, model, refexit.GlobalPastFuture(thr), enc, f"config {cfg} {kind} gpf pool {pool}")
         assert_alone_as_in_batch(cm, enc, got)
+        assert cm.manifest["gpf_pool"] == pool
 
     check()
+
+
+@pytest.mark.parametrize("isa", OTHER_ISAS)
+def test_compiled_gpf_mean_on_other_instruction_sets(isa, build_root):
+    """The mean-pooled GPF on an instruction set other than the default: per-layer thresholds at the
+    medians of the oracle's entropies, on a batch with lengths 1..MAX_LEN (padding in every row but one)."""
+    model, cm = get("c", "mean_linear", build_root, "mean", isa)
+    assert cm.ffi.string(getattr(cm.lib, f"{cm.prefix}_isa")()).decode() == isa
+    rng = np.random.default_rng(3)
+    lengths = np.array([MAX_LEN, 1, 9, 4, 2, 13])
+    mask = (np.arange(MAX_LEN)[None] < lengths[:, None]).astype(np.int64)
+    enc = {"input_ids": rng.integers(0, model.config.vocab_size, mask.shape) * mask, "attention_mask": mask,
+           "token_type_ids": rng.integers(0, 2, mask.shape) * mask}
+    tr = quiet(model.astype(np.float64).classify, enc, refexit.GlobalPastFuture(-1.0), trace=True)
+    scores = np.array([[t.score for t in s[:-1]] for s in tr.per_layer])
+    got = compare(cm, model, refexit.GlobalPastFuture(np.median(scores, axis=0).tolist()), enc, f"{isa} gpf mean")
+    assert_alone_as_in_batch(cm, enc, got)
 
 
 def test_compiled_gpf_settings_and_bad_input(build_root):
@@ -372,3 +525,26 @@ def test_compiled_gpf_settings_and_bad_input(build_root):
     # another policy on a model with the parameters: they stay in the blob, unused
     other = refexit_compile(model, refexit.Entropy(0.5), build_root / "gpf_other")
     assert other.manifest["has_gpf"]
+
+
+def test_compiled_gpf_pool_in_the_manifest(build_root, tmp_path):
+    """The compiled library records its pooling; load_compiled refuses an unknown value, naming it; the
+    mean-pooled library reopens as it was compiled."""
+    import codegen
+    import shutil
+    model, cm = get("a", "mean_linear", build_root, "mean")
+    assert cm.manifest["gpf_pool"] == "mean" and "gpf=yes (pool mean)" in (build_root / "gpf_a_mean_linear_mean"
+                                                                           / "gpf_a_mean_linear_mean.c").read_text()
+    again = codegen.load_compiled(build_root / "gpf_a_mean_linear_mean")
+    enc = {"input_ids": np.array([[2, 5, 9, 3, 0], [2, 7, 3, 0, 0]]), "attention_mask": np.array([[1] * 4 + [0], [1] * 3 + [0] * 2])}
+    pol = refexit.GlobalPastFuture(0.3)
+    quiet(again.set_policy, pol)
+    quiet(cm.set_policy, pol)
+    np.testing.assert_array_equal(again.classify(enc).logits, cm.classify(enc).logits)
+    bad = tmp_path / "bad"
+    shutil.copytree(build_root / "gpf_a_mean_linear_mean", bad)
+    man = next(bad.glob("*.manifest.json"))
+    m = json.loads(man.read_text())
+    man.write_text(json.dumps(dict(m, gpf_pool="max")))
+    with pytest.raises(CheckpointError, match=r"'gpf_pool'.*'max'"):
+        codegen.load_compiled(bad)

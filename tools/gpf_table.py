@@ -44,7 +44,9 @@ def main(argv=None) -> int:
             info = json.loads(path.read_text())
             cells = [f"{100 * g['accuracy']:.1f} / {100 * h['accuracy']:.1f}"
                      for g, h in zip(info["gpf_dev_per_layer"], info["dev_per_layer"])]
-            print(f"| {info.get('dataset', {}).get('name', path.parent.name)} | {' · '.join(cells)} |")
+            pool = info.get("gpf_pool", "cls")
+            name = info.get('dataset', {}).get('name', path.parent.name) + ("" if pool == "cls" else f" (pool {pool})")
+            print(f"| {name} | {' · '.join(cells)} |")
         return 0
     print("| data set | method (test split) | acc % | macro-F1 % | mean layers | FLOPs full/spent |")
     print("|---|---|---|---|---|---|")

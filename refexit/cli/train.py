@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from refexit.cli import data_args
+from refexit.gpf import POOLS
 from refexit.train import exits as T
 
 DEFAULT_EXTRAS = ",".join(T.EXTRAS)
@@ -38,6 +39,9 @@ def add_subcommand(subparsers) -> None:
     p.add_argument("--epochs", type=int, default=T.TrainConfig.max_epochs, help="max epochs per head")
     p.add_argument("--gpf-epochs", type=int, default=0, metavar="N",
                    help="--extras gpf: at most N epochs for the Global Past-Future parameters (default: --epochs)")
+    p.add_argument("--gpf-pool", choices=POOLS, default=None,
+                   help="--extras gpf: the per-layer vector its poolers read: the [CLS] state (cls, the paper's; "
+                        "default) or the mean over the real tokens (mean, as the mean_linear heads)")
     p.add_argument("--dact-tau", type=float, metavar="TAU",
                    help=f"--objective dact: weight of the ponder cost (default {T.TrainConfig.dact_tau}; "
                         f"larger: earlier exits)")
@@ -78,6 +82,8 @@ def run(args) -> int:
         from refexit.train.cascadebert import check_settings
         d = T.TrainConfig(**dar)
         check_settings(d.dar_weight, d.dar_margin, d.dar_seeds, args.heads)     # before the data and the model load
+    if args.gpf_pool is not None and "gpf" not in extras:
+        raise refexit.InputError("--gpf-pool is a setting of --extras gpf")
     model = refexit.load(args.model_dir)
     T.check_kind(model, args.heads)      # before the data and any feature extraction (a pooler-less family)
     ds = data_args.load(args)
@@ -98,6 +104,7 @@ def run(args) -> int:
     if args.dact_tau is not None and not (math.isfinite(args.dact_tau) and args.dact_tau >= 0):
         raise refexit.InputError(f"--dact-tau must be a finite number >= 0, got {args.dact_tau}")
     cfg = T.TrainConfig(seed=args.seed, max_epochs=args.epochs, gpf_epochs=args.gpf_epochs,
+                        gpf_pool=args.gpf_pool or T.TrainConfig.gpf_pool,
                         dact_tau=T.TrainConfig.dact_tau if args.dact_tau is None else args.dact_tau,
                         dact_train_heads=not args.dact_frozen_heads, **dar)
     res = T.train_exits(model, f_train, ds.train.labels, f_dev, ds.dev.labels, ds.label_names,

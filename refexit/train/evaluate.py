@@ -133,15 +133,18 @@ class LayerOutputs:
 
 def own_logits_outputs(model, policy: Policy, feats: F.Features):
     """The exit logits an own_logits policy (Global Past-Future) computes after each layer < L, for
-    every sample, with the policy's own exit_logits on the cached [CLS] state (as a one-row x) in
-    layer order -- what Model.classify computes -- and their FLOPs."""
+    every sample, with the policy's own exit_logits on the cached vector its poolers read (the [CLS]
+    state or the token mean, exits.gpf_pool, as a one-row x) in layer order -- what Model.classify
+    computes -- and their FLOPs."""
+    from refexit.gpf import pooled_features
     L, N = model.num_layers, feats.cls.shape[1]
+    vec = pooled_features(feats, model.exits.gpf_pool)                       # [L, N, H]
     z = [[None] * N for _ in range(L - 1)]
     fe = [[None] * N for _ in range(L - 1)]
     for n in range(N):
         state = policy.start()
         for layer in range(1, L):
-            z[layer - 1][n], fe[layer - 1][n] = policy.exit_logits(layer, feats.cls[layer - 1, n][None], model.exits,
+            z[layer - 1][n], fe[layer - 1][n] = policy.exit_logits(layer, vec[layer - 1, n][None], model.exits,
                                                                     state)
     return ([np.stack(a) for a in z], [np.stack(a) for a in fe],
             [policy.exit_flops(layer, model.exits) for layer in range(1, L)])

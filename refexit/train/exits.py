@@ -46,7 +46,8 @@ Stages, for a model with L layers:
                  paper's distance-aware regulariser shapes the backbone's features while it is
                  fine-tuned; here the heads are trained as above and the prototypes computed after.
       gpf        (only when asked) Global Past-Future: poolers, imitation layers, projections and gate on
-                 the cached [CLS] states, PABEE-weighted CE + cosine imitation (refexit/train/gpf.py).
+                 the cached [CLS] states (or token means: TrainConfig.gpf_pool "mean"), PABEE-weighted
+                 CE + cosine imitation (refexit/train/gpf.py).
       edge_table EdgeBERT: the training samples sorted by the layer-1 exit head's entropy and cut
                  into K = 32 equal-count bins; row k = (mean layer-1 entropy of bin k, mean entropy
                  of the exit heads of layers 2..L-1 over bin k) ([K, L-1], rows by rising entropy).
@@ -101,6 +102,7 @@ class TrainConfig:
     ponder_prior: float = 0.3       # lambda of the geometric prior
     gpf_lr: float = 1e-3            # Global Past-Future (extra gpf): Adam learning rate
     gpf_epochs: int = 0             # Global Past-Future: its own epoch cap (0: max_epochs)
+    gpf_pool: str = "cls"           # Global Past-Future: what its poolers read, "cls" (the paper) or "mean"
     dact_tau: float = 0.01          # DACT-BERT: weight of the ponder cost sum_{n<L} p_n
     dact_train_heads: bool = True   # DACT-BERT: fine-tune the exit heads' fc with the halting units
     romebert_gamma: float = 0.9     # weight of the distillation term (RomeBERT)
@@ -447,6 +449,9 @@ def train_exits(model, train_feats, y_train, dev_feats, y_dev, label_names, kind
     bad = set(extras) - set(EXTRAS) - set(OPTIONAL_EXTRAS)
     if bad:
         raise InputError(f"unknown extras {sorted(bad)} (known: {', '.join(EXTRAS + OPTIONAL_EXTRAS)})")
+    if "gpf" in extras:
+        from refexit.gpf import check_pool
+        check_pool(cfg.gpf_pool, "TrainConfig.gpf_pool", InputError)
     regression = np.asarray(y_train).dtype.kind == "f"
     if regression:
         if objective not in REGRESSION_OBJECTIVES:
@@ -542,9 +547,11 @@ def train_exits(model, train_feats, y_train, dev_feats, y_dev, label_names, kind
     if "gpf" in extras:
         say("Global Past-Future (poolers, imitation layers, projections, gate; weighted CE + cosine imitation)")
         from refexit.train import gpf as G
+        from refexit.gpf import pooled_features
         pooler = (model.weights["pooler.w"], model.weights["pooler.b"]) if "pooler.w" in model.weights else None
-        exits.gpf, logs["gpf"] = G.train(train_feats.cls, y_train, dev_feats.cls, y_dev, C, cfg, rng, pooler,
-                                         lr=cfg.gpf_lr)
+        pool = exits.gpf_pool = cfg.gpf_pool
+        exits.gpf, logs["gpf"] = G.train(pooled_features(train_feats, pool), y_train, pooled_features(dev_feats, pool),
+                                         y_dev, C, cfg, rng, pooler, lr=cfg.gpf_lr)
     if "calibrate" in extras:
         exits.temperatures = np.array([fit_temperature(z, y_dev) for _, z in outs_dev])
 
@@ -556,7 +563,9 @@ def train_exits(model, train_feats, y_train, dev_feats, y_dev, label_names, kind
             "problem_type": "regression" if regression else "single_label_classification",
             "dev_per_layer": (regression_dev_metrics(outs_dev, y_dev) if regression
                               else dev_metrics(outs_dev, y_dev, exits.temperatures, C)),
-            **({"gpf_dev_per_layer": gpf_dev_metrics(exits.gpf, dev_feats, y_dev, C)} if "gpf" in extras else {}),
+            **({"gpf_pool": exits.gpf_pool,
+                "gpf_dev_per_layer": gpf_dev_metrics(exits.gpf, dev_feats, y_dev, C, exits.gpf_pool)}
+               if "gpf" in extras else {}),
             **({"cascadebert_dev_per_layer": dar_facts} if dar_facts else {}),
             "log": {str(k): _short_log(v) for k, v in logs.items()}}
     return TrainResult(exits.astype(model.dtype), list(label_names), info, include_final=bool(train_final))
@@ -572,12 +581,12 @@ def dev_metrics(outs_dev, y, temperatures, C) -> list[dict]:
     return rows
 
 
-def gpf_dev_metrics(g: dict, feats, y, C) -> list[dict]:
+def gpf_dev_metrics(g: dict, feats, y, C, pool: str = "cls") -> list[dict]:
     """Dev accuracy of the Global Past-Future combination after every layer (the last: its own, not the
     model's classifier, which is what answers at L)."""
-    from refexit.gpf import forward_all
+    from refexit.gpf import forward_all, pooled_features
     from refexit.train.evaluate import accuracy, macro_f1
-    z = forward_all(g, np.asarray(feats.cls, np.float64))["z"]
+    z = forward_all(g, np.asarray(pooled_features(feats, pool), np.float64))["z"]
     return [{"layer": i + 1, "accuracy": accuracy(nn.argmax(zi), y), "macro_f1": macro_f1(nn.argmax(zi), y, C),
              "nll": float(np.mean(_ce_rows(zi, y)))} for i, zi in enumerate(z)]
 

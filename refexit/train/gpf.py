@@ -1,4 +1,5 @@
-"""Train the Global Past-Future classifier (refexit/gpf.py) on a frozen backbone's cached [CLS] states.
+"""Train the Global Past-Future classifier (refexit/gpf.py) on a frozen backbone's cached [CLS] states
+(or token means, refexit.gpf.pooled_features: the poolers' inputs X; nothing below depends on which).
 
 The loss is the paper's (lancopku/Early-Exit, BertForSequenceClassification.forward), on cached
 features instead of a backbone being fine-tuned:
@@ -41,7 +42,7 @@ def init_params(L: int, H: int, C: int, rng, pooler=None) -> dict:
 
 
 def loss_and_grads(g: dict, X, y, want_grads: bool = True):
-    """X [L, N, H] float64 [CLS] states, y [N] int labels -> (loss, grads like g)."""
+    """X [L, N, H] float64 poolers' inputs ([CLS] states or means), y [N] int labels -> (loss, grads like g)."""
     L, N, H = X.shape
     C = g["gate.w"].shape[0]
     fw = forward_all(g, X)
@@ -106,7 +107,7 @@ def loss_and_grads(g: dict, X, y, want_grads: bool = True):
 
 
 def train(X, y, X_dev, y_dev, C: int, cfg, rng, pooler=None, lr: float | None = None) -> tuple[dict, dict]:
-    """X [L, N, H] [CLS] states, y [N] labels in 0..C-1; dev alike -> (params float64, training log).
+    """X [L, N, H] the poolers' inputs, y [N] labels in 0..C-1; dev alike -> (params float64, training log).
     Adam on mini-batches with early stopping on the dev loss (refexit.train.exits.fit), at `lr`
     (default cfg.lr); no weight decay (the paper's default)."""
     from dataclasses import replace
