@@ -47,7 +47,7 @@ def markers(out) -> list[str]:
 def as_folder_rows(file_rows: list[dict], id_text: bool) -> list[dict]:
     """A file output's rows as a folder output holds them (every column present, ids as text with
     --id-column)."""
-    cols = list(file_rows[0])
+    cols = list(dict.fromkeys([k for r in file_rows for k in r] + ["error"]))    # a good row has no `error`
     return [{k: (r.get(k) if not (id_text and k == "id") else folder._id_text(r.get(k))) for k in cols}
             for r in file_rows]
 

@@ -192,7 +192,7 @@ class FolderRun:
 
     def finished(self, n_files: int) -> bool:
         done = self.committed()
-        return all(not todo and end for todo, end in (chunks.missing_chunks(done.get(f, {})) for f in range(n_files)))
+        return all(_complete(done.get(f, {})) for f in range(n_files))
 
     def remove_strays(self) -> None:
         """Delete what a killed run left uncommitted: part files without a marker, temporaries."""
@@ -277,51 +277,54 @@ def score_part(scorer, part: Part, label_names: list[str]) -> dict:
 
 # ---------------------------------------------------------------------- the parts still to do
 class Plan:
-    """The parts still to score, file by file. An uncompressed .txt / .jsonl file is indexed first
-    (tables.line_offsets: one pass at C speed, no row parsed), so its parts are known and each
-    seeks to its first row; any other file (CSV / TSV, Parquet, gzip) is read by each part from its
-    start up to the part's first row (Parquet skips whole row groups), and its end is found by
-    trying parts k, k+1, ... until one comes back with `last` (at most `limit` - 1 empty parts
-    past the end are tried)."""
+    """The parts still to score, file by file, each file looked at when its turn comes. An
+    uncompressed .txt / .jsonl file is indexed then (tables.line_offsets: one pass counting
+    newlines, no row parsed), so its parts are known and each seeks to its first row; any other
+    file (CSV / TSV, Parquet, gzip) is read by each part from its start up to the part's first row
+    (Parquet skips whole row groups), and its end is found by trying parts k, k+1, ... until one
+    comes back with `last` (the parts handed out meanwhile past the end come back empty)."""
 
     def __init__(self, inputs: list[Path], opt, out: str, done: dict):
         from . import engine
-        self.inputs, self.opt, self.out = inputs, opt, out
+        self.inputs, self.opt, self.out, self.done = inputs, opt, out, done
         self.specs = engine.specs(inputs, opt)
-        self.todo: list[tuple[int, int]] = []
-        self.open: dict[int, int] = {}                   # file -> next part to try (end unknown)
-        self.end: dict[int, int] = {}                    # file -> its last part (known)
-        self.offsets: dict[int, list[int]] = {}          # file -> the byte offset of each part (indexed)
-        for f, path in enumerate(inputs):
-            d = done.get(f, {})
-            todo, end_known = chunks.missing_chunks(d)
-            if end_known:
-                self.end[f] = min(k for k, m in d.items() if m.get("last"))
-                if not todo:
-                    continue
-            offs = tables.line_offsets(path, opt.part_rows, opt.input_format)
-            if offs is not None:
-                self.offsets[f] = offs = offs or [0]     # an empty file: one empty part
-                self.end[f] = len(offs) - 1
-                todo = [k for k in range(len(offs)) if k not in d]
-            elif not end_known:
-                self.open[f] = max(d) + 1 if d else 0
-            self.todo += [(f, k) for k in todo]
-        self.todo.reverse()
+        self.files = [f for f in range(len(inputs)) if not _complete(done.get(f, {}))]   # still to do, in order
+        self.f: int | None = None                        # the file whose parts are being handed out
+        self.todo: list[int] = []                        # its parts still to hand out, in order
+        self.open_from: int | None = None                # its next part to try (its end not known)
+        self.end: dict[int, int] = {}                    # file -> its last part, once known
+        self.offsets: list[int] | None = None            # its parts' byte offsets (indexed)
+
+    def _start(self, f: int) -> None:
+        d = self.done.get(f, {})
+        todo, end_known = chunks.missing_chunks(d)
+        self.f, self.open_from = f, None
+        self.offsets = offs = tables.line_offsets(self.inputs[f], self.opt.part_rows, self.opt.input_format)
+        if offs is not None:
+            self.offsets = offs = offs or [0]            # an empty file: one empty part
+            self.end[f] = len(offs) - 1
+            todo = [k for k in range(len(offs)) if k not in d]
+        elif end_known:
+            self.end[f] = min(k for k, m in d.items() if m.get("last"))
+        else:
+            self.open_from = max(d) + 1 if d else 0
+        self.todo = todo[::-1]
 
     def next(self) -> Part | None:
-        if self.todo:
-            f, k = self.todo.pop()
-        elif self.open:
-            f = min(self.open)
-            k = self.open[f]
-            self.open[f] += 1
-        else:
-            return None
-        o = self.opt
-        offs = self.offsets.get(f)
-        return Part(self.out, f, k, str(self.inputs[f]), o.part_rows, o.chunk_rows, o.input_format, self.specs[f],
-                    None if offs is None else offs[k], None if offs is None else k == len(offs) - 1)
+        while True:
+            if self.f is not None and self.todo:
+                k = self.todo.pop()
+                break
+            if self.f is not None and self.open_from is not None and self.f not in self.end:
+                k = self.open_from
+                self.open_from += 1
+                break
+            if not self.files:
+                return None
+            self._start(self.files.pop(0))
+        o, offs = self.opt, self.offsets
+        return Part(self.out, self.f, k, str(self.inputs[self.f]), o.part_rows, o.chunk_rows, o.input_format,
+                    self.specs[self.f], None if offs is None else offs[k], None if offs is None else k == len(offs) - 1)
 
     def needed(self, part: Part) -> bool:
         return part.k <= self.end.get(part.f, part.k)
@@ -329,7 +332,11 @@ class Plan:
     def finished(self, part: Part, meta: dict) -> None:
         if meta["last"]:
             self.end[part.f] = min(self.end.get(part.f, part.k), part.k)
-            self.open.pop(part.f, None)
+
+
+def _complete(d: dict) -> bool:
+    todo, end_known = chunks.missing_chunks(d)
+    return end_known and not todo
 
 
 def drive(plan: Plan, submit, wait_one, limit: int, prog) -> int:
