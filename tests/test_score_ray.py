@@ -301,14 +301,14 @@ def test_a_ray_folder_output_is_the_local_engines_bad_rows_included(tiny, local_
 
 def test_a_ray_folder_run_sigkilled_mid_run_resumes_to_the_uninterrupted_rows(tiny, tmp_path):
     """A real `refexit score --engine ray -o DIR/` process (its own local Ray), SIGKILLed once 10
-    of its 80 parts are committed: a resume with other options is refused; resumed with --engine
+    of its 48 parts are committed: a resume with other options is refused; resumed with --engine
     ray, and (a copy of the folder) with the local engine, each has exactly one row per input row
     (ids checked), the rows and errors file of an uninterrupted run."""
     compiled, _ = tiny
     require_ray()
     pytest.importorskip("pyarrow")
     from test_score_folder import markers, read_folder, write_input
-    n = 40000
+    n = 24000
     src = write_input(tmp_path / "in.jsonl", n, seed=27, bad_every=1009)
     cmd = [sys.executable, "-m", "refexit.cli.main", "score", str(compiled), str(src), "--id-column", "id",
            "--part-rows", "500", "--chunk-rows", "100", "--batch", "1", "-q"]
@@ -331,7 +331,7 @@ def test_a_ray_folder_run_sigkilled_mid_run_resumes_to_the_uninterrupted_rows(ti
     out_local = str(tmp_path / "out-local") + "/"
     shutil.copytree(out, out_local)
 
-    r = subprocess.run(ray_cmd + ["-o", out, "--resume", "--logits"], env=env, cwd=ROOT,
+    r = subprocess.run(cmd + ["-o", out, "--resume", "--logits"], env=env, cwd=ROOT,     # (no Ray start-up)
                        capture_output=True, text=True)
     assert r.returncode == 1 and "--resume" in r.stderr and "logits" in r.stderr, r.stderr
     r = subprocess.run(ray_cmd + ["-o", out, "--resume"], env=env, cwd=ROOT, capture_output=True, text=True)
