@@ -247,3 +247,20 @@ def test_a_folder_run_sigkilled_mid_run_resumes_to_the_uninterrupted_rows(tiny, 
     assert rows == read_folder(ref)
     assert (Path(out) / folder.ERRORS).read_bytes() == (Path(ref) / folder.ERRORS).read_bytes()
     assert len(read_jsonl(Path(out) / folder.ERRORS)) == n // 1009
+
+
+def test_parts_default_to_about_four_per_worker_and_a_resume_keeps_them(tiny, tmp_path):
+    """Without --part-rows, the parts are sized for about 4 per worker (10,000 rows, 2 workers:
+    1,250 rows each), recorded in run.json; a resume with other --workers keeps that size."""
+    _, compiled, _ = tiny
+    src = write_input(tmp_path / "in.txt", 10000, seed=38, bad_every=501)
+    out = Path(tmp_path / "out")
+    assert score(compiled, src, "-o", str(out) + "/", "--workers", "2") == 0
+    part_rows = json.loads((out / folder.MARKERS / "run.json").read_text())["part_rows"]
+    assert part_rows == 1250
+    assert sorted(p.name for p in out.glob("part-*")) == [folder.part_name(0, k) for k in range(8)]
+    want = read_folder(out)
+    assert [r["row"] for r in want] == list(range(10000))
+    os.remove(out / folder.marker_name(0, 5))
+    assert score(compiled, src, "-o", str(out) + "/", "--workers", "1", "--resume") == 0
+    assert read_folder(out) == want

@@ -54,7 +54,7 @@ def add_subcommand(sub) -> None:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress line (none either when stderr is "
                                                                "not a terminal)")
     p.add_argument("--chunk-rows", type=int, default=4096, help=argparse.SUPPRESS)
-    p.add_argument("--part-rows", type=int, default=65536, help=argparse.SUPPRESS)
+    p.add_argument("--part-rows", type=int, help=argparse.SUPPRESS)
     p.add_argument("--summary", type=Path, metavar="PATH", help="also write the summary as JSON to PATH")
     add_policy_args(p)
     p.set_defaults(func=run)

@@ -34,7 +34,7 @@ class Options:
     resume: bool = False
     quiet: bool = False
     chunk_rows: int = 4096
-    part_rows: int = 65536                   # a folder output's rows per part file (folder.py)
+    part_rows: int | None = None             # a folder output's rows per part (None: folder.part_rows)
     input_format: str | None = None
     extra: dict = field(default_factory=dict)  # recorded in run.json (policy, model hash, engine)
 
@@ -49,6 +49,8 @@ def cpu_count() -> int:
 def check_options(opt: Options) -> None:
     for name in ("batch", "threads_per_worker", "chunk_rows", "part_rows"):
         v = getattr(opt, name)
+        if v is None and name == "part_rows":
+            continue
         if not isinstance(v, int) or v < 1:
             raise InputError(f"--{name.replace('_', '-')} must be a whole number >= 1, got {v!r}")
     if opt.workers is not None and (not isinstance(opt.workers, int) or opt.workers < 1):

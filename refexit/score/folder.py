@@ -207,9 +207,50 @@ class FolderRun:
                 self.store.delete(f"{MARKERS}/{name}")
 
 
-def run_spec(inputs: list[Path], opt, cm) -> dict:
+MAX_PART_ROWS, MIN_PART_ROWS = 65536, 1024
+
+
+def open_run(out: str, inputs: list[Path], opt, cm, workers: int) -> tuple[FolderRun, object]:
+    """The run of a folder output (refusing a changed run, or one needing --resume) and the options
+    with part_rows settled: --part-rows if given, else the unfinished run's (a resume), else about
+    4 parts per worker over the inputs (a quick estimate of their rows), within [1024, 65536]."""
+    import dataclasses
+
     from . import engine
-    return engine.run_spec(inputs, opt, cm) | {"part_rows": opt.part_rows}
+    part_rows = opt.part_rows
+    if part_rows is None and opt.resume:
+        store = Store(out)
+        if "run.json" in (store.list(MARKERS) or []):
+            old = jsonio.loads(store.read_bytes(f"{MARKERS}/run.json"), f"{out}{MARKERS}/run.json", InputError)
+            part_rows = old.get("part_rows") if isinstance(old.get("part_rows"), int) else None
+    if part_rows is None:
+        est = estimate_rows(inputs, opt.input_format)
+        part_rows = MAX_PART_ROWS if est is None else \
+            min(MAX_PART_ROWS, max(MIN_PART_ROWS, -(-est // (4 * workers))))
+    opt = dataclasses.replace(opt, part_rows=part_rows)
+    return FolderRun(out, engine.run_spec(inputs, opt, cm) | {"part_rows": part_rows}, opt.resume), opt
+
+
+def estimate_rows(inputs: list[Path], input_format: str | None) -> int | None:
+    """The inputs' rows, roughly and without reading them: each text file's size over the mean
+    length of its first MiB of lines, a Parquet file's metadata; None for a compressed file."""
+    total = 0
+    for p in inputs:
+        fmt = tables.table_format(p, input_format)
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+            try:
+                total += pq.ParquetFile(p).metadata.num_rows
+            except Exception:                  # noqa: BLE001  (only an estimate; the reader says why later)
+                return None
+            continue
+        if str(p).lower().endswith(".gz"):
+            return None
+        with open(p, "rb") as f:
+            head = f.read(1 << 20)
+        lines = head.count(b"\n") or 1
+        total += -(-Path(p).stat().st_size * lines // max(len(head), 1))
+    return total
 
 
 # ---------------------------------------------------------------------- one part
@@ -390,9 +431,9 @@ def score_folder_local(cm, inputs: list[Path], out: str, opt) -> dict:
     from . import engine
     from .handles import Scorer, SharedWeights
     engine.check_options(opt)
-    run = FolderRun(out, run_spec(inputs, opt, cm), opt.resume)
-    done = run.committed()
     workers = opt.workers or max(1, engine.cpu_count() // opt.threads_per_worker)
+    run, opt = open_run(out, inputs, opt, cm, workers)
+    done = run.committed()
     prog = engine.progress_bar(inputs, opt, done)
     shared = SharedWeights(cm)
     mine = threading.local()

@@ -209,8 +209,10 @@ def _score_ray(folder: Path, cm, inputs: list[Path], out_path, opt, address: str
         raise InputError(f"--workers {workers} x --threads-per-worker {opt.threads_per_worker} needs "
                          f"{workers * opt.threads_per_worker} CPUs; the Ray cluster has {cpus}")
     # OUTPUT.parts/ (refusing a changed run, or one needing --resume) once the run can start
-    run = FO.FolderRun(out_path, FO.run_spec(inputs, opt, cm), opt.resume) if folder_output else \
-        chunks.RunDir(out_path, engine.run_spec(inputs, opt, cm), opt.resume)
+    if folder_output:
+        run, opt = FO.open_run(out_path, inputs, opt, cm, workers)
+    else:
+        run = chunks.RunDir(out_path, engine.run_spec(inputs, opt, cm), opt.resume)
     t0 = time.perf_counter()
     thr = cm.thresholds if cm.num_layers > 1 else None
     cls = map_batches_fn(folder, opt.text_column, opt.pair_column, opt.id_column, opt.batch,
