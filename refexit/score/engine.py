@@ -34,7 +34,7 @@ class Options:
     resume: bool = False
     quiet: bool = False
     chunk_rows: int = 4096
-    part_rows: int | None = None             # a folder output's rows per part (None: folder.part_rows)
+    part_rows: int | None = None             # a folder output's rows per part (None: folder.open_run picks)
     input_format: str | None = None
     extra: dict = field(default_factory=dict)  # recorded in run.json (policy, model hash, engine)
 

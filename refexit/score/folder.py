@@ -3,7 +3,7 @@ written where the part is scored (a worker thread, or a Ray actor on any node), 
 part, so a killed run resumes with `--resume` and nothing is lost or duplicated.
 
 Part k of input file f is its data rows [k * part_rows, (k + 1) * part_rows) (row numbers as
-tables.iter_rows counts them). A part is scored by whoever picks it up (score_part): it reads its
+tables.iter_rows counts them; part_rows: --part-rows, else about 4 parts per worker, open_run). A part is scored by whoever picks it up (score_part): it reads its
 rows from the input file itself (refexit's reader: bad rows keep their place with `error` set;
 an uncompressed .txt / .jsonl file is indexed once by the driver, tables.line_offsets, so a part
 seeks to its first row; see Plan for the others), scores them chunk_rows at a time (memory stays
