@@ -3,7 +3,8 @@ same output and errors file as the local engine, byte for byte, bad rows (not UT
 text column, empty text) included; a scoring actor SIGKILLed mid-run (in Ray Data's map_batches,
 and in the command's own actor pool) is restarted and its batch retried, so every input row comes
 out exactly once; a driver SIGKILLed mid-run is resumed (by either engine) to exactly the output of
-an uninterrupted run, and refuses to resume a changed run; the artefact shipped to a worker is
+an uninterrupted run, and refuses to resume a changed run, with a file output and with a folder
+output (-o DIR/: whole parts scored and committed by the actors); the artefact shipped to a worker is
 rebuilt there from its C source when the shipped library does not load. Skipped, saying so, when
 Ray Data is not installed (pip install '.[ray]')."""
 from __future__ import annotations
@@ -263,26 +264,83 @@ def test_the_shipped_library_is_rebuilt_where_it_does_not_load(tiny, tmp_path, m
         .joinpath(cm.manifest["weights"]).read_bytes() == (compiled / cm.manifest["weights"]).read_bytes()
 
 
-def test_folder_output_keeps_rays_files_unmerged(tiny, local_ray, tmp_path, capsys):
-    """-o DIR/ (or a URI) with --engine ray: Ray's Parquet files are the output (the cluster case:
-    no merge through the driver); ids come from --id-column, which it needs."""
+def test_a_ray_folder_output_is_the_local_engines_bad_rows_included(tiny, local_ray, tmp_path, capsys):
+    """-o DIR/ with --engine ray: the actors read, score and commit whole parts into the folder;
+    the parts and DIR/_errors.jsonl are the local engine's, bad rows (not UTF-8, not JSON, no text
+    column, empty text) kept in place with their reason; a second run on the folder is refused."""
     compiled, cm = tiny
-    pq = pytest.importorskip("pyarrow.parquet")
-    texts = random_texts(120, seed=24)
-    src = tables.write_rows(tmp_path / "in.jsonl", [{"key": f"k{i}", "text": t} for i, t in enumerate(texts)])
-    out = str(tmp_path / "out") + "/"
-    assert main(["score", str(compiled), str(src), "-o", out, "--engine", "ray", "-q"]) == 1
-    assert "--id-column" in capsys.readouterr().err
-    assert main(["score", str(compiled), str(src), "-o", out, "-q", "--id-column", "key"]) == 1   # local: a file
-    assert main(["score", str(compiled), str(src), "-o", out, "--engine", "ray", "-q", "--id-column", "key",
-                 "--resume"]) == 1
-    assert "--resume is for a file output" in capsys.readouterr().err
-    assert main(["score", str(compiled), str(src), "-o", out, "--engine", "ray", "-q", "--id-column", "key",
+    pytest.importorskip("pyarrow")
+    from test_score_folder import read_folder
+    good = random_texts(60, seed=24)
+    lines = [json.dumps({"key": f"k{i}", "text": t}).encode() for i, t in enumerate(good)]
+    lines[3] = b'{"key": "u3", "text": "caf\xe9 latin-1"}'
+    lines[20] = b"{not json"
+    lines[33] = json.dumps({"key": "m33", "body": "no text column"}).encode()
+    lines[47] = json.dumps({"key": "e47", "text": ""}).encode()
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"\n".join(lines) + b"\n")
+    common = [str(compiled), str(src), "--id-column", "key", "--part-rows", "16", "--chunk-rows", "5", "-q"]
+    local, out = str(tmp_path / "local") + "/", str(tmp_path / "ray") + "/"
+    assert main(["score", *common, "-o", local]) == 0
+    assert main(["score", *common, "-o", out, "--engine", "ray", "--workers", "2",
                  "--summary", str(tmp_path / "s.json")]) == 0
-    rows = pq.read_table(out).to_pylist()
-    assert sorted(r["id"] for r in rows) == sorted(f"k{i}" for i in range(120))
-    by_id = {r["id"]: r for r in rows}
-    want = expected(cm, texts)
-    assert [by_id[f"k{i}"]["exit_layer"] for i in range(120)] == [w["exit_layer"] for w in want]
+    rows = read_folder(out)
+    assert rows == read_folder(local)
+    assert [r["row"] for r in rows] == list(range(60))
+    assert (Path(out) / "_errors.jsonl").read_bytes() == (Path(local) / "_errors.jsonl").read_bytes()
+    errs = read_jsonl(Path(out) / "_errors.jsonl")
+    assert [(e["row"], e["id"]) for e in errs] == [(3, None), (20, None), (33, "m33"), (47, "e47")]
+    ok = [i for i in range(60) if i not in (3, 20, 33, 47)]
+    assert [rows[i]["id"] for i in ok] == [f"k{i}" for i in ok]
+    assert [rows[i]["exit_layer"] for i in ok] == [w["exit_layer"] for w in expected(cm, [good[i] for i in ok])]
     s = json.loads((tmp_path / "s.json").read_text())
-    assert (s["rows"], s["scored"], s["errors"]) == (120, 120, 0)
+    assert (s["rows"], s["scored"], s["errors"]) == (60, 56, 4)
+    assert main(["score", *common, "-o", out, "--engine", "ray", "--workers", "2"]) == 1
+    assert "holds a finished run" in capsys.readouterr().err
+
+
+def test_a_ray_folder_run_sigkilled_mid_run_resumes_to_the_uninterrupted_rows(tiny, tmp_path):
+    """A real `refexit score --engine ray -o DIR/` process (its own local Ray), SIGKILLed once 10
+    of its 48 parts are committed: a resume with other options is refused; resumed with --engine
+    ray, and (a copy of the folder) with the local engine, each has exactly one row per input row
+    (ids checked), the rows and errors file of an uninterrupted run."""
+    compiled, _ = tiny
+    require_ray()
+    pytest.importorskip("pyarrow")
+    from test_score_folder import markers, read_folder, write_input
+    n = 24000
+    src = write_input(tmp_path / "in.jsonl", n, seed=27, bad_every=1009)
+    cmd = [sys.executable, "-m", "refexit.cli.main", "score", str(compiled), str(src), "--id-column", "id",
+           "--part-rows", "500", "--chunk-rows", "100", "--batch", "1", "-q"]
+    ray_cmd = cmd + ["--engine", "ray", "--address", "local", "--workers", "2"]
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    ref = str(tmp_path / "ref") + "/"
+    subprocess.run(cmd + ["-o", ref], check=True, env=env, cwd=ROOT, capture_output=True)
+    out = str(tmp_path / "out") + "/"
+    proc = subprocess.Popen(ray_cmd + ["-o", out], env=env, cwd=ROOT, stderr=subprocess.PIPE)
+    while proc.poll() is None:
+        if len(markers(out)) >= 10:
+            proc.send_signal(signal.SIGKILL)
+            break
+        threading.Event().wait(0.01)
+    proc.wait()
+    proc.stderr.close()
+    if proc.returncode != -signal.SIGKILL:
+        pytest.fail(f"the run ended (exit {proc.returncode}) before 10 parts were seen; make the input larger")
+    assert 10 <= len(markers(out)) < n // 500
+    out_local = str(tmp_path / "out-local") + "/"
+    shutil.copytree(out, out_local)
+
+    r = subprocess.run(cmd + ["-o", out, "--resume", "--logits"], env=env, cwd=ROOT,     # (no Ray start-up)
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "--resume" in r.stderr and "logits" in r.stderr, r.stderr
+    r = subprocess.run(ray_cmd + ["-o", out, "--resume"], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rows = read_folder(out)
+    assert [r["id"] for r in rows] == [f"r{i}" for i in range(n)]
+    assert rows == read_folder(ref)
+    assert (Path(out) / "_errors.jsonl").read_bytes() == (Path(ref) / "_errors.jsonl").read_bytes()
+
+    r = subprocess.run(cmd + ["-o", out_local, "--resume"], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert read_folder(out_local) == read_folder(ref)

@@ -15,6 +15,8 @@ tree, which for Ray includes its daemons and workers):
   ray          refexit score ... --engine ray (a local Ray on this node; Ray start-up included,
                and its own split: start-up / read + score + commit / write of the output)
   local-tenth  the local engine on the first tenth of the rows (memory must not grow with the input)
+  local-folder, ray-folder   the same into a folder output (-o DIR/: Parquet parts, committed where
+               scored; not in the default --only)
   one-handle   a process that opens one handle and classifies one batch: the RSS baseline
   torch        HF transformers BertModel (torch, eager attention) + the same final exit head in
                NumPy, --batch texts per call padded to the longest (needs torch, transformers)
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -236,15 +239,19 @@ def main(argv=None) -> int:
                 if i == args.rows // 10:
                     break
                 fout.write(line)
-    for engine in ("local-tenth", "local", "ray"):
+    for engine in ("local-tenth", "local", "ray", "local-folder", "ray-folder"):
         if engine not in only:
             continue
         out = work / f"{engine}.jsonl"
+        if engine.endswith("-folder"):
+            out = f"{work / engine}/"
+            shutil.rmtree(out, ignore_errors=True)                  # a folder holding a run is refused
         summary = work / f"{engine}-summary.json"
         rows = args.rows // 10 if engine == "local-tenth" else args.rows
         r = run(refexit_cmd("score", work / "compiled", work / "input-tenth.txt" if engine == "local-tenth" else inp,
-                            "-o", out, "--batch", args.batch, "-q", "--engine", engine.removesuffix("-tenth"),
-                            "--summary", summary, *(["--workers", args.threads] if engine != "ray" else [])),
+                            "-o", out, "--batch", args.batch, "-q", "--engine", engine.split("-")[0],
+                            "--summary", summary, *(["--workers", args.threads] if engine.split("-")[0] != "ray"
+                                                    else [])),
                 env={"PYTHONPATH": str(ROOT)})
         if r["returncode"] == 0:
             s = json.loads(summary.read_text())

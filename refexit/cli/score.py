@@ -6,7 +6,11 @@ cached). INPUTs are files, folders or globs of .txt (one text per line), .jsonl,
 (file by file): row, id, label, label_id, probability, exit_layer (+ logits), error; its extension
 picks the format (.jsonl, .csv, .parquet). Bad rows keep their place (fields null, `error` set)
 and are listed in OUTPUT.errors.jsonl. Chunks are committed to OUTPUT.parts/ as they finish;
-after a crash or kill, the same command with --resume continues where it stopped."""
+after a crash or kill, the same command with --resume continues where it stopped.
+
+OUTPUT may also be a folder (a path ending in /, or a URI such as s3://bucket/dir/): one Parquet
+file per part of each input file, written and committed where the part is scored (every Ray node),
+the bad rows in OUTPUT/_errors.jsonl; --resume redoes only the parts not committed."""
 from __future__ import annotations
 
 import argparse
@@ -25,9 +29,9 @@ def add_subcommand(sub) -> None:
     p.add_argument("source", metavar="SOURCE", help="compiled folder, or HF model folder (compiled, cached)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="input files, folders or globs")
     p.add_argument("-o", "--output", required=True, metavar="OUTPUT",
-                   help="output file: .jsonl, .csv or .parquet; with --engine ray also a folder (a path "
-                        "ending in /, or a URI such as s3://bucket/dir/) that keeps Ray's Parquet files "
-                        "unmerged (needs --id-column)")
+                   help="output file: .jsonl, .csv or .parquet; or a folder (a path ending in /, or a "
+                        "URI such as s3://bucket/dir/) of Parquet files, one per part of each input file, "
+                        "unmerged")
     p.add_argument("--text-column", default="text", metavar="NAME", help="column holding the text (default: text)")
     p.add_argument("--pair-column", metavar="NAME", help="column holding the second text of a sentence pair")
     p.add_argument("--id-column", metavar="NAME", help="column copied to `id` (default: the row number)")
@@ -45,10 +49,12 @@ def add_subcommand(sub) -> None:
                    help="local (default: a thread pool on this machine) or ray (Ray Data; pip install '.[ray]')")
     p.add_argument("--address", metavar="ADDR", help="ray: a running cluster (default: RAY_ADDRESS, or a cluster `ray start` began on this "
                         "machine, else a new local Ray; `local`: always a new local Ray)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run (OUTPUT.parts/)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run (OUTPUT.parts/, or a "
+                                                              "folder OUTPUT's committed parts)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress line (none either when stderr is "
                                                                "not a terminal)")
     p.add_argument("--chunk-rows", type=int, default=4096, help=argparse.SUPPRESS)
+    p.add_argument("--part-rows", type=int, help=argparse.SUPPRESS)
     p.add_argument("--summary", type=Path, metavar="PATH", help="also write the summary as JSON to PATH")
     add_policy_args(p)
     p.set_defaults(func=run)
@@ -58,30 +64,26 @@ def run(args) -> int:
     from refexit import tables
     from refexit.errors import InputError
     from refexit.score import engine
+    from refexit.score.folder import is_folder_output, score_folder_local
     from refexit.score.output import output_format
     from refexit.score.source import open_source
     if args.address and args.engine != "ray":
         raise InputError("--address is for --engine ray")
-    folder_output = args.output.endswith("/") or "://" in args.output
-    if folder_output and args.engine != "ray":
-        raise InputError(f"-o {args.output}: a folder output is for --engine ray; the local engine writes "
-                         f"one file (.jsonl, .csv, .parquet)")
-    if folder_output and not args.id_column:
-        raise InputError(f"-o {args.output}: a folder output keeps Ray's files unmerged, without row numbers: "
-                         f"give --id-column to tell the rows apart")
+    folder_output = is_folder_output(args.output)
     args.output = args.output if folder_output else Path(args.output)
-    if not folder_output:
-        output_format(args.output)                     # a bad extension before any work
+    output_format(Path("part.parquet") if folder_output else args.output)      # before any work
     inputs = tables.expand_inputs(args.inputs)
     opt = engine.Options(text_column=args.text_column, pair_column=args.pair_column, id_column=args.id_column,
                          batch=args.batch, workers=args.workers, threads_per_worker=args.threads_per_worker,
                          logits=args.logits, resume=args.resume, quiet=args.quiet, chunk_rows=args.chunk_rows,
-                         input_format=args.input_format)
+                         part_rows=args.part_rows, input_format=args.input_format)
     engine.check_options(opt)
     folder, cm = open_source(args.source, policy_from_args(args), args.exits)
     if args.engine == "ray":
         from refexit.score.ray_engine import score_ray
         summary = score_ray(folder, cm, inputs, args.output, opt, address=args.address)
+    elif folder_output:
+        summary = score_folder_local(cm, inputs, args.output, opt)
     else:
         summary = engine.score_local(cm, inputs, args.output, opt)
     print_summary(summary)

@@ -73,11 +73,8 @@ class RunDir:
                                  f"the folder to start again")
             old = jsonio.read_object(run_file, InputError, what="the run file of an unfinished score run") \
                 if run_file.exists() else None
-            if old is not None and old != json.loads(json.dumps(run)):
-                diff = sorted(k for k in set(old) | set(run) if old.get(k) != json.loads(json.dumps(run.get(k))))
-                raise InputError(f"--resume: {self.path} is a run with other {', '.join(diff)} (the inputs "
-                                 f"or options changed); delete the folder to start again")
             if old is not None:
+                check_same_run(old, run, self.path)
                 return
         try:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -110,6 +107,14 @@ class RunDir:
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def check_same_run(old: dict, run: dict, where) -> None:
+    """A --resume of the run recorded as `old` with the run `run`: refused when they differ."""
+    if old != json.loads(json.dumps(run)):
+        diff = sorted(k for k in set(old) | set(run) if old.get(k) != json.loads(json.dumps(run.get(k))))
+        raise InputError(f"--resume: {where} is a run with other {', '.join(diff)} (the inputs "
+                         f"or options changed); delete the folder to start again")
 
 
 def missing_chunks(done: dict[int, dict]) -> tuple[list[int], bool]:

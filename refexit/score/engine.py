@@ -34,6 +34,7 @@ class Options:
     resume: bool = False
     quiet: bool = False
     chunk_rows: int = 4096
+    part_rows: int | None = None             # a folder output's rows per part (None: folder.open_run picks)
     input_format: str | None = None
     extra: dict = field(default_factory=dict)  # recorded in run.json (policy, model hash, engine)
 
@@ -46,8 +47,10 @@ def cpu_count() -> int:
 
 
 def check_options(opt: Options) -> None:
-    for name in ("batch", "threads_per_worker", "chunk_rows"):
+    for name in ("batch", "threads_per_worker", "chunk_rows", "part_rows"):
         v = getattr(opt, name)
+        if v is None and name == "part_rows":
+            continue
         if not isinstance(v, int) or v < 1:
             raise InputError(f"--{name.replace('_', '-')} must be a whole number >= 1, got {v!r}")
     if opt.workers is not None and (not isinstance(opt.workers, int) or opt.workers < 1):
@@ -188,13 +191,19 @@ def finish(run: chunks.RunDir, inputs, out_path: Path, cm, spec: R.Spec, rows_sc
     errors = (({"file": str(inputs[f])} if many else {}) | e for f, k in ordered for e in done[f][k]["errors"])
     n_err = output.write_errors(output.errors_path(out_path), errors)
     run.remove()
+    return summarize(total, exits, n_err, rows_scored, seconds, str(out_path), str(output.errors_path(out_path)))
+
+
+def summarize(total: int, exits: np.ndarray, n_err: int, rows_scored: int, seconds: float, out: str,
+              errors_file: str) -> dict:
+    """The summary of a run: `exits` [L] rows per exit layer, over the whole output."""
     scored = int(exits.sum())
     return {"rows": total, "scored": scored, "errors": n_err, "seconds": round(seconds, 3),
             "rows_this_run": rows_scored, "texts_per_s": round(rows_scored / seconds, 1) if seconds > 0 else None,
             "mean_exit_layer": round(float((exits * np.arange(1, len(exits) + 1)).sum() / scored), 4) if scored
             else None,
             "exit_layers": {str(i + 1): int(c) for i, c in enumerate(exits)},
-            "output": str(out_path), "errors_file": str(output.errors_path(out_path))}
+            "output": out, "errors_file": errors_file}
 
 
 def _isatty() -> bool:

@@ -7,21 +7,23 @@ engine does (chunks.RunDir: the same files, the same `--resume`, either engine r
 other); engine.finish writes OUTPUT and the errors file. The output is the local engine's, byte
 for byte. The same class is the Python API for Ray Data users: `ds.map_batches(map_batches_fn(...))`.
 
-A folder output (`-o DIR/` or a URI, the cluster case) runs on Ray Data end to end instead:
-`read_*` of the inputs, `map_batches`, `write_parquet` on every node, no merge through the driver
-and no --resume; there Ray's readers fail at a line that is not UTF-8 or not JSON.
+A folder output (`-o DIR/` or a URI, the cluster case, folder.py) hands whole parts (part_rows
+rows of one input file) to the same actors instead of chunks: each actor reads its part from the
+input file, scores it and commits it into DIR (its Parquet file, then its marker) on its own node;
+only part descriptors go out and each part's meta (rows, bad rows, exit-layer counts) comes back,
+so no row passes through the driver, and --resume redoes only the parts without a marker.
 
 What reaches the workers, without a shared file system: the compiled artefact (manifest, header,
 C source, the built library and the weights file) is put once in Ray's object store; each actor
 unpacks it into its node's cache ($REFEXIT_CACHE/score-ray/<model hash>-<build key>/, once per node)
 and loads the shipped library, or rebuilds it from the C source (cached by codegen's build cache)
-when it does not load or does not run on that node's CPU. The rows go from the driver to the
-actors and the scored lines back through the object store, so only the driver touches the input
-and output files.
+when it does not load or does not run on that node's CPU. With a file output the rows go from the driver
+to the actors and the scored lines back through the object store, so only the driver touches the
+input and output files; with a folder output every node reads the inputs and writes into DIR.
 
 Actors are restarted and their chunks retried when one dies (max_restarts=-1, max_task_retries=-1,
 as Ray Data's actor pools default to; tests/test_score_ray.py kills one mid-run): the output still
-has exactly one row per input row. A killed driver leaves the committed chunks: --resume."""
+has exactly one row per input row. A killed driver leaves the committed chunks (parts): --resume."""
 from __future__ import annotations
 
 import json
@@ -32,7 +34,7 @@ import numpy as np
 
 from refexit.errors import InputError
 
-from . import chunks, engine, output, rows as R
+from . import chunks, engine, folder as FO, output, rows as R
 from .chunks import write_durable
 
 ARTEFACT_KEYS = ("manifest", "header", "source", "library", "weights")
@@ -142,6 +144,12 @@ def _make_class(ref, spec: R.Spec, batch: int, threads: int, thresholds):
             refexit's reader) -> rows.score_rows's (JSON lines, meta), as a local worker makes them."""
             return R.score_rows(self.scorer, rows, spec, self.cm.label_names)
 
+        def score_part(self, part) -> dict:
+            """One part of a folder output (folder.score_part): read, scored and committed into
+            the output folder here, on this actor's node -> its meta."""
+            from . import folder
+            return folder.score_part(self.scorer, part, self.cm.label_names)
+
         def __call__(self, batch):
             import pyarrow as pa
             from refexit.tables import Row
@@ -184,12 +192,9 @@ def score_ray(folder: Path, cm, inputs: list[Path], out_path: Path, opt, address
 
 def _score_ray(folder: Path, cm, inputs: list[Path], out_path, opt, address: str | None) -> dict:
     ray = require_ray()
-    folder_output = isinstance(out_path, str)          # "dir/" or "s3://bucket/dir/": Ray's files, unmerged
-    if folder_output and opt.resume:
-        raise InputError(f"-o {out_path}: --resume is for a file output (a folder output is written by Ray's "
-                         f"write tasks, not committed in chunks)")
+    folder_output = isinstance(out_path, str)          # "dir/" or "s3://bucket/dir/": parts, unmerged
+    engine.check_options(opt)
     if not folder_output:
-        engine.check_options(opt)
         output.output_format(out_path)
     if opt.quiet or not output_isatty():
         import logging
@@ -204,13 +209,16 @@ def _score_ray(folder: Path, cm, inputs: list[Path], out_path, opt, address: str
         raise InputError(f"--workers {workers} x --threads-per-worker {opt.threads_per_worker} needs "
                          f"{workers * opt.threads_per_worker} CPUs; the Ray cluster has {cpus}")
     # OUTPUT.parts/ (refusing a changed run, or one needing --resume) once the run can start
-    run = None if folder_output else chunks.RunDir(out_path, engine.run_spec(inputs, opt, cm), opt.resume)
+    if folder_output:
+        run, opt = FO.open_run(out_path, inputs, opt, cm, workers)
+    else:
+        run = chunks.RunDir(out_path, engine.run_spec(inputs, opt, cm), opt.resume)
     t0 = time.perf_counter()
     thr = cm.thresholds if cm.num_layers > 1 else None
     cls = map_batches_fn(folder, opt.text_column, opt.pair_column, opt.id_column, opt.batch,
                          opt.threads_per_worker, opt.logits, thr)
     if folder_output:
-        summary = _score_to_folder(ray, cls, cm, inputs, out_path, opt, workers)
+        summary = _score_parts(ray, cls, run, cm, inputs, opt, workers)
     else:
         summary = _score_chunks(ray, cls, run, cm, inputs, out_path, opt, workers)
     seconds = time.perf_counter() - t0                 # Ray's start-up apart, as timing_s says
@@ -270,59 +278,41 @@ def _score_chunks(ray, cls, run: chunks.RunDir, cm, inputs: list[Path], out_path
                                    "write_output": round(time.perf_counter() - t1, 3)}}
 
 
-def _read(ray, inputs: list[Path], opt):
-    from refexit import tables
-    fmts = {tables.table_format(p, opt.input_format) for p in inputs}
-    if len(fmts) != 1:
-        raise InputError(f"--engine ray reads one format per run, got {sorted(fmts)}")
-    f = fmts.pop()
-    paths = [str(p) for p in inputs]
-    light = LIGHT
-    if f == "txt":
-        return ray.data.read_text(paths, drop_empty_lines=False, include_paths=True, **light)
-    if f == "jsonl":
-        return ray.data.read_json(paths, lines=True, include_paths=True, **light)
-    if f in ("csv", "tsv"):
-        import pyarrow as pa
-        import pyarrow.csv as pcsv
-        text = [c for c in (opt.text_column, opt.pair_column, opt.id_column) if c]      # as the local reader: text
-        return ray.data.read_csv(paths, include_paths=True, **light,
-                                 parse_options=pcsv.ParseOptions(delimiter="," if f == "csv" else "\t"),
-                                 convert_options=pcsv.ConvertOptions(
-                                     strings_can_be_null=False, column_types={c: pa.string() for c in text}))
-    return ray.data.read_parquet(paths, include_paths=True, **light)
-
-
-def _score_to_folder(ray, cls, cm, inputs: list[Path], out: str, opt, workers: int) -> dict:
-    """A folder output (the cluster case): Ray Data end to end, read_* of the inputs, map_batches,
-    write_parquet on every node into `out`, no merge through the driver; Ray's readers stop at a
-    line that is not UTF-8 or not JSON (a file output reads with refexit's reader instead)."""
+def _score_parts(ray, cls, run: FO.FolderRun, cm, inputs: list[Path], opt, workers: int) -> dict:
+    """A folder output: each actor scores whole parts and commits them into the folder itself
+    (folder.score_part on its node); the driver hands out the parts still to do (one per actor at a
+    time) and gets each part's meta back; folder.finish writes the errors file and the summary."""
+    done = run.committed()
+    prog = engine.progress_bar(inputs, opt, done)
+    actor = ray.remote(cls).options(num_cpus=opt.threads_per_worker, max_restarts=-1, max_task_retries=-1)
+    actors = [actor.remote() for _ in range(workers)]
+    idle = list(range(workers))
+    pending: dict = {}                                 # ObjectRef -> (actor, part)
     t0 = time.perf_counter()
-    ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True
-    if opt.quiet or not output_isatty():
-        ctx.enable_progress_bars = False
-    ds = _read(ray, inputs, opt).map_batches(
-        cls, batch_size=opt.chunk_rows, concurrency=workers, num_cpus=opt.threads_per_worker)
-    ds.write_parquet(out, ray_remote_args=LIGHT)
-    summary = folder_summary(out, cm)
-    return summary | {"rows_this_run": summary["rows"],
-                      "timing_s": {"read_score_write": round(time.perf_counter() - t0, 3)}}
 
+    def submit(part):
+        a = idle.pop()
+        pending[actors[a].score_part.remote(part)] = (a, part)
 
-def folder_summary(out: str, cm) -> dict:
-    """The summary of a folder output, from the `exit_layer` and `error` columns of Ray's files
-    (the bad rows stay in those files, with `error` set: no separate errors file)."""
-    import pyarrow.compute as pc
-    import pyarrow.dataset as pads
-    t = pads.dataset(out, format="parquet").to_table(columns=["exit_layer", "error"])
-    layers = t.column("exit_layer").drop_null().to_numpy(zero_copy_only=False).astype(np.int64)
-    exits = np.bincount(layers, minlength=cm.num_layers + 1)[1:]
-    scored = int(exits.sum())
-    return {"rows": t.num_rows, "scored": scored, "errors": int(pc.sum(pc.is_valid(t.column("error"))).as_py() or 0),
-            "mean_exit_layer": round(float(layers.mean()), 4) if scored else None,
-            "exit_layers": {str(i + 1): int(c) for i, c in enumerate(exits)}, "output": out,
-            "errors_file": f"{out} (rows with `error` set)"}
+    def wait_one():
+        (ref,), _ = ray.wait(list(pending), num_returns=1)
+        a, part = pending.pop(ref)
+        idle.append(a)
+        try:
+            return part, ray.get(ref)
+        except ray.exceptions.RayTaskError as e:
+            raise e.as_instanceof_cause() from None
+
+    try:
+        rows = FO.drive(FO.Plan(inputs, opt, run.out, done), submit, wait_one, workers, prog)
+    finally:
+        prog.close()
+        for a in actors:
+            ray.kill(a)
+    t1 = time.perf_counter()
+    summary = FO.finish(run, inputs, cm, rows, t1 - t0)
+    return summary | {"timing_s": {"read_score_commit": round(t1 - t0, 3),
+                                   "finish": round(time.perf_counter() - t1, 3)}}
 
 
 def output_isatty() -> bool:
