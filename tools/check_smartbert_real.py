@@ -62,7 +62,7 @@ def main(argv=None) -> int:
           f"mean layers run {got.mean_layers:.3f} (oracle {ref.mean_layers:.3f}; mean exit layer "
           f"{np.mean(got.exit_layers):.3f}), FLOPs full/spent {got.flops_ratio:.3f} (oracle {ref.flops_ratio:.3f})")
     ent = libs["entropy"].classify(enc)
-    t_sb, t_ent, t_full = median_seconds([lambda: libs[n].classify(enc) for n in ("smartbert", "entropy", "static")],
+    t_sb, t_ent, t_full = median_seconds([lambda n=n: libs[n].classify(enc) for n in ("smartbert", "entropy", "static")],
                                          len(texts))
     print(f"  compiled, 1 thread: smartbert {1e3 * t_sb:.3f} ms/text ({t_full / t_sb:.2f}x the full model; ideal "
           f"L / mean layers run {got.layer_speedup:.2f}x), entropy {1e3 * t_ent:.3f} ms/text ({t_full / t_ent:.2f}x; "
