@@ -77,6 +77,9 @@ class CompiledModel:
             if "token_reduction" in manifest:                  # the length configuration (model.c.j2)
                 for n in ("set_keep", "get_keep"):
                     setattr(self._fn, n, getattr(self.lib, f"{p}_{n}"))
+            if manifest.get("gate_width"):                    # SmartBERT: the calls that report the layers run
+                for n in ("classify_batch_run", "classify_padded_run"):
+                    setattr(self._fn, n, getattr(self.lib, f"{p}_{n}"))
             if manifest["policy"]["name"] == "ceebert":       # the bandits' state (policy.c.j2)
                 for n in ("bandit_num_arms", "bandit_state", "bandit_set_state", "bandit_reset"):
                     setattr(self._fn, n, getattr(self.lib, f"{p}_{n}"))
@@ -112,6 +115,7 @@ class CompiledModel:
         self.isa = manifest["isa"]
         self.warnings = list(manifest["warnings"])
         self._count = manifest["policy"]["count"]
+        self._skips = bool(manifest.get("gate_width"))     # SmartBERT's skip gates: results carry layers_run
         tr = manifest.get("token_reduction")
         self.keep = tuple(tr["keep"]) if tr else None       # token reduction: keep ratio per layer (None: off)
         self._set_flops()
@@ -130,6 +134,8 @@ class CompiledModel:
         if self.keep is not None:
             reduced_flops(self._flops, m["flops"], m["token_reduction"]["cost"], self.keep, self.policy_name,
                           bool(m["policy"].get("check_between", False)))
+        if self._skips:
+            self._skip_costs = skip_costs(m["flops"], self.num_layers, self.max_length)
 
     def set_keep(self, reduction) -> None:
         """Change the length configuration of a library compiled with token reduction:
@@ -339,18 +345,24 @@ class CompiledModel:
             return f"sample {sample(i)}: token type id {int(types_[i])}"
         return "classify"
 
-    def classify_raw(self, ids, type_ids, lengths) -> np.ndarray:
+    def classify_raw(self, ids, type_ids, lengths, layers_run=None, layer_ran=None) -> np.ndarray:
         """Back-to-back int32 ids/type_ids and lengths [B] -> the C results as a structured array
-        (fields logits [C], label, exit_layer, score, margin), written in place by the C code."""
+        (fields logits [C], label, exit_layer, score, margin), written in place by the C code.
+        Libraries compiled for smartbert also fill, when given, layers_run (int32 [B]: the layers each
+        sample ran) and layer_ran (uint8 [B, L]: 1 where sample b ran layer i + 1)."""
         B = int(len(lengths))
         out = np.zeros(B, self._dtype)
         if B == 0:
             return out
         f = self.ffi.from_buffer
+        res = f(f"{self.prefix}_result[]", out, require_writable=True)
+        args = (f("int32_t[]", ids), f("int32_t[]", type_ids), f("int32_t[]", lengths), B, res)
         with self._lock:
-            st = self._fn.classify_batch(self._handle(), f("int32_t[]", ids), f("int32_t[]", type_ids),
-                                         f("int32_t[]", lengths), B,
-                                         f(f"{self.prefix}_result[]", out, require_writable=True))
+            if layers_run is None and layer_ran is None:
+                st = self._fn.classify_batch(self._handle(), *args)
+            else:
+                fn = self._skip_fn("classify_batch_run")
+                st = fn(self._handle(), *args, *self._run_outputs(layers_run, layer_ran))
         if st:
             raise self._error(st, self._input_context(st, ids, type_ids, lengths))
         return out
@@ -367,13 +379,19 @@ class CompiledModel:
         C = self.num_labels
         out = np.empty((B, C + 4), np.float32)        # [B] results: logits [C], label, exit_layer, score, margin
         lengths = np.empty(B, np.int32)
+        ran = np.empty((B, self.num_layers), np.uint8) if self._skips else None   # SmartBERT: the layers run
+        run = np.empty(B, np.int32) if self._skips else None                        # and their count
         if B:
             f, null = self.ffi.from_buffer, self.ffi.NULL
-            with self._lock:
-                st = self._fn.classify_padded(
-                    self._handle(), f("int64_t[]", ids), null if mask is None else f("int64_t[]", mask),
+            args = (f("int64_t[]", ids), null if mask is None else f("int64_t[]", mask),
                     null if types_ is None else f("int64_t[]", types_), B, T, f("int32_t[]", lengths),
                     f(f"{self.prefix}_result[]", out, require_writable=True))
+            with self._lock:
+                args = (self._handle(), *args)
+                if ran is None:
+                    st = self._fn.classify_padded(*args)
+                else:
+                    st = self._fn.classify_padded_run(*args, *self._run_outputs(run, ran))
             if st:
                 ids, real, types_ = unpack(enc)       # a padding error raises here, naming the sample
                 raise self._error(st, self._input_context(st, ids[real], types_[real], real.sum(axis=1)))
@@ -382,8 +400,28 @@ class CompiledModel:
         exits = out.view(np.int32)[:, C + 1]                  # [B] 1-based exit layers
         spent = self._flops[exits, lengths]                   # [B, 2] (spent, full model)
         return ClassifyResult(out[:, :C].copy(), exits.astype(np.int64), self.num_layers, self.label_names,
-                              spent[:, 0], spent[:, 1], out[:, C + 3].astype(np.float64), self.policy_repr,
-                              None, list(self.warnings))
+                              *self._spent(spent, exits, lengths, ran), out[:, C + 3].astype(np.float64),
+                              self.policy_repr, None, list(self.warnings),
+                              None if run is None else run.astype(np.int64))
+
+    def _spent(self, spent, exits, lengths, ran) -> tuple:
+        """(FLOPs spent [B], full-model FLOPs [B]): from the exit layer, or with skip gates from the
+        layers each sample ran (skip_flops)."""
+        if ran is None:
+            return spent[:, 0], spent[:, 1]
+        return skip_flops(self._skip_costs, exits, lengths, ran), spent[:, 1]
+
+    def _run_outputs(self, layers_run, layer_ran) -> tuple:
+        """The C pointers of the optional outputs of the _run calls (NULL for None)."""
+        f, null = self.ffi.from_buffer, self.ffi.NULL
+        return (null if layers_run is None else f("int32_t[]", layers_run, require_writable=True),
+                null if layer_ran is None else f("uint8_t[]", layer_ran, require_writable=True))
+
+    def _skip_fn(self, name):
+        if not self._skips:
+            raise InputError(f"this library was compiled for the {self.policy_name} policy, which skips no layer "
+                             f"(layer_ran is reported by libraries compiled for smartbert)")
+        return getattr(self._fn, name)
 
     # ------------------------------------------------------------------ text, tokenized in C
     @property
@@ -431,11 +469,14 @@ class CompiledModel:
         lengths = np.array([len(r[0]) for r in rows], np.int32)
         ids = np.array([i for r in rows for i in r[0]], np.int32)
         types_ = np.array([t for r in rows for t in r[1]], np.int32)
-        out = self.classify_raw(ids, types_, lengths)
+        ran = np.empty((len(rows), self.num_layers), np.uint8) if self._skips else None
+        run = np.empty(len(rows), np.int32) if self._skips else None
+        out = self.classify_raw(ids, types_, lengths, run, ran)
         spent = self._flops[out["exit_layer"], lengths]
         return ClassifyResult(out["logits"].copy(), out["exit_layer"].astype(np.int64), self.num_layers,
-                              self.label_names, spent[:, 0], spent[:, 1], out["margin"].astype(np.float64),
-                              self.policy_repr, None, list(self.warnings))
+                              self.label_names, *self._spent(spent, out["exit_layer"], lengths, ran),
+                              out["margin"].astype(np.float64), self.policy_repr, None, list(self.warnings),
+                              None if run is None else run.astype(np.int64))
 
     @property
     def tokenizer(self):
@@ -566,6 +607,10 @@ def check_manifest(manifest, where) -> dict:
         if not all(0.0 < float(x) <= 1.0 for x in keep):
             raise E(f"{where}: manifest field 'token_reduction.keep' must hold ratios in (0, 1]")
         numbers(get(tr, "cost", "manifest token_reduction"), "'token_reduction.cost'", 4, whole=True)
+    if "gate" in fl:                                   # SmartBERT: FLOPs of one skip gate (c0, c1, c2 in n)
+        numbers(fl["gate"], "'flops.gate'", 3, whole=True)
+    elif manifest.get("gate_width"):
+        raise E(f"{where}: manifest field 'flops.gate' is missing (the FLOPs of a skip gate; compile again)")
     if "gpf" in fl:                                    # Global Past-Future: FLOPs of its check after layers 1..L-1
         numbers(fl["gpf"], "'flops.gpf'", max(L - 1, 0), whole=True)
     elif pol["name"] == "gpf":
@@ -611,6 +656,26 @@ def flops_polynomials(fl: dict, L: int, policy_name: str, check_between: bool = 
             return add(layers(e), *heads[:1], *heads[e - 1:e] if e > 1 else ())
         return add(layers(e), *heads[:e], (fl["policy"] * min(e, L - 1), 0, 0))
     return [spent(e) for e in range(1, L + 1)], add(embed, layers(L), heads[L - 1])
+
+
+def skip_costs(fl: dict, L: int, max_length: int) -> np.ndarray:
+    """SmartBERT: [max_length + 1, L + 2] int64, per length n: one layer's FLOPs, one skip gate's,
+    then the head after each layer 1..L (exact integers, from the manifest's coefficients)."""
+    c = np.array([fl["layer"], fl["gate"], *fl["heads"]], np.int64)    # [L + 2, 3] (c0, c1, c2)
+    n = np.arange(max_length + 1, dtype=np.int64)[:, None]           # [N, 1]
+    return c[:, 0] + n * (c[:, 1] + n * c[:, 2])                      # [N, L + 2]
+
+
+def skip_flops(costs: np.ndarray, exits, lengths, ran) -> np.ndarray:
+    """FLOPs spent per sample with skip gates, as Model.classify counts them: every layer it ran, a
+    gate before every layer it reached (1..exit), the head after every layer it ran before L, and the
+    final head when it reached L. costs: skip_costs; exits [B] 1-based; lengths [B]; ran [B, L] 0/1."""
+    c = costs[lengths]                                                # [B, L + 2]
+    L = ran.shape[1]
+    heads = ran.astype(bool)                                          # [B, L]
+    heads[:, L - 1] = exits == L                                      # the final head: whoever reached L
+    spent = ran.sum(axis=1, dtype=np.int64) * c[:, 0] + exits * c[:, 1] + np.sum(c[:, 2:] * heads, axis=1)
+    return spent.astype(np.float64)
 
 
 def reduced_flops(table: np.ndarray, fl: dict, cost, keep, policy_name: str, check_between: bool = False) -> None:
@@ -705,7 +770,8 @@ def _manifest(model, plan, res) -> dict:
                   "heads": [list(head_flops_coeffs(h)) for h in model.exits.heads],
                   "policy": int(policy_flops),
                   **({"gpf": [int(_gpf_flops(layer, plan)) for layer in range(1, plan.num_layers)]}
-                     if plan.gpf else {})},
+                     if plan.gpf else {}),
+                  **({"gate": _gate_flops(model)} if plan.gate_width else {})},
         **({"token_reduction": {"keep": list(plan.keep), "cost": list(dataclasses.astuple(
             LayerCost.of(H, I, cfg.num_attention_heads)))}} if plan.keep else {}),
         "tokenizer": {"kind": plan.tokenizer, "special_tokens": list(plan.special_tokens),
@@ -713,6 +779,12 @@ def _manifest(model, plan, res) -> dict:
                       "tokenize_chinese_chars": cfg.tokenize_chinese_chars, "max_length": cfg.max_length,
                       "pad_token_id": cfg.pad_token_id},
     }
+
+
+def _gate_flops(model) -> list[int]:
+    """One SmartBERT skip gate's FLOPs on n tokens as (c0, c1, c2): c0 + c1 n (skipgates.flops)."""
+    g0 = int(model.exits.gate_flops(0))
+    return [g0, int(model.exits.gate_flops(1)) - g0, 0]
 
 
 def _gpf_flops(layer: int, plan) -> int:

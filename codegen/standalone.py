@@ -83,8 +83,9 @@ def program_sources(manifest: dict) -> tuple[str, str]:
     prefix = manifest["prefix"]
     ctx = dict(prefix=prefix, PREFIX=prefix.upper())
     inclusive = bool(manifest.get("policy", {}).get("inclusive"))
+    layers_run = bool(manifest.get("gate_width"))       # SmartBERT's skip gates: print the layers run
     main = env.get_template("main.c.j2").render(provenance=_provenance(manifest, f"{prefix}_main.c"),
-                                                inclusive=inclusive, **ctx)
+                                                inclusive=inclusive, layers_run=layers_run, **ctx)
     weights = manifest["weights"]
     size = manifest.get("weights_size")
     embed = env.get_template("embed.c.j2").render(provenance=_provenance(manifest, f"{prefix}_embed.c"),

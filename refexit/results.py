@@ -61,7 +61,7 @@ class ClassifyResult:
     def records(self, texts=None) -> list[dict]:
         """One JSON-ready dict per sample: the fields of the standalone program's lines (without
         time_ms): label, label_id, probability, probabilities (value for regression), logits,
-        exit_layer; text first when `texts` are given."""
+        exit_layer (and layers_run when the skip gates skipped layers); text first when `texts` are given."""
         out = []
         probs = self.probs
         for b in range(len(self.exit_layers)):
@@ -80,6 +80,8 @@ class ClassifyResult:
                 rec["probabilities"] = {names[c]: float(probs[b, c]) for c in range(C)}
             rec["logits"] = [float(z) for z in self.logits[b]]
             rec["exit_layer"] = int(self.exit_layers[b])
+            if self.layers_run is not None and self.layers_run[b] != self.exit_layers[b]:
+                rec["layers_run"] = int(self.layers_run[b])     # skip gates skipped some (as the standalone program)
             out.append(rec)
         return out
 

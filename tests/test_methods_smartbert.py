@@ -283,14 +283,21 @@ def build_root(tmp_path_factory):
 
 
 def compare(cm, m, pol, enc, what):
-    """C vs float64 oracle: exit layers and labels equal except where the oracle's margin (to the
-    entropy threshold or to the gate's 1/2) is below NEAR; logits at equal exits within tolerance."""
+    """C vs float64 oracle: exit layers, labels, layers run and FLOPs equal except where the oracle's
+    margin (to the entropy threshold or to the gate's 1/2) is below NEAR; logits at equal exits
+    within tolerance."""
     quiet(cm.set_policy, pol)
     ref = quiet(m.astype(np.float64).classify, enc, pol)
     got = cm.classify(enc)
     near = ref.margins < NEAR
-    bad = ((got.exit_layers != ref.exit_layers) | (got.labels != ref.labels)) & ~near
+    bad = ((got.exit_layers != ref.exit_layers) | (got.labels != ref.labels)
+           | (got.layers_run != ref.layers_run)) & ~near
     assert not bad.any(), f"{what} {pol!r}: samples {np.flatnonzero(bad).tolist()} differ"
+    # the compiled result counts the layers it ran (not its exit layer), and its FLOPs are the
+    # oracle's: every layer run, every gate evaluated, the heads after the layers run
+    assert got.layers_run.dtype == np.int64 and got.mean_layers == np.mean(got.layers_run)
+    np.testing.assert_array_equal(got.flops[~near], ref.flops[~near], err_msg=f"{what}: flops")
+    np.testing.assert_array_equal(got.full_flops, ref.full_flops)
     same = got.exit_layers == ref.exit_layers
     np.testing.assert_allclose(got.logits[same], ref.logits[same], rtol=RTOL, atol=ATOL, err_msg=what)
     ok = same & np.isfinite(ref.margins)
@@ -317,8 +324,17 @@ def test_compiled_smartbert_matches_oracle(kind, build_root):
                if data.draw(st.booleans(), label="per_layer") else cut_between(data.draw, scores, "cut"))
         got, ref = compare(cm, m, refexit.SkipEntropy(thr), enc, f"config {cfg} {kind}")
         assert_alone_as_in_batch(cm, enc, got)
+        assert_layers_alone_as_in_batch(cm, enc, got)
 
     check()
+
+
+def assert_layers_alone_as_in_batch(cm, enc, got):
+    """The layers a sample ran (and its FLOPs) do not depend on its batch mates."""
+    for b in sorted({0, len(got.exit_layers) - 1}):
+        n = int(enc["attention_mask"][b].sum())
+        one = cm.classify({k: v[b:b + 1, :n] for k, v in enc.items()})
+        assert one.layers_run[0] == got.layers_run[b] and one.flops[0] == got.flops[b]
 
 
 def test_compiled_skips_really_happen_and_mixed_batches_agree(build_root):
@@ -330,7 +346,102 @@ def test_compiled_skips_really_happen_and_mixed_batches_agree(build_root):
     got, ref = compare(cm, m, refexit.SkipEntropy(0.0), enc, "no exits")
     assert 0 < ref.layers_run.min() < m.num_layers and len(set(ref.layers_run.tolist())) > 1
     assert np.all(got.exit_layers == m.num_layers)
+    assert np.any(got.layers_run < got.exit_layers)                 # the compiled count is not the exit layer
     compare(cm, m, refexit.SkipEntropy(1.2), enc, "exits")
+
+
+def test_compiled_layer_flags_and_the_run_calls_of_other_policies(build_root):
+    """`_classify_batch_run`: layer_ran [B, L] marks the layers run (their count is layers_run; none
+    after the exit; the exit layer itself ran unless it is the last); the text path (classify_text)
+    reports what the padded path does. Libraries of other policies export the same calls, with
+    layers_run = exit layer and every layer up to it marked."""
+    import codegen
+    m, cm = get("c", "mean_linear", build_root)
+    rng = np.random.default_rng(3)
+    rows = [np.r_[2, rng.integers(4, 97, rng.integers(1, MAX_LEN - 1))] for _ in range(25)]
+    enc = enc_of(rows)
+    quiet(cm.set_policy, refexit.SkipEntropy(1.2))
+    want = cm.classify(enc)
+    lengths = np.array([len(r) for r in rows], np.int32)
+    ids = np.concatenate(rows).astype(np.int32)
+    run, ran = np.full(len(rows), -1, np.int32), np.full((len(rows), m.num_layers), 7, np.uint8)
+    out = cm.classify_raw(ids, np.zeros_like(ids), lengths, run, ran)
+    np.testing.assert_array_equal(out["exit_layer"], want.exit_layers)
+    np.testing.assert_array_equal(run, want.layers_run)
+    assert set(np.unique(ran).tolist()) <= {0, 1}
+    np.testing.assert_array_equal(ran.sum(axis=1), run)
+    L = m.num_layers
+    for b, e in enumerate(out["exit_layer"]):
+        assert not ran[b, e:].any() and (e == L or ran[b, e - 1] == 1)
+    assert any((ran[b, :e - 1] == 0).any() for b, e in enumerate(out["exit_layer"]))   # skips before an exit
+    texts = [" ".join(rng.choice(m.tokenizer.vocab[5:], int(rng.integers(1, 9)))) for _ in range(8)]
+    text = cm.classify_text(texts)
+    pad = cm.classify(enc_of([cm.encode_text(t)[0] for t in texts]))
+    for f in ("exit_layers", "layers_run", "flops", "full_flops"):
+        np.testing.assert_array_equal(getattr(text, f), getattr(pad, f), err_msg=f)
+    # another policy's library: the same calls, layers_run = exit layer
+    other = quiet(codegen.compile_model, m, refexit.Entropy(0.8), build_root / "sb_entropy", prefix="sb_entropy",
+                  max_length=MAX_LEN, max_batch=MAX_BATCH, max_tokens=MAX_TOKENS)
+    res = other.classify(enc)
+    assert res.layers_run is None
+    fn = getattr(other.lib, "sb_entropy_classify_batch_run")
+    f = other.ffi.from_buffer
+    out = np.zeros(len(rows), other._dtype)
+    run, ran = np.full(len(rows), -1, np.int32), np.full((len(rows), L), 7, np.uint8)
+    st_ = fn(other._handle(), f("int32_t[]", ids), other.ffi.NULL, f("int32_t[]", lengths), len(rows),
+             f("sb_entropy_result[]", out, require_writable=True), f("int32_t[]", run, require_writable=True),
+             f("uint8_t[]", ran, require_writable=True))
+    assert st_ == 0
+    np.testing.assert_array_equal(out["exit_layer"], res.exit_layers)
+    np.testing.assert_array_equal(run, res.exit_layers)
+    np.testing.assert_array_equal(ran, np.arange(L)[None, :] < res.exit_layers[:, None])
+    with pytest.raises(InputError, match="skips no layer"):
+        other.classify_raw(ids, np.zeros_like(ids), lengths, run)
+
+
+def test_compiled_results_feed_evaluate_and_the_standalone_program(build_root):
+    """evaluate's compiled numbers (mean layers, the --wallclock ideal, FLOPs) come from the layers
+    run; the standalone program prints "layers_run" after "exit_layer" exactly when it differs, as
+    ClassifyResult.records (refexit classify) does."""
+    import json
+    import subprocess
+    from codegen.standalone import build_standalone
+    from refexit.train import evaluate as E
+    m, cm = get("c", "mean_linear", build_root)
+    rng = np.random.default_rng(4)
+    texts = [" ".join(rng.choice(m.tokenizer.vocab[5:], int(rng.integers(1, 9)))) for _ in range(12)]
+    enc = m.tokenizer(texts, max_length=MAX_LEN)
+    L = m.num_layers
+    grid = E.sweep_policies("smartbert", L, m.num_labels)
+    k = 3
+    pol = grid[k]
+    ref = quiet(m.astype(np.float64).classify, enc, pol)
+
+    def make_classify(p):
+        if p.name != "smartbert":                       # the full model: not what is checked here
+            return lambda texts: None
+        quiet(cm.set_policy, p)
+        return lambda texts: cm.classify(enc)
+    report = {"num_layers": L, "labels": m.label_names, "policies": {"smartbert": {"picked": {"index": k}}}}
+    w = quiet(E.add_wallclock, report, make_classify, texts, repeat=1)["policies"]["smartbert"]
+    got = cm.classify(enc)
+    if np.all(ref.margins >= NEAR):
+        assert w["ideal_layer_speedup"] == pytest.approx(L / np.mean(ref.layers_run))
+        assert w["flops_ratio"] == pytest.approx(ref.flops_ratio)
+    assert w["ideal_layer_speedup"] == pytest.approx(L / np.mean(got.layers_run))
+    # the standalone program
+    res = build_standalone(cm.out_dir, embedded=False)
+    quiet(cm.set_policy, pol)
+    thr = ",".join(repr(float(t)) for t in cm.thresholds)
+    r = subprocess.run([str(res.sidecar), "--threshold", thr, *texts], capture_output=True, timeout=300)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    recs = [json.loads(line) for line in r.stdout.decode().splitlines()]
+    text = cm.classify_text(texts)
+    mine = text.records()
+    assert [rec.get("layers_run", rec["exit_layer"]) for rec in recs] == text.layers_run.tolist()
+    assert [rec["exit_layer"] for rec in recs] == text.exit_layers.tolist()
+    assert [set(rec) - {"time_ms", "truncated", "n_tokens"} for rec in recs] == [set(rec) for rec in mine]
+    assert any("layers_run" in rec for rec in recs) and any("layers_run" not in rec for rec in recs)
 
 
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
