@@ -31,6 +31,21 @@ from refexit.score.handles import Scorer, SharedWeights
 ROOT = Path(__file__).resolve().parents[1]
 
 
+
+def kill_when(cmd: list, env: dict, ready, what: str) -> None:
+    """Start `cmd`, SIGKILL it as soon as ready() holds (polled every 10 ms), and fail the test if
+    it ended on its own first (the input was too small to catch it mid-run)."""
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stderr=subprocess.PIPE)
+    while proc.poll() is None:
+        if ready():
+            proc.send_signal(signal.SIGKILL)
+            break
+        threading.Event().wait(0.01)
+    proc.wait()
+    proc.stderr.close()
+    if proc.returncode != -signal.SIGKILL:
+        pytest.fail(f"the run ended (exit {proc.returncode}) before {what} were seen; make the input larger")
+
 def random_texts(n: int, seed: int = 0) -> list[str]:
     """Texts of the random vocabulary's letters and pieces (varied tokens, so varied answers)."""
     rng = random.Random(seed)
@@ -290,18 +305,8 @@ def test_resume_after_sigkill_gives_exactly_one_row_per_input_row(tiny, tmp_path
     subprocess.run(cmd + ["-o", str(ref)], check=True, env=env, cwd=ROOT, capture_output=True)
     out = tmp_path / "out.jsonl"
     parts = chunks.parts_dir(out)
-    proc = subprocess.Popen(cmd + ["-o", str(out)], env=env, cwd=ROOT, stderr=subprocess.PIPE)
-    committed = []
-    while proc.poll() is None:
-        committed = list(parts.glob("*.jsonl")) if parts.exists() else []
-        if len(committed) >= 30:
-            proc.send_signal(signal.SIGKILL)
-            break
-        threading.Event().wait(0.01)
-    proc.wait()
-    proc.stderr.close()
-    if proc.returncode != -signal.SIGKILL:
-        pytest.fail(f"the run ended (exit {proc.returncode}) before 30 chunks were seen; make the input larger")
+    kill_when(cmd + ["-o", str(out)], env, lambda: parts.exists() and len(list(parts.glob("*.jsonl"))) >= 30,
+              "30 chunks")
     assert not out.exists() and parts.exists()
     before = sorted(p.name for p in parts.glob("*.jsonl"))
     assert 30 <= len(before) < n // 100

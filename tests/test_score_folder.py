@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -24,7 +22,7 @@ from refexit.errors import InputError
 from refexit.cli.main import main
 from refexit.score import folder
 
-from test_score import ROOT, expected, random_texts, read_jsonl, score, tiny  # noqa: F401  (fixture)
+from test_score import ROOT, expected, kill_when, random_texts, read_jsonl, score, tiny  # noqa: F401  (fixture)
 
 pa = pytest.importorskip("pyarrow", reason="a folder output is Parquet: needs the optional pyarrow")
 import pyarrow.parquet as pq  # noqa: E402
@@ -226,16 +224,7 @@ def test_a_folder_run_sigkilled_mid_run_resumes_to_the_uninterrupted_rows(tiny, 
     ref = str(tmp_path / "ref") + "/"
     subprocess.run(cmd + ["-o", ref], check=True, env=env, cwd=ROOT, capture_output=True)
     out = str(tmp_path / "out") + "/"
-    proc = subprocess.Popen(cmd + ["-o", out], env=env, cwd=ROOT, stderr=subprocess.PIPE)
-    while proc.poll() is None:
-        if len(markers(out)) >= 10:
-            proc.send_signal(signal.SIGKILL)
-            break
-        threading.Event().wait(0.01)
-    proc.wait()
-    proc.stderr.close()
-    if proc.returncode != -signal.SIGKILL:
-        pytest.fail(f"the run ended (exit {proc.returncode}) before 10 parts were seen; make the input larger")
+    kill_when(cmd + ["-o", out], env, lambda: len(markers(out)) >= 10, "10 parts")
     assert 10 <= len(markers(out)) < n // 500
     assert not (Path(out) / folder.ERRORS).exists()
     r = subprocess.run(cmd + ["-o", out], env=env, cwd=ROOT, capture_output=True, text=True)

@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import warnings
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from refexit.synthetic import random_model, save_model
 import codegen
 from refexit.score import chunks, ray_engine
 
-from test_score import ROOT, expected, random_texts, read_jsonl
+from test_score import ROOT, expected, kill_when, random_texts, read_jsonl
 
 
 def require_ray():
@@ -177,16 +176,8 @@ def test_a_ray_run_sigkilled_mid_run_resumes_to_the_uninterrupted_output(tiny, t
     subprocess.run(cmd + ["-o", str(ref)], check=True, env=env, cwd=ROOT, capture_output=True)
     out = tmp_path / "out.jsonl"
     parts = chunks.parts_dir(out)
-    proc = subprocess.Popen(ray_cmd + ["-o", str(out)], env=env, cwd=ROOT, stderr=subprocess.PIPE)
-    while proc.poll() is None:
-        if parts.exists() and len(list(parts.glob("*.jsonl"))) >= 30:
-            proc.send_signal(signal.SIGKILL)
-            break
-        threading.Event().wait(0.01)
-    proc.wait()
-    proc.stderr.close()
-    if proc.returncode != -signal.SIGKILL:
-        pytest.fail(f"the run ended (exit {proc.returncode}) before 30 chunks were seen; make the input larger")
+    kill_when(ray_cmd + ["-o", str(out)], env, lambda: parts.exists() and len(list(parts.glob("*.jsonl"))) >= 30,
+              "30 chunks")
     assert not out.exists()
     before = sorted(p.name for p in parts.glob("*.jsonl"))
     assert 30 <= len(before) < n // 100
@@ -317,16 +308,7 @@ def test_a_ray_folder_run_sigkilled_mid_run_resumes_to_the_uninterrupted_rows(ti
     ref = str(tmp_path / "ref") + "/"
     subprocess.run(cmd + ["-o", ref], check=True, env=env, cwd=ROOT, capture_output=True)
     out = str(tmp_path / "out") + "/"
-    proc = subprocess.Popen(ray_cmd + ["-o", out], env=env, cwd=ROOT, stderr=subprocess.PIPE)
-    while proc.poll() is None:
-        if len(markers(out)) >= 10:
-            proc.send_signal(signal.SIGKILL)
-            break
-        threading.Event().wait(0.01)
-    proc.wait()
-    proc.stderr.close()
-    if proc.returncode != -signal.SIGKILL:
-        pytest.fail(f"the run ended (exit {proc.returncode}) before 10 parts were seen; make the input larger")
+    kill_when(ray_cmd + ["-o", out], env, lambda: len(markers(out)) >= 10, "10 parts")
     assert 10 <= len(markers(out)) < n // 500
     out_local = str(tmp_path / "out-local") + "/"
     shutil.copytree(out, out_local)
