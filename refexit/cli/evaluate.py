@@ -211,6 +211,8 @@ class Compiled:
         def classify(*_):
             if cm.policy_repr != repr(policy):        # the library may be shared by two points
                 cm.set_policy(policy)
+            if policy.name == "ceebert":              # thresholds learnt online: every timed call starts
+                cm.reset_bandit()                     # from the state the ideal's call started from
             return cm.classify(enc)
         return classify
 
