@@ -211,6 +211,33 @@ def test_resume_redoes_uncommitted_parts_and_keeps_committed_ones(tiny, tmp_path
     assert (out / folder.ERRORS).read_bytes() == want_errors
 
 
+def test_a_part_committed_by_a_survivor_of_the_killed_run_during_the_resume_is_redone(tiny, tmp_path,
+                                                                                    monkeypatch):
+    """A worker of the killed run may outlive it (a Ray actor outlives its driver for a while) and
+    commit its part just after --resume deleted that part's file as a stray: the resume must still
+    score the part itself, not take the new marker as done and leave the part without its rows."""
+    _, compiled, _ = tiny
+    src = write_input(tmp_path / "in.jsonl", 100, seed=37, bad_every=13)
+    out = Path(tmp_path / "out")
+    argv = [compiled, src, "-o", str(out) + "/", "--part-rows", "20", "--chunk-rows", "8", "--id-column", "id"]
+    assert score(*argv) == 0
+    want = read_folder(out)
+    marker = out / folder.marker_name(0, 2)
+    late = marker.read_bytes()
+    marker.unlink()                                       # part 2: its file written, its marker not yet
+    delete = folder.Store.delete
+
+    def delete_then_the_survivor_commits(store, name):
+        delete(store, name)
+        if name == folder.part_name(0, 2):
+            marker.write_bytes(late)
+    monkeypatch.setattr(folder.Store, "delete", delete_then_the_survivor_commits)
+    assert score(*argv, "--resume", "--summary", tmp_path / "s.json") == 0
+    assert marker.read_bytes() == late                    # the resume wrote it again, the same
+    assert read_folder(out) == want
+    assert json.loads((tmp_path / "s.json").read_text())["rows_this_run"] == 20
+
+
 def test_a_folder_run_sigkilled_mid_run_resumes_to_the_uninterrupted_rows(tiny, tmp_path):
     """A real `refexit score -o DIR/` process, SIGKILLed once 10 of its 60 parts are committed,
     then the same command with --resume: exactly one row per input row (ids checked), the rows and

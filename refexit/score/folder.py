@@ -27,8 +27,10 @@ markers too: no output row passes through the driver). Files and folders whose n
 `_` or `.` are skipped by pyarrow, Ray and Spark when they read DIR as a Parquet dataset.
 
 `--resume` skips the committed parts and deletes the stray files of the others (a part file
-without its marker, temporaries) before anything runs; a run without --resume on a folder holding
-a run is refused, as is a resume whose inputs or options changed."""
+without its marker, temporaries) before anything runs, and scores every part not committed at
+that moment, even one that a still-running worker of the killed run commits meanwhile (FolderRun.
+remove_strays); a run without --resume on a folder holding a run is refused, as is a resume whose
+inputs or options changed."""
 from __future__ import annotations
 
 import json
@@ -174,8 +176,9 @@ class FolderRun:
                                  f"or delete the folder to start again")
             if old is not None:
                 chunks.check_same_run(old, run, out)
-                self.remove_strays()
+                self.done_at_start = self.remove_strays()
                 return
+        self.done_at_start: dict[int, dict[int, dict]] = {}
         store.makedirs()
         store.write_bytes(f"{MARKERS}/run.json", json.dumps(run, indent=1).encode())
 
@@ -194,8 +197,11 @@ class FolderRun:
         done = self.committed()
         return all(_complete(done.get(f, {})) for f in range(n_files))
 
-    def remove_strays(self) -> None:
-        """Delete what a killed run left uncommitted: part files without a marker, temporaries."""
+    def remove_strays(self) -> dict[int, dict[int, dict]]:
+        """Delete what a killed run left uncommitted: part files without a marker, temporaries.
+        -> the committed parts it judged by, which are the parts this run skips: a worker of the
+        killed run still alive (a Ray actor outlives its driver for a while) may commit a part
+        whose file was just deleted here, and such a part is not in the list, so it is scored again."""
         done = self.committed()
         for name in self.store.list() or []:
             m = _PART.fullmatch(name)
@@ -205,6 +211,7 @@ class FolderRun:
         for name in self.store.list(MARKERS) or []:
             if name.endswith(".tmp"):
                 self.store.delete(f"{MARKERS}/{name}")
+        return done
 
 
 MAX_PART_ROWS, MIN_PART_ROWS = 65536, 1024
@@ -433,7 +440,7 @@ def score_folder_local(cm, inputs: list[Path], out: str, opt) -> dict:
     engine.check_options(opt)
     workers = opt.workers or max(1, engine.cpu_count() // opt.threads_per_worker)
     run, opt = open_run(out, inputs, opt, cm, workers)
-    done = run.committed()
+    done = run.done_at_start
     prog = engine.progress_bar(inputs, opt, done)
     shared = SharedWeights(cm)
     mine = threading.local()

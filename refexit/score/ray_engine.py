@@ -282,7 +282,7 @@ def _score_parts(ray, cls, run: FO.FolderRun, cm, inputs: list[Path], opt, worke
     """A folder output: each actor scores whole parts and commits them into the folder itself
     (folder.score_part on its node); the driver hands out the parts still to do (one per actor at a
     time) and gets each part's meta back; folder.finish writes the errors file and the summary."""
-    done = run.committed()
+    done = run.done_at_start
     prog = engine.progress_bar(inputs, opt, done)
     actor = ray.remote(cls).options(num_cpus=opt.threads_per_worker, max_restarts=-1, max_task_retries=-1)
     actors = [actor.remote() for _ in range(workers)]
