@@ -1,6 +1,7 @@
 """SmartBERT skip gates (methods.md, "SmartBERT"): the gate and the rule in the oracle, the exits file,
 training on the frozen backbone (gradients, the loss's push towards skipping), the one-pass replay
 `evaluate` uses, and the compiled C against the float64 oracle (per sample, batch-independent)."""
+import importlib.util
 import math
 import warnings
 
@@ -492,3 +493,26 @@ def test_command_line_settings():
                         (["--gate", "0.5"], "needs --policy")):
         with pytest.raises(InputError, match=match):
             policy_from_args(p.parse_args(argv))
+
+
+def test_score_reports_the_layers_run(build_root, tmp_path):
+    """`refexit score`'s summary counts the layers the skip gates let run (mean_layers_run, below the
+    mean exit layer), equal to the compiled model's own count on the same texts, for a file output
+    and (with pyarrow) a folder output."""
+    import json
+
+    import codegen
+    from refexit.cli.main import main
+    m, cm = get("c", "mean_linear", build_root)
+    rng = np.random.default_rng(5)
+    texts = [" ".join(rng.choice(m.tokenizer.vocab[5:], int(rng.integers(1, 9)))) for _ in range(50)]
+    (tmp_path / "in.txt").write_text("".join(t + "\n" for t in texts), encoding="utf-8")
+    want = codegen.load_compiled(cm.out_dir).classify_text(texts)        # the compiled folder's own policy
+    assert np.mean(want.layers_run) < np.mean(want.exit_layers)
+    outs = ["out.jsonl"] + (["dir/"] if importlib.util.find_spec("pyarrow") else [])
+    for i, out in enumerate(outs):
+        assert main(["score", str(cm.out_dir), str(tmp_path / "in.txt"), "-o", f"{tmp_path}/{out}", "--batch", "7",
+                     "--chunk-rows", "20", "--summary", str(tmp_path / f"s{i}.json"), "--quiet"]) == 0
+        s = json.loads((tmp_path / f"s{i}.json").read_text())
+        assert s["mean_layers_run"] == pytest.approx(np.mean(want.layers_run), abs=1e-4), out
+        assert s["mean_exit_layer"] == pytest.approx(np.mean(want.exit_layers), abs=1e-4), out

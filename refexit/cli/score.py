@@ -101,4 +101,6 @@ def print_summary(s: dict) -> None:
       f"{s['seconds']:.1f} s, {rate}\n")
     if s["mean_exit_layer"] is not None:
         dist = ", ".join(f"{k}: {v:,}" for k, v in s["exit_layers"].items() if v)
-        w(f"score: mean exit layer {s['mean_exit_layer']:.2f}; exit layers {{{dist}}}\n")
+        run = f" ({s['mean_layers_run']:.2f} layers run: the skip gates skipped some)" \
+            if s.get("mean_layers_run") is not None else ""
+        w(f"score: mean exit layer {s['mean_exit_layer']:.2f}{run}; exit layers {{{dist}}}\n")

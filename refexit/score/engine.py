@@ -176,7 +176,6 @@ def finish(run: chunks.RunDir, inputs, out_path: Path, cm, spec: R.Spec, rows_sc
     """Every chunk committed: write the output and the errors file, remove the parts, -> summary."""
     done = run.committed()
     ordered, total = [], 0
-    exits = np.zeros(cm.num_layers, np.int64)
     many = len(inputs) > 1
     for f, path in enumerate(inputs):
         d = done.get(f, {})
@@ -186,24 +185,35 @@ def finish(run: chunks.RunDir, inputs, out_path: Path, cm, spec: R.Spec, rows_sc
         for k in sorted(d):
             ordered.append((f, k))
             total += d[k]["rows"]
-            exits += np.asarray(d[k]["exits"], np.int64)
     output.write_output(out_path, [run.chunk_path(f, k) for f, k in ordered], R.columns(spec, cm.num_labels))
     errors = (({"file": str(inputs[f])} if many else {}) | e for f, k in ordered for e in done[f][k]["errors"])
     n_err = output.write_errors(output.errors_path(out_path), errors)
+    counts = exit_counts([done[f][k] for f, k in ordered], cm.num_layers)
     run.remove()
-    return summarize(total, exits, n_err, rows_scored, seconds, str(out_path), str(output.errors_path(out_path)))
+    return summarize(total, *counts, n_err, rows_scored, seconds, str(out_path), str(output.errors_path(out_path)))
 
 
-def summarize(total: int, exits: np.ndarray, n_err: int, rows_scored: int, seconds: float, out: str,
-              errors_file: str) -> dict:
-    """The summary of a run: `exits` [L] rows per exit layer, over the whole output."""
+def exit_counts(metas: list[dict], num_layers: int) -> tuple[np.ndarray, int | None]:
+    """The committed chunks' or parts' metas -> (rows per exit layer [L], the layers run summed:
+    with skip gates, when every meta counts them, else None)."""
+    exits = np.zeros(num_layers, np.int64)
+    for m in metas:
+        exits += np.asarray(m["exits"], np.int64)
+    run = [m.get("layers_run") for m in metas]
+    return exits, (sum(run) if run and None not in run else None)
+
+
+def summarize(total: int, exits: np.ndarray, layers_run: int | None, n_err: int, rows_scored: int, seconds: float,
+              out: str, errors_file: str) -> dict:
+    """The summary of a run: `exits` [L] rows per exit layer, over the whole output; `layers_run`
+    the layers the scored rows ran (skip gates: fewer than their exit layers), else None."""
     scored = int(exits.sum())
+    mean = (lambda x: round(float(x) / scored, 4) if scored else None)
     return {"rows": total, "scored": scored, "errors": n_err, "seconds": round(seconds, 3),
             "rows_this_run": rows_scored, "texts_per_s": round(rows_scored / seconds, 1) if seconds > 0 else None,
-            "mean_exit_layer": round(float((exits * np.arange(1, len(exits) + 1)).sum() / scored), 4) if scored
-            else None,
-            "exit_layers": {str(i + 1): int(c) for i, c in enumerate(exits)},
-            "output": out, "errors_file": errors_file}
+            "mean_exit_layer": mean((exits * np.arange(1, len(exits) + 1)).sum())} | \
+        ({"mean_layers_run": mean(layers_run)} if layers_run is not None else {}) | \
+        {"exit_layers": {str(i + 1): int(c) for i, c in enumerate(exits)}, "output": out, "errors_file": errors_file}
 
 
 def _isatty() -> bool:

@@ -298,7 +298,8 @@ def score_part(scorer, part: Part, label_names: list[str]) -> dict:
     spec = part.spec
     schema = part_schema(spec, scorer.cm.num_labels)
     store = Store(part.out)
-    meta = {"rows": 0, "errors": [], "exits": [0] * scorer.cm.num_layers}
+    meta = {"rows": 0, "errors": [], "exits": [0] * scorer.cm.num_layers} | \
+        ({"layers_run": 0} if scorer.layers_run is not None else {})
     rows = itertools.islice(tables.iter_rows(part.path, format=part.input_format, start=part.k * part.part_rows,
                                              offset=part.offset), part.part_rows)
 
@@ -308,6 +309,8 @@ def score_part(scorer, part: Part, label_names: list[str]) -> dict:
             meta["rows"] += m["rows"]
             meta["errors"] += m["errors"]
             meta["exits"] = [a + b for a, b in zip(meta["exits"], m["exits"])]
+            if "layers_run" in m:
+                meta["layers_run"] = meta.get("layers_run", 0) + m["layers_run"]
             recs = [json.loads(line) for line in lines]
             if spec.id_column is not None:
                 for r in recs:
@@ -413,8 +416,7 @@ def finish(run: FolderRun, inputs: list[Path], cm, rows_scored: int, seconds: fl
     """Every part committed: DIR/_errors.jsonl and the summary, both from the markers."""
     from . import engine
     done = run.committed()
-    total, errors = 0, []
-    exits = np.zeros(cm.num_layers, np.int64)
+    total, errors, metas = 0, [], []
     many = len(inputs) > 1
     for f, path in enumerate(inputs):
         d = done.get(f, {})
@@ -424,12 +426,12 @@ def finish(run: FolderRun, inputs: list[Path], cm, rows_scored: int, seconds: fl
         end = min(k for k, m in d.items() if m.get("last"))
         for k in sorted(k for k in d if k <= end):
             total += d[k]["rows"]
-            exits += np.asarray(d[k]["exits"], np.int64)
+            metas.append(d[k])
             errors += [({"file": str(path)} if many else {}) | e for e in d[k]["errors"]]
     run.store.write_bytes(ERRORS, "".join(json.dumps(e, ensure_ascii=False, default=str) + "\n"
                                           for e in errors).encode())
-    return engine.summarize(total, exits, len(errors), rows_scored, seconds, run.out,
-                            run.out.rstrip("/") + "/" + ERRORS)
+    return engine.summarize(total, *engine.exit_counts(metas, cm.num_layers), len(errors), rows_scored, seconds,
+                            run.out, run.out.rstrip("/") + "/" + ERRORS)
 
 
 # ---------------------------------------------------------------------- the local engine

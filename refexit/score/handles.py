@@ -61,6 +61,11 @@ class Scorer:
         self._len_p = f("int32_t[]", self.lengths)
         self._out_p = f(f"{p}_result[]", self.out, require_writable=True)
         self._n = self.ffi.new("int *")
+        self.layers_run = None                                    # [batch] the layers each ran (skip gates)
+        if cm._skips:                                             # SmartBERT: the call that reports them
+            self._classify_run = getattr(self.lib, f"{p}_classify_batch_run")
+            self.layers_run = np.zeros(self.batch, np.int32)
+            self._run_p = f("int32_t[]", self.layers_run, require_writable=True)
         self.specials = (cm.special_tokens(False), cm.special_tokens(True))   # a text of only these is empty
 
     def _check(self, st: int, what: str) -> None:
@@ -74,8 +79,9 @@ class Scorer:
 
     def classify(self, texts: list[bytes], pairs: list | None = None):
         """UTF-8 texts (pairs[i]: None or the second text) -> (results [n] structured array of
-        logits/label/exit_layer/score/margin, empty [n] bool: no token besides the special ones).
-        len(texts) <= batch. Texts are truncated to the compiled maximum length."""
+        logits/label/exit_layer/score/margin, empty [n] bool: no token besides the special ones,
+        layers run [n] int32 when the model has skip gates (SmartBERT; 0 for an empty text), else
+        None). len(texts) <= batch. Texts are truncated to the compiled maximum length."""
         n = len(texts)
         if n > self.batch:
             raise InputError(f"{n} texts for a batch of {self.batch}")
@@ -95,12 +101,18 @@ class Scorer:
             self.lengths[k] = m
             k += 1
             off += m
-        if k:
-            self._check(self._classify_batch(self._m, self._ids_p, self._types_p, self._len_p, k, self._out_p),
-                        "classify_batch")
+        args = (self._m, self._ids_p, self._types_p, self._len_p, k, self._out_p)
+        if k and self.layers_run is None:
+            self._check(self._classify_batch(*args), "classify_batch")
+        elif k:
+            self._check(self._classify_run(*args, self._run_p, null), "classify_batch_run")
         res = np.zeros(n, self.cm._dtype)
         res[~empty] = self.out[:k]
-        return res, empty
+        if self.layers_run is None:
+            return res, empty, None
+        run = np.zeros(n, np.int32)
+        run[~empty] = self.layers_run[:k]
+        return res, empty, run
 
 
 def probabilities(logits: np.ndarray) -> np.ndarray:

@@ -69,7 +69,8 @@ def extract(row, spec: Spec):
 
 def score_rows(scorer, rows: list, spec: Spec, label_names: list[str]) -> tuple[list[str], dict]:
     """Score table rows (in order) with a Scorer -> (one JSON line per row, the chunk's meta:
-    rows, errors [{row, id, error}], exits (count per exit layer 1..L))."""
+    rows, errors [{row, id, error}], exits (count per exit layer 1..L), and with skip gates
+    layers_run: the layers the scored rows ran, summed)."""
     cm = scorer.cm
     C, L = cm.num_labels, cm.num_layers
     lines: list[str] = []
@@ -77,11 +78,12 @@ def score_rows(scorer, rows: list, spec: Spec, label_names: list[str]) -> tuple[
     exits = np.zeros(L + 1, np.int64)
     head = {"file": spec.file} if spec.file is not None else {}
     nulls = dict.fromkeys(result_columns(C, spec.logits))
+    layers_run = 0
     for s in range(0, len(rows), scorer.batch):
         part = rows[s:s + scorer.batch]
         got = [extract(r, spec) for r in part]
         ok = [i for i, g in enumerate(got) if g[3] is None]
-        res, empty = scorer.classify([got[i][1] for i in ok], [got[i][2] for i in ok] if spec.pair_column else None)
+        res, empty, run = scorer.classify([got[i][1] for i in ok], [got[i][2] for i in ok] if spec.pair_column else None)
         result = dict.fromkeys(range(len(part)))
         if ok:
             probs = probabilities(res["logits"]) if C > 1 else None                   # [n, C]
@@ -91,6 +93,7 @@ def score_rows(scorer, rows: list, spec: Spec, label_names: list[str]) -> tuple[
                     continue
                 e = int(res["exit_layer"][j])
                 exits[e] += 1
+                layers_run += e if run is None else int(run[j])
                 if C == 1:
                     rec = {"value": float(res["logits"][j, 0])}
                 else:
@@ -108,4 +111,5 @@ def score_rows(scorer, rows: list, spec: Spec, label_names: list[str]) -> tuple[
             else:
                 rec |= result[i]
             lines.append(json.dumps(rec, ensure_ascii=False, default=str))
-    return lines, {"rows": len(rows), "errors": errors, "exits": exits[1:].tolist()}
+    meta = {"rows": len(rows), "errors": errors, "exits": exits[1:].tolist()}
+    return lines, meta | ({"layers_run": layers_run} if scorer.layers_run is not None else {})
