@@ -5,8 +5,8 @@ Per data set (test split): the full model, DeeBERT's entropy exit at its dev-pic
 gates alone (S = 0: no exit), SmartBERT at its dev-picked threshold; accuracy, macro-F1, mean layers
 run, L / mean, FLOPs full / spent, and the skip rate per layer (share of the samples reaching a layer
 whose gate skipped it)."""
+import argparse
 import json
-import sys
 
 
 def row(name, what, m, L):
@@ -43,4 +43,6 @@ def main(paths):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("reports", nargs="+", help="evaluate-DATA.json files written with --sweep")
+    main(ap.parse_args().reports)
