@@ -309,8 +309,8 @@ def score_part(scorer, part: Part, label_names: list[str]) -> dict:
             meta["rows"] += m["rows"]
             meta["errors"] += m["errors"]
             meta["exits"] = [a + b for a, b in zip(meta["exits"], m["exits"])]
-            if "layers_run" in m:
-                meta["layers_run"] = meta.get("layers_run", 0) + m["layers_run"]
+            if "layers_run" in meta:
+                meta["layers_run"] += m["layers_run"]
             recs = [json.loads(line) for line in lines]
             if spec.id_column is not None:
                 for r in recs:
